@@ -1,0 +1,112 @@
+package app
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"gopkg.in/yaml.v3"
+
+	"github.com/portico-dev/portico/edge"
+	"github.com/portico-dev/portico/mesh"
+	"github.com/portico-dev/portico/transcode"
+)
+
+// Config is the root of the operator's YAML file. Every key and its default
+// is documented in the README ("Configuration"); each section belongs to
+// the package that uses it.
+type Config struct {
+	Edge      edge.Config      `yaml:"edge"`
+	Mesh      mesh.Config      `yaml:"mesh"`
+	Transcode transcode.Config `yaml:"transcode"`
+	Log       LogConfig        `yaml:"log"`
+}
+
+// LogConfig selects the log level and encoding.
+type LogConfig struct {
+	// Level: debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format: json (default) or console.
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig returns every section's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Edge:      edge.DefaultConfig(),
+		Mesh:      mesh.DefaultConfig(),
+		Transcode: transcode.DefaultConfig(),
+		Log:       LogConfig{Level: "info", Format: "json"},
+	}
+}
+
+// LoadConfig decodes YAML over the defaults. Unknown keys are errors that
+// name their line.
+func LoadConfig(r io.Reader, into *Config) error {
+	data, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(into); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// LoadConfigFile reads path over the defaults.
+func LoadConfigFile(path string, into *Config) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := LoadConfig(f, into); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// Validate checks every section.
+func (c Config) Validate() error {
+	return errors.Join(c.Edge.Validate(), c.Mesh.Validate(), c.Transcode.Validate(), c.Log.Validate())
+}
+
+// Validate checks the log section.
+func (l LogConfig) Validate() error {
+	if _, err := zapcore.ParseLevel(l.Level); err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	if l.Format != "json" && l.Format != "console" {
+		return fmt.Errorf("log.format must be json or console, got %q", l.Format)
+	}
+	return nil
+}
+
+// NewLogger builds the process logger from the log section.
+func (l LogConfig) NewLogger() (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(l.Level)
+	if err != nil {
+		return nil, err
+	}
+	zc := zap.NewProductionConfig()
+	if l.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.DisableStacktrace = true
+	return zc.Build()
+}
+
+// PlaintextUpstream is a static upstream reached without TLS.
+func PlaintextUpstream(addr string) mesh.Upstream {
+	return mesh.Upstream{Address: addr, Plaintext: true}
+}

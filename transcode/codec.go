@@ -1,0 +1,341 @@
+package transcode
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Codec is what the edge needs from a binding to serve one call: a request
+// message built from the HTTP request, and the response written back. The
+// dynamic implementation (descriptors + protojson) is the default; a faster
+// one can replace it behind this interface.
+type Codec interface {
+	// DecodeRequest builds the upstream request from the path variables
+	// (as Router.Match returned them), the query and the body.
+	DecodeRequest(r *http.Request, vars []string) (proto.Message, error)
+	// NewResponse returns an empty upstream response message.
+	NewResponse() proto.Message
+	// WriteResponse writes a unary response with status 200.
+	WriteResponse(w http.ResponseWriter, r *http.Request, resp proto.Message) error
+	// NewStreamWriter starts a server-stream response in the format the
+	// request asks for (NDJSON by default, SSE for text/event-stream).
+	NewStreamWriter(w http.ResponseWriter, r *http.Request) StreamWriter
+	// Types resolves Any payloads and error details.
+	Types() Resolver
+}
+
+// StreamWriter writes the messages of a server stream as they arrive.
+type StreamWriter interface {
+	// Start sends the response header; call it once the first message (or
+	// the end of the stream) is known, so early errors keep their status.
+	Start()
+	// Send writes and flushes one message.
+	Send(msg proto.Message) error
+	// SendError ends the stream with an error object or event.
+	SendError(err error)
+}
+
+type bodyKind uint8
+
+const (
+	bodyNone bodyKind = iota
+	bodyAll
+	bodyField
+)
+
+// dynamicCodec decodes into and encodes from dynamicpb messages.
+type dynamicCodec struct {
+	binding *Binding
+	cfg     Config
+	in, out protoreflect.MessageType
+	types   Resolver
+
+	pathFields   [][]protoreflect.FieldDescriptor
+	pathNames    []string
+	body         bodyKind
+	bodyField    protoreflect.FieldDescriptor
+	httpBodyReq  bool
+	httpBodyResp bool
+	respField    protoreflect.FieldDescriptor
+	query        map[string]*queryField
+	bound        map[string]bool // dotted proto paths bound by path or body
+
+	unmarshal protojson.UnmarshalOptions
+	marshal   protojson.MarshalOptions
+}
+
+var _ Codec = (*dynamicCodec)(nil)
+
+func (c *dynamicCodec) init() {
+	if c.types == nil {
+		c.types = withGlobal(nil)
+	}
+	c.unmarshal = protojson.UnmarshalOptions{
+		DiscardUnknown: c.cfg.AllowUnknownFields,
+		RecursionLimit: c.cfg.MaxJSONDepth,
+		Resolver:       withGlobal(c.types),
+	}
+	// EmitUnpopulated matches grpc-gateway v2's default marshaler.
+	c.marshal = protojson.MarshalOptions{EmitUnpopulated: true, Resolver: withGlobal(c.types)}
+}
+
+func (c *dynamicCodec) Types() Resolver { return c.types }
+
+func (c *dynamicCodec) NewResponse() proto.Message { return c.out.New().Interface() }
+
+func (c *dynamicCodec) DecodeRequest(r *http.Request, vars []string) (proto.Message, error) {
+	msg := c.in.New()
+	if c.body != bodyNone {
+		if err := c.decodeBody(r, msg); err != nil {
+			return nil, err
+		}
+	}
+	for i, path := range c.pathFields {
+		if err := setPath(msg, path, vars[i], c.pathName(i), "path"); err != nil {
+			return nil, err
+		}
+	}
+	if c.query != nil && r.URL.RawQuery != "" {
+		if err := c.decodeQuery(r.URL.RawQuery, msg); err != nil {
+			return nil, err
+		}
+	}
+	return msg.Interface(), nil
+}
+
+func (c *dynamicCodec) pathName(i int) string {
+	return strings.Join(c.binding.Template.Vars[i].FieldPath, ".")
+}
+
+func (c *dynamicCodec) decodeQuery(raw string, msg protoreflect.Message) error {
+	n := 0
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		if kv == "" {
+			continue
+		}
+		if n++; n > c.cfg.MaxQueryParams {
+			return invalidArgf("too many query parameters (limit %d)", c.cfg.MaxQueryParams)
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil {
+			return invalidArgf("query parameter %q is not valid percent-encoding", truncate(k, 64))
+		}
+		val, err := url.QueryUnescape(v)
+		if err != nil {
+			return invalidArgf("value of query parameter %q is not valid percent-encoding", truncate(key, 64))
+		}
+		qf := c.query[key]
+		if qf == nil && strings.IndexByte(key, '.') > 0 {
+			qf = c.resolveQueryKey(key)
+		}
+		if qf == nil {
+			// Unknown parameters are ignored, as grpc-gateway does: clients
+			// add cache busters and tracking parameters freely.
+			continue
+		}
+		if err := setPath(msg, qf.path, val, qf.name, "query"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readBody reads at most MaxBodyBytes of the request body.
+func (c *dynamicCodec) readBody(r *http.Request, buf *bytes.Buffer) error {
+	if r.ContentLength > c.cfg.MaxBodyBytes {
+		return tooLarge(c.cfg.MaxBodyBytes)
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, c.cfg.MaxBodyBytes+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge(c.cfg.MaxBodyBytes)
+		}
+		return NewError(http.StatusBadRequest, codes.InvalidArgument, "reading request body: "+err.Error())
+	}
+	if n > c.cfg.MaxBodyBytes {
+		return tooLarge(c.cfg.MaxBodyBytes)
+	}
+	return nil
+}
+
+func tooLarge(limit int64) error {
+	return NewError(http.StatusRequestEntityTooLarge, codes.ResourceExhausted,
+		"request body exceeds the limit of "+strconv.FormatInt(limit, 10)+" bytes")
+}
+
+func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) error {
+	ct := r.Header.Get("Content-Type")
+	if c.httpBodyReq {
+		buf := new(bytes.Buffer) // the bytes end up in the message: not pooled
+		if err := c.readBody(r, buf); err != nil {
+			return err
+		}
+		hb := msg
+		if c.body == bodyField {
+			hb = msg.Mutable(c.bodyField).Message()
+		}
+		fields := hb.Descriptor().Fields()
+		hb.Set(fields.ByName("content_type"), protoreflect.ValueOfString(ct))
+		hb.Set(fields.ByName("data"), protoreflect.ValueOfBytes(buf.Bytes()))
+		return nil
+	}
+	if ct != "" && !isJSON(ct) {
+		return NewError(http.StatusUnsupportedMediaType, codes.InvalidArgument,
+			"Content-Type must be application/json, got "+strconv.Quote(truncate(ct, 100)))
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			buf.Reset()
+			bufPool.Put(buf)
+		}
+	}()
+	buf.Reset()
+	if err := c.readBody(r, buf); err != nil {
+		return err
+	}
+	data := bytes.TrimSpace(buf.Bytes())
+	if len(data) == 0 {
+		return nil
+	}
+	var err error
+	switch {
+	case c.body == bodyAll:
+		err = c.unmarshal.Unmarshal(data, msg.Interface())
+	case c.bodyField.Kind() == protoreflect.MessageKind && !c.bodyField.IsList() && !c.bodyField.IsMap():
+		err = c.unmarshal.Unmarshal(data, msg.Mutable(c.bodyField).Message().Interface())
+	default:
+		// A repeated, map or scalar body field: decode it as the only field
+		// of a wrapper object.
+		wrapped := make([]byte, 0, len(data)+len(c.bodyField.Name())+4)
+		wrapped = append(wrapped, '{', '"')
+		wrapped = append(wrapped, c.bodyField.Name()...)
+		wrapped = append(wrapped, '"', ':')
+		wrapped = append(wrapped, data...)
+		wrapped = append(wrapped, '}')
+		tmp := c.in.New()
+		if err = c.unmarshal.Unmarshal(wrapped, tmp.Interface()); err == nil {
+			msg.Set(c.bodyField, tmp.Get(c.bodyField))
+		}
+	}
+	if err != nil {
+		return invalidArgf("invalid JSON body: %s", protoErrText(err))
+	}
+	return nil
+}
+
+// protoErrText strips protobuf-go's "proto:" prefix (which it randomly
+// follows with a normal or non-breaking space).
+func protoErrText(err error) string {
+	s := err.Error()
+	if rest, ok := strings.CutPrefix(s, "proto:"); ok {
+		s = strings.TrimLeft(rest, " \u00a0")
+	}
+	return s
+}
+
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// encode renders the response (or its response_body field) as JSON; raw is
+// set for google.api.HttpBody responses.
+func (c *dynamicCodec) encode(dst []byte, resp proto.Message) (out []byte, contentType string, err error) {
+	m := resp.ProtoReflect()
+	if c.respField != nil {
+		if c.httpBodyResp {
+			m = m.Get(c.respField).Message()
+		} else if c.respField.Kind() == protoreflect.MessageKind && !c.respField.IsList() && !c.respField.IsMap() {
+			m = m.Get(c.respField).Message()
+		} else {
+			return c.encodeField(dst, m)
+		}
+	}
+	if c.httpBodyResp {
+		fields := m.Descriptor().Fields()
+		ct := m.Get(fields.ByName("content_type")).String()
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		return append(dst, m.Get(fields.ByName("data")).Bytes()...), ct, nil
+	}
+	out, err = c.marshal.MarshalAppend(dst, m.Interface())
+	return out, "application/json", err
+}
+
+// encodeField renders a scalar, repeated or map response_body field: the
+// message with only that field, cut down to the field's value. Rare (most
+// response_body fields are messages), so it favours simplicity.
+func (c *dynamicCodec) encodeField(dst []byte, m protoreflect.Message) ([]byte, string, error) {
+	only := c.out.New()
+	if m.Has(c.respField) {
+		only.Set(c.respField, m.Get(c.respField))
+	}
+	full, err := c.marshal.Marshal(only.Interface())
+	if err != nil {
+		return nil, "", err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(full, &fields); err != nil {
+		return nil, "", err
+	}
+	v, ok := fields[c.respField.JSONName()]
+	if !ok {
+		v = json.RawMessage("null")
+	}
+	return append(dst, v...), "application/json", nil
+}
+
+// outPool recycles response buffers; buffers over 1 MiB are not kept.
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func (c *dynamicCodec) WriteResponse(w http.ResponseWriter, r *http.Request, resp proto.Message) error {
+	bp := outPool.Get().(*[]byte)
+	out, ct, err := c.encode((*bp)[:0], resp)
+	if err != nil {
+		outPool.Put(bp)
+		return NewError(http.StatusInternalServerError, codes.Internal, "encoding response: "+protoErrText(err))
+	}
+	h := w.Header()
+	h.Set("Content-Type", ct)
+	h.Set("Content-Length", strconv.Itoa(len(out)))
+	if ct != "application/json" {
+		h.Set("X-Content-Type-Options", "nosniff")
+	}
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(out)
+	if cap(out) <= 1<<20 {
+		*bp = out[:0]
+		outPool.Put(bp)
+	}
+	return err
+}

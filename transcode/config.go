@@ -1,0 +1,65 @@
+package transcode
+
+import (
+	"fmt"
+	"time"
+)
+
+// Defaults for every limit a client controls through the transcoder. Each one
+// is a key of [Config].
+const (
+	// DefaultMaxBodyBytes caps a request body (413 beyond it). It matches
+	// gRPC's default maximum message size.
+	DefaultMaxBodyBytes = 4 << 20
+	// DefaultMaxJSONDepth caps nesting in JSON bodies (400 beyond it).
+	DefaultMaxJSONDepth = 64
+	// DefaultMaxQueryParams caps the number of query parameters (400 beyond it).
+	DefaultMaxQueryParams = 256
+	// DefaultStreamIdleTimeout ends a server stream that sends nothing for
+	// this long (the upstream call is cancelled).
+	DefaultStreamIdleTimeout = 5 * time.Minute
+)
+
+// Config is the `transcode` section of the operator's YAML.
+type Config struct {
+	// AllowUnknownFields accepts (and drops) JSON body fields the request
+	// message does not have. Off by default: an unknown field is a 400.
+	AllowUnknownFields bool `yaml:"allow_unknown_fields"`
+	// ExposeUnannotated also serves methods without a google.api.http option
+	// as `POST /<package>.<Service>/<Method>` with the whole message as body.
+	// A service is exposed only if it has at least one route.
+	ExposeUnannotated bool `yaml:"expose_unannotated"`
+	// MaxBodyBytes: largest accepted request body, in bytes.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxJSONDepth: deepest accepted JSON nesting in a request body.
+	MaxJSONDepth int `yaml:"max_json_depth"`
+	// MaxQueryParams: most query parameters accepted on one request.
+	MaxQueryParams int `yaml:"max_query_params"`
+	// StreamIdleTimeout ends a server stream silent for this long.
+	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxBodyBytes:      DefaultMaxBodyBytes,
+		MaxJSONDepth:      DefaultMaxJSONDepth,
+		MaxQueryParams:    DefaultMaxQueryParams,
+		StreamIdleTimeout: DefaultStreamIdleTimeout,
+	}
+}
+
+// Validate reports the first invalid value.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxBodyBytes <= 0:
+		return fmt.Errorf("transcode.max_body_bytes must be > 0, got %d", c.MaxBodyBytes)
+	case c.MaxJSONDepth <= 0 || c.MaxJSONDepth > 10000:
+		return fmt.Errorf("transcode.max_json_depth must be in 1..10000, got %d", c.MaxJSONDepth)
+	case c.MaxQueryParams <= 0:
+		return fmt.Errorf("transcode.max_query_params must be > 0, got %d", c.MaxQueryParams)
+	case c.StreamIdleTimeout <= 0:
+		return fmt.Errorf("transcode.stream_idle_timeout must be > 0, got %s", c.StreamIdleTimeout)
+	}
+	return nil
+}
