@@ -37,7 +37,7 @@ func NewProducts() productsv1.ProductServiceServer {
 
 // sampleProduct is deterministic: the same id always gives the same bytes.
 func sampleProduct(id string, n int) *productsv1.Product {
-	desc := strings.Repeat(fmt.Sprintf("Product %s is a sturdy, well-made example item. ", id), 12)[:600]
+	desc := strings.Repeat(fmt.Sprintf("Product %s is a sturdy, well-made example item. ", id), 20)[:600]
 	return &productsv1.Product{
 		Id: id, Name: fmt.Sprintf("Example product %d", n), Description: desc,
 		PriceCents: int64(1000 + n*37), Currency: "EUR",
