@@ -199,6 +199,9 @@ func parseWKT(md protoreflect.MessageDescriptor, s string) (protoreflect.Value, 
 	m := dynamicpb.NewMessage(md)
 	switch md.FullName() {
 	case "google.protobuf.FieldMask":
+		if !utf8.ValidString(s) {
+			return protoreflect.Value{}, fmt.Errorf("not valid UTF-8")
+		}
 		paths := m.Mutable(md.Fields().ByName("paths")).List()
 		for p := range strings.SplitSeq(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {
