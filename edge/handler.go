@@ -73,15 +73,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if route != nil {
 		types = route.Codec.Types()
 	}
-	if errors.Is(err, errResponseStarted) {
+	if errors.Is(err, transcode.ErrResponseStarted) {
+		if ce := h.log.Check(zapcore.DebugLevel, "response cut short"); ce != nil {
+			ce.Write(zap.String("path", r.URL.Path), zap.String("request_id", reqID), zap.Error(err))
+		}
 		return
 	}
 	code, st := transcode.WriteError(w, err, types)
 	h.logError(r, route, code, st, reqID, start)
 }
-
-// errResponseStarted marks errors already reported inside a started response.
-var errResponseStarted = errors.New("response already started")
 
 func matchError(r *http.Request, err error) error {
 	var mna *transcode.MethodNotAllowedError
@@ -201,12 +201,12 @@ func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *htt
 				return err
 			}
 			sw.SendError(err)
-			return errResponseStarted
+			return transcode.ErrResponseStarted
 		}
 		started = true
 		if err := sw.Send(msg); err != nil {
 			// The client went away: returning cancels the upstream call.
-			return errResponseStarted
+			return transcode.ErrResponseStarted
 		}
 	}
 }

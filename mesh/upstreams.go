@@ -45,6 +45,7 @@ func NewUpstreams(cfg Config, log *zap.Logger) (*Upstreams, error) {
 			grpc.WithDefaultCallOptions(
 				grpc.MaxCallRecvMsgSize(cfg.MaxRecvMessageBytes),
 				grpc.MaxCallSendMsgSize(cfg.MaxSendMessageBytes),
+				grpc.ForceCodecV2(dynamicCodec{}),
 			),
 		)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -337,5 +338,8 @@ func (c *dynamicCodec) WriteResponse(w http.ResponseWriter, r *http.Request, res
 		*bp = out[:0]
 		outPool.Put(bp)
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("%w: writing response: %v", ErrResponseStarted, err)
+	}
+	return nil
 }

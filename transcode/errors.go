@@ -80,6 +80,11 @@ func FromContextError(err error) error {
 	return err
 }
 
+// ErrResponseStarted marks an error that happened after the response
+// status was sent (a client gone mid-write, a stream failing after its
+// first message): there is nothing left to render, only to log.
+var ErrResponseStarted = errors.New("response already started")
+
 // StatusOf converts any error into a status and the HTTP code to send.
 func StatusOf(err error) (*status.Status, int) {
 	var te *Error

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/fx"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 
@@ -59,9 +60,10 @@ func Services(tb testing.TB, names []string, register func(*grpc.Server), opts .
 
 // Edge is a running Portico.
 type Edge struct {
-	URL    string
-	Tables *edge.Tables
-	App    *fx.App
+	URL     string
+	Tables  *edge.Tables
+	Handler *edge.Handler
+	App     *fx.App
 }
 
 // Portico starts Portico on 127.0.0.1:0 with plaintext upstreams; mutate may
@@ -81,10 +83,11 @@ func Portico(tb testing.TB, mutate func(*app.Config), upstreams ...string) *Edge
 		tb.Fatal(err)
 	}
 	var (
-		srv    *edge.Server
-		tables *edge.Tables
+		srv     *edge.Server
+		tables  *edge.Tables
+		handler *edge.Handler
 	)
-	a := fx.New(app.Options(cfg, zaptest.NewLogger(tb)), fx.Populate(&srv, &tables))
+	a := fx.New(app.Options(cfg, zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))), fx.Populate(&srv, &tables, &handler))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := a.Start(ctx); err != nil {
@@ -97,7 +100,7 @@ func Portico(tb testing.TB, mutate func(*app.Config), upstreams ...string) *Edge
 			tb.Errorf("stopping portico: %v", err)
 		}
 	})
-	return &Edge{URL: "http://" + srv.Addr().String(), Tables: tables, App: a}
+	return &Edge{URL: "http://" + srv.Addr().String(), Tables: tables, Handler: handler, App: a}
 }
 
 // Client returns an HTTP client with a per-request timeout whose idle
