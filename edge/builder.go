@@ -73,6 +73,11 @@ func (b *Builder) Refresh(ctx context.Context) bool {
 	if b.tables.Load() != nil && key.String() == b.key {
 		return allOK
 	}
+	if len(ordered) == 0 {
+		// Nothing was ever reflected: no table, so requests get 503 (not
+		// 404) until an upstream answers.
+		return allOK
+	}
 	t := BuildTable(ordered, b.compiler)
 	for _, err := range t.Rejected {
 		b.log.Error("service not exposed", zap.Error(err))
