@@ -149,9 +149,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, va
 	return route.Codec.WriteResponse(w, r, resp)
 }
 
+var (
+	errStreamIdle    = status.Error(codes.DeadlineExceeded, "stream ended: upstream sent nothing for transcode.stream_idle_timeout")
+	errStreamTooLong = status.Error(codes.DeadlineExceeded, "stream ended: edge.max_stream_duration reached")
+)
+
 // upstreamError keeps the upstream's status, naming deadline and
 // cancellation by the edge's own context.
 func upstreamError(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause == errStreamIdle || cause == errStreamTooLong {
+		return cause
+	}
 	if st, ok := status.FromError(err); ok {
 		if st.Code() == codes.DeadlineExceeded && ctx.Err() != nil {
 			return status.Error(codes.DeadlineExceeded, "upstream call exceeded its deadline")
@@ -162,10 +170,12 @@ func upstreamError(ctx context.Context, err error) error {
 }
 
 func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *http.Request, route *Route, req any) error {
-	ctx, cancel := context.WithTimeout(ctx, h.maxStreamDuration)
-	defer cancel()
-	// The idle timer cancels the call when the upstream goes quiet.
-	idle := time.AfterFunc(h.streamIdle, cancel)
+	ctx, cancelMax := context.WithTimeoutCause(ctx, h.maxStreamDuration, errStreamTooLong)
+	defer cancelMax()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// The idle timer ends the call when the upstream goes quiet.
+	idle := time.AfterFunc(h.streamIdle, func() { cancel(errStreamIdle) })
 	defer idle.Stop()
 	cs, err := route.Conn.NewStream(ctx, route.streamDesc, route.FullMethod)
 	if err != nil {
