@@ -1,43 +1,33 @@
-// Command orders runs the orders example service on its own, plaintext gRPC with
-// health and reflection, until SIGINT or SIGTERM.
+// Command orders runs the orders example service on its own: plaintext gRPC with
+// health checking and server reflection, until SIGINT or SIGTERM.
+//
+// Usage:
+//
+//	orders [-listen 127.0.0.1:9002] [-grace 5s]
 package main
 
 import (
 	"context"
 	"flag"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"google.golang.org/grpc"
-
-	"github.com/portico-dev/portico/cmd/examples/services"
+	"github.com/portico-dev/portico/cmd/examples/internal/serve"
 )
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9002", "gRPC listen address")
+	grace := flag.Duration("grace", serve.DefaultGrace, "how long in-flight calls may run on after SIGINT/SIGTERM")
 	flag.Parse()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	lis, err := net.Listen("tcp", *listen)
-	if err != nil {
-		slog.Error("listen", "addr", *listen, "err", err)
-		os.Exit(1)
-	}
-	s := grpc.NewServer()
-	if err := services.Register(s, "orders"); err != nil {
-		slog.Error("register", "err", err)
-		os.Exit(1)
-	}
-	go func() {
-		<-ctx.Done()
-		s.GracefulStop()
-	}()
-	slog.Info("orders example service listening", "addr", lis.Addr().String())
-	if err := s.Serve(lis); err != nil {
-		slog.Error("serve", "err", err)
+	if err := serve.Run(ctx, log, "orders", *listen, *grace); err != nil {
+		log.Error("orders example service failed", "err", err)
+		stop()
 		os.Exit(1)
 	}
 }

@@ -3,8 +3,8 @@ package services
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -20,14 +20,17 @@ import (
 	ordersv1 "github.com/portico-dev/portico/protos/examples/orders/v1"
 )
 
+// orders is the in-memory OrderService. mu guards every field below it.
 type orders struct {
 	ordersv1.UnimplementedOrderServiceServer
+
 	mu     sync.Mutex
 	byID   map[string]*ordersv1.Order
 	nextID int
 }
 
-// NewOrders returns an orders service seeded with order o-1001 of alice.
+// NewOrders returns an orders service seeded with order o-1001: open, owned
+// by user "alice", two line items. Each call returns an independent store.
 func NewOrders() ordersv1.OrderServiceServer {
 	o := &orders{byID: map[string]*ordersv1.Order{}, nextID: 1002}
 	o.byID["o-1001"] = &ordersv1.Order{
@@ -70,7 +73,12 @@ func (o *orders) CreateOrder(_ context.Context, req *ordersv1.CreateOrderRequest
 		if it.GetQuantity() <= 0 {
 			return nil, status.Errorf(codes.InvalidArgument, "items[%d].quantity must be > 0", i)
 		}
+		if it.GetUnitPriceCents() < 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "items[%d].unit_price_cents must be >= 0", i)
+		}
 	}
+	// Stored below: keep no references into the request.
+	req = proto.Clone(req).(*ordersv1.CreateOrderRequest)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	id := fmt.Sprintf("o-%d", o.nextID)
@@ -83,6 +91,9 @@ func (o *orders) CreateOrder(_ context.Context, req *ordersv1.CreateOrderRequest
 	return proto.Clone(ord).(*ordersv1.Order), nil
 }
 
+// GetOrder sets the response header x-example-service and the trailer
+// x-example-trailer so that metadata forwarding can be observed. With
+// user_id set, another user's order is NotFound.
 func (o *orders) GetOrder(ctx context.Context, req *ordersv1.GetOrderRequest) (*ordersv1.Order, error) {
 	_ = grpc.SetHeader(ctx, metadata.Pairs("x-example-service", "orders"))
 	_ = grpc.SetTrailer(ctx, metadata.Pairs("x-example-trailer", "done"))
@@ -98,17 +109,22 @@ func (o *orders) GetOrder(ctx context.Context, req *ordersv1.GetOrderRequest) (*
 	return proto.Clone(ord).(*ordersv1.Order), nil
 }
 
+// ListOrders returns orders in id order; every set filter must match (skus:
+// at least one item with one of the skus), and limit caps the result.
 func (o *orders) ListOrders(_ context.Context, req *ordersv1.ListOrdersRequest) (*ordersv1.ListOrdersResponse, error) {
-	if req.Limit != nil && req.GetLimit().GetValue() < 0 {
-		return nil, status.Error(codes.InvalidArgument, "limit must be >= 0")
+	if req.GetLimit() != nil && req.GetLimit().GetValue() < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "limit must be >= 0, got %d", req.GetLimit().GetValue())
+	}
+	if req.GetMaxAge() != nil && req.GetMaxAge().AsDuration() < 0 {
+		return nil, status.Error(codes.InvalidArgument, "max_age must not be negative")
+	}
+	if req.GetLimit() != nil && req.GetLimit().GetValue() == 0 {
+		return &ordersv1.ListOrdersResponse{}, nil
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	ids := make([]string, 0, len(o.byID))
-	for id := range o.byID {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
+	ids := slices.Sorted(maps.Keys(o.byID))
+	now := time.Now()
 	out := &ordersv1.ListOrdersResponse{}
 	f := req.GetFilter()
 	for _, id := range ids {
@@ -117,12 +133,12 @@ func (o *orders) ListOrders(_ context.Context, req *ordersv1.ListOrdersRequest) 
 		case f.GetStatus() != ordersv1.OrderStatus_ORDER_STATUS_UNSPECIFIED && ord.GetStatus() != f.GetStatus(),
 			ord.GetTotalCents() < f.GetMinTotalCents(),
 			req.GetUserId() != "" && ord.GetUserId() != req.GetUserId(),
-			req.MaxAge != nil && time.Since(ord.GetCreateTime().AsTime()) > req.GetMaxAge().AsDuration(),
+			req.GetMaxAge() != nil && now.Sub(ord.GetCreateTime().AsTime()) > req.GetMaxAge().AsDuration(),
 			len(f.GetSkus()) > 0 && !slices.ContainsFunc(ord.GetItems(), func(it *ordersv1.LineItem) bool { return slices.Contains(f.GetSkus(), it.GetSku()) }):
 			continue
 		}
 		out.Orders = append(out.Orders, proto.Clone(ord).(*ordersv1.Order))
-		if req.Limit != nil && len(out.Orders) >= int(req.GetLimit().GetValue()) {
+		if req.GetLimit() != nil && len(out.Orders) >= int(req.GetLimit().GetValue()) {
 			break
 		}
 	}
@@ -143,6 +159,7 @@ func (o *orders) CancelOrder(_ context.Context, req *ordersv1.CancelOrderRequest
 	return proto.Clone(ord).(*ordersv1.Order), nil
 }
 
+// GetOrderStatus returns the whole order; the HTTP binding picks the status.
 func (o *orders) GetOrderStatus(ctx context.Context, req *ordersv1.GetOrderRequest) (*ordersv1.Order, error) {
 	return o.GetOrder(ctx, req)
 }
@@ -157,6 +174,7 @@ func (o *orders) PurgeOrder(_ context.Context, req *ordersv1.GetOrderRequest) (*
 	return &emptypb.Empty{}, nil
 }
 
+// AddNote appends the note to the order and echoes it back untouched.
 func (o *orders) AddNote(_ context.Context, req *ordersv1.AddNoteRequest) (*ordersv1.Note, error) {
 	if req.GetNote() == nil {
 		return nil, status.Error(codes.InvalidArgument, "note is required")
@@ -171,7 +189,16 @@ func (o *orders) AddNote(_ context.Context, req *ordersv1.AddNoteRequest) (*orde
 	return req.GetNote(), nil
 }
 
+// StreamOrders sends count synthetic orders s-1, s-2, … waiting interval_ms
+// between them, then ends with fail_code (and the message "stream failed
+// after N orders") when that is non-zero.
 func (o *orders) StreamOrders(req *ordersv1.StreamOrdersRequest, stream grpc.ServerStreamingServer[ordersv1.Order]) error {
+	if req.GetCount() < 0 || req.GetIntervalMs() < 0 {
+		return status.Error(codes.InvalidArgument, "count and interval_ms must be >= 0")
+	}
+	if req.GetFailCode() < 0 {
+		return status.Errorf(codes.InvalidArgument, "fail_code must be >= 0, got %d", req.GetFailCode())
+	}
 	ctx := stream.Context()
 	for i := int32(1); i <= req.GetCount(); i++ {
 		if i > 1 {
@@ -193,7 +220,14 @@ func (o *orders) StreamOrders(req *ordersv1.StreamOrdersRequest, stream grpc.Ser
 	return nil
 }
 
+// Fail sleeps sleep_ms (cut short by the deadline or cancellation), then
+// answers with the requested code: OK gives Empty, anything else the message
+// (default "requested failure") and, with bad_field, a google.rpc.BadRequest
+// detail. Codes above 16 are sent as they are.
 func (o *orders) Fail(ctx context.Context, req *ordersv1.FailRequest) (*emptypb.Empty, error) {
+	if req.GetCode() < 0 || req.GetSleepMs() < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "code and sleep_ms must be >= 0, got %d and %d", req.GetCode(), req.GetSleepMs())
+	}
 	if err := sleep(ctx, time.Duration(req.GetSleepMs())*time.Millisecond); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
@@ -206,9 +240,11 @@ func (o *orders) Fail(ctx context.Context, req *ordersv1.FailRequest) (*emptypb.
 	}
 	st := status.New(codes.Code(req.GetCode()), msg)
 	if f := req.GetBadField(); f != "" {
-		if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: f, Description: "is bad"}}}); err == nil {
-			st = d
+		d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: f, Description: "is bad"}}})
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "attach BadRequest detail: %v", err)
 		}
+		st = d
 	}
 	return nil, st.Err()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,22 +18,44 @@ import (
 	productsv1 "github.com/portico-dev/portico/protos/examples/products/v1"
 )
 
+// seededProducts is how many products NewProducts starts with: enough for
+// the largest page ListProducts returns.
+const seededProducts = maxPageSize
+
+const (
+	defaultPageSize = 20
+	maxPageSize     = 100
+)
+
+// products is the in-memory ProductService. mu guards every field below it.
 type products struct {
 	productsv1.UnimplementedProductServiceServer
+
 	mu     sync.Mutex
 	byID   map[string]*productsv1.Product
+	ids    []string // insertion order, the order ListProducts uses
 	nextID int
 }
 
 // NewProducts returns a products service seeded with p-1 … p-100; each
-// product renders as about 1 KB of JSON.
+// product renders as about 1 KB of JSON, so the default page of
+// ListProducts is about 20 KB. Each call returns an independent store.
 func NewProducts() productsv1.ProductServiceServer {
-	p := &products{byID: map[string]*productsv1.Product{}, nextID: 101}
-	for i := 1; i <= 100; i++ {
+	p := &products{byID: map[string]*productsv1.Product{}, nextID: seededProducts + 1}
+	for i := 1; i <= seededProducts; i++ {
 		id := fmt.Sprintf("p-%d", i)
-		p.byID[id] = sampleProduct(id, i)
+		p.put(sampleProduct(id, i))
 	}
 	return p
+}
+
+// put stores prod, keeping the listing order of an id already present; the
+// caller holds mu (or owns p).
+func (p *products) put(prod *productsv1.Product) {
+	if _, ok := p.byID[prod.GetId()]; !ok {
+		p.ids = append(p.ids, prod.GetId())
+	}
+	p.byID[prod.GetId()] = prod
 }
 
 // sampleProduct is deterministic: the same id always gives the same bytes.
@@ -59,22 +82,29 @@ func (p *products) GetProduct(_ context.Context, req *productsv1.GetProductReque
 	return proto.Clone(prod).(*productsv1.Product), nil
 }
 
+// ListProducts returns the first page_size products (default 20, at most
+// 100) in creation order; with tags, only products carrying at least one of
+// them.
 func (p *products) ListProducts(_ context.Context, req *productsv1.ListProductsRequest) (*productsv1.ListProductsResponse, error) {
 	size := int(req.GetPageSize())
 	switch {
 	case size < 0:
-		return nil, status.Error(codes.InvalidArgument, "page_size must be >= 0")
+		return nil, status.Errorf(codes.InvalidArgument, "page_size must be >= 0, got %d", size)
 	case size == 0:
-		size = 20
-	case size > 100:
-		size = 100
+		size = defaultPageSize
+	case size > maxPageSize:
+		size = maxPageSize
 	}
+	tags := req.GetTags()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := &productsv1.ListProductsResponse{}
-	for i := 1; len(out.Products) < size && i < p.nextID; i++ {
-		prod, ok := p.byID[fmt.Sprintf("p-%d", i)]
-		if !ok {
+	out := &productsv1.ListProductsResponse{Products: make([]*productsv1.Product, 0, min(size, len(p.ids)))}
+	for _, id := range p.ids {
+		if len(out.Products) == size {
+			break
+		}
+		prod := p.byID[id]
+		if len(tags) > 0 && !slices.ContainsFunc(prod.GetTags(), func(t string) bool { return slices.Contains(tags, t) }) {
 			continue
 		}
 		out.Products = append(out.Products, proto.Clone(prod).(*productsv1.Product))
@@ -82,40 +112,50 @@ func (p *products) ListProducts(_ context.Context, req *productsv1.ListProductsR
 	return out, nil
 }
 
+// CreateProduct stores the product and echoes it with update_time set and,
+// when it had none, a new id. A client-chosen id that exists is replaced, so
+// the benchmark posting the same product over and over keeps the store
+// bounded.
 func (p *products) CreateProduct(_ context.Context, req *productsv1.CreateProductRequest) (*productsv1.Product, error) {
-	in := req.GetProduct()
-	if in == nil || in.GetName() == "" {
+	if req.GetProduct() == nil {
+		return nil, status.Error(codes.InvalidArgument, "product is required")
+	}
+	if req.GetProduct().GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "product.name is required")
 	}
-	prod := proto.Clone(in).(*productsv1.Product)
+	prod := proto.Clone(req.GetProduct()).(*productsv1.Product)
 	prod.UpdateTime = timestamppb.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if prod.Id == "" {
-		prod.Id = fmt.Sprintf("p-%d", p.nextID)
+	for prod.Id == "" {
+		// Skip ids a client already chose for itself.
+		if id := fmt.Sprintf("p-%d", p.nextID); p.byID[id] == nil {
+			prod.Id = id
+		}
 		p.nextID++
 	}
-	// The benchmark posts the same product over and over: keep the store
-	// bounded by not remembering products created with a client-chosen id.
-	if strings.HasPrefix(prod.Id, "p-") {
-		p.byID[prod.Id] = prod
-	}
+	p.put(prod)
 	return proto.Clone(prod).(*productsv1.Product), nil
 }
 
+// UpdateProduct replaces an existing product and sets its update_time.
 func (p *products) UpdateProduct(_ context.Context, req *productsv1.UpdateProductRequest) (*productsv1.Product, error) {
-	in := req.GetProduct()
+	if req.GetProduct().GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "product.id is required")
+	}
+	prod := proto.Clone(req.GetProduct()).(*productsv1.Product)
+	prod.UpdateTime = timestamppb.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.byID[in.GetId()]; !ok {
-		return nil, status.Errorf(codes.NotFound, "product %q not found", in.GetId())
+	if _, ok := p.byID[prod.GetId()]; !ok {
+		return nil, status.Errorf(codes.NotFound, "product %q not found", prod.GetId())
 	}
-	prod := proto.Clone(in).(*productsv1.Product)
-	prod.UpdateTime = timestamppb.Now()
-	p.byID[prod.Id] = prod
+	p.put(prod)
 	return proto.Clone(prod).(*productsv1.Product), nil
 }
 
+// GetAsset, GetShelfBook and PublishAsset echo the bound path; the size is
+// its length.
 func (p *products) GetAsset(_ context.Context, req *productsv1.GetAssetRequest) (*productsv1.Asset, error) {
 	return &productsv1.Asset{Path: req.GetPath(), Size: int64(len(req.GetPath()))}, nil
 }
@@ -124,6 +164,7 @@ func (p *products) GetShelfBook(_ context.Context, req *productsv1.GetShelfBookR
 	return &productsv1.Asset{Path: req.GetName(), Size: int64(len(req.GetName()))}, nil
 }
 
+// GetRegionStock reports 7 in stock for any id, known or not.
 func (p *products) GetRegionStock(_ context.Context, req *productsv1.GetProductRequest) (*productsv1.Stock, error) {
 	return &productsv1.Stock{Id: req.GetId(), Quantity: 7}, nil
 }
@@ -132,6 +173,7 @@ func (p *products) PublishAsset(_ context.Context, req *productsv1.GetAssetReque
 	return &productsv1.Asset{Path: req.GetPath(), Size: int64(len(req.GetPath()))}, nil
 }
 
+// ImportProducts counts the non-blank lines of the body (one product each).
 func (p *products) ImportProducts(_ context.Context, req *httpbody.HttpBody) (*productsv1.ImportProductsResponse, error) {
 	n := 0
 	for line := range bytes.SplitSeq(req.GetData(), []byte("\n")) {

@@ -3,50 +3,102 @@ package services
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 
 	ordersv1 "github.com/portico-dev/portico/protos/examples/orders/v1"
 	productsv1 "github.com/portico-dev/portico/protos/examples/products/v1"
 	usersv1 "github.com/portico-dev/portico/protos/examples/users/v1"
 )
 
-// Names lists the example services Register knows.
+// Names lists the example services Register knows, in the order the demo
+// gives them ports.
 func Names() []string { return []string{"users", "orders", "products"} }
 
-// Register adds the named example services to s, plus grpc.health.v1 (all
-// SERVING) and server reflection (v1 and v1alpha). With no names it adds
-// only health and reflection.
+// example is one registrable example: its gRPC services and how to add them.
+type example struct {
+	services []string // full names, the first one reported by health
+	register func(*grpc.Server)
+}
+
+func lookup(name string) (example, bool) {
+	switch name {
+	case "users":
+		return example{
+			services: []string{usersv1.UserService_ServiceDesc.ServiceName},
+			register: func(s *grpc.Server) { usersv1.RegisterUserServiceServer(s, NewUsers()) },
+		}, true
+	case "orders":
+		return example{
+			services: []string{ordersv1.OrderService_ServiceDesc.ServiceName, ordersv1.OrderAdmin_ServiceDesc.ServiceName},
+			register: func(s *grpc.Server) {
+				ordersv1.RegisterOrderServiceServer(s, NewOrders())
+				ordersv1.RegisterOrderAdminServer(s, ordersv1.UnimplementedOrderAdminServer{})
+			},
+		}, true
+	case "products":
+		return example{
+			services: []string{productsv1.ProductService_ServiceDesc.ServiceName},
+			register: func(s *grpc.Server) { productsv1.RegisterProductServiceServer(s, NewProducts()) },
+		}, true
+	}
+	return example{}, false
+}
+
+// Register adds the named example services (see Names) to s, each with a
+// fresh store, plus grpc.health.v1 (every added service and "" SERVING) and
+// server reflection (v1 and v1alpha). The "orders" example also brings the
+// OrderAdmin service, which has no HTTP bindings. With no names it adds only
+// health and reflection.
+//
+// Register must be called before s serves, once per server: an unknown or
+// repeated name, or a service s already has, is an error and then nothing
+// is registered.
 func Register(s *grpc.Server, names ...string) error {
-	hs := health.NewServer()
-	for _, name := range names {
-		var full string
-		switch name {
-		case "users":
-			usersv1.RegisterUserServiceServer(s, NewUsers())
-			full = usersv1.UserService_ServiceDesc.ServiceName
-		case "orders":
-			ordersv1.RegisterOrderServiceServer(s, NewOrders())
-			ordersv1.RegisterOrderAdminServer(s, ordersv1.UnimplementedOrderAdminServer{})
-			full = ordersv1.OrderService_ServiceDesc.ServiceName
-		case "products":
-			productsv1.RegisterProductServiceServer(s, NewProducts())
-			full = productsv1.ProductService_ServiceDesc.ServiceName
-		default:
-			return fmt.Errorf("unknown example service %q (have %v)", name, Names())
+	examples := make([]example, 0, len(names))
+	want := []string{
+		healthpb.Health_ServiceDesc.ServiceName,
+		reflectionv1.ServerReflection_ServiceDesc.ServiceName,
+		reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName,
+	}
+	for i, name := range names {
+		ex, ok := lookup(name)
+		if !ok {
+			return fmt.Errorf("unknown example service %q (known: %v)", name, Names())
 		}
-		hs.SetServingStatus(full, healthpb.HealthCheckResponse_SERVING)
+		if slices.Contains(names[:i], name) {
+			return fmt.Errorf("example service %q named twice", name)
+		}
+		examples = append(examples, ex)
+		want = append(want, ex.services...)
+	}
+	have := s.GetServiceInfo()
+	for _, svc := range want {
+		if _, ok := have[svc]; ok {
+			return fmt.Errorf("gRPC service %s is already registered on this server", svc)
+		}
+	}
+
+	hs := health.NewServer() // "" starts SERVING
+	for _, ex := range examples {
+		ex.register(s)
+		for _, svc := range ex.services {
+			hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+		}
 	}
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
 	return nil
 }
 
-// sleep waits d or until ctx ends.
+// sleep waits d or until ctx ends, returning ctx.Err() in that case.
 func sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -22,44 +23,71 @@ import (
 	usersv1 "github.com/portico-dev/portico/protos/examples/users/v1"
 )
 
+// users is the in-memory UserService. mu guards every field below it.
 type users struct {
 	usersv1.UnimplementedUserServiceServer
+
 	mu      sync.Mutex
 	byName  map[string]*usersv1.User
 	avatars map[string]*httpbody.HttpBody
 	nextID  int64
 }
 
-// NewUsers returns a users service seeded with users/alice and users/bob.
+// NewUsers returns a users service seeded with users/alice (every field set,
+// phone contact, a PNG avatar) and users/bob (every field set, Slack contact,
+// no avatar). Each call returns an independent store.
 func NewUsers() usersv1.UserServiceServer {
-	created := timestamppb.New(time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC))
-	attrs, _ := structpb.NewStruct(map[string]any{"plan": "pro", "seats": 5.0, "beta": true})
+	created := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
 	u := &users{byName: map[string]*usersv1.User{}, avatars: map[string]*httpbody.HttpBody{}, nextID: 3}
 	u.byName["users/alice"] = &usersv1.User{
 		Name: "users/alice", DisplayName: "Alice", Email: "alice@example.com", Id: 1,
-		State: usersv1.State_STATE_ACTIVE, CreateTime: created, Nickname: wrapperspb.String("al"),
-		Labels: map[string]string{"team": "core"}, Attributes: attrs,
+		State: usersv1.State_STATE_ACTIVE, CreateTime: timestamppb.New(created), Nickname: wrapperspb.String("al"),
+		Labels: map[string]string{"team": "core", "tier": "gold"},
+		Attributes: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"plan": structpb.NewStringValue("pro"), "seats": structpb.NewNumberValue(5), "beta": structpb.NewBoolValue(true),
+		}},
 		Contact: &usersv1.User_Phone{Phone: "+1-555-0100"}, Roles: []string{"admin", "dev"},
-		Score: 4.5, Verified: true, Visits: 9007199254740993, Profile: &usersv1.Profile{Bio: "Builds things", Location: "Lisbon"},
+		// Visits is above 2^53 on purpose: JSON must carry it as a string.
+		Score: 4.5, Verified: true, Visits: 9007199254740993,
+		Profile: &usersv1.Profile{Bio: "Builds things", Location: "Lisbon"},
 	}
 	u.byName["users/bob"] = &usersv1.User{
 		Name: "users/bob", DisplayName: "Bob", Email: "bob@example.com", Id: 2,
-		State: usersv1.State_STATE_SUSPENDED, CreateTime: timestamppb.New(created.AsTime().Add(24 * time.Hour)),
+		State: usersv1.State_STATE_SUSPENDED, CreateTime: timestamppb.New(created.Add(24 * time.Hour)), Nickname: wrapperspb.String("bobby"),
+		Labels: map[string]string{"team": "edge"},
+		Attributes: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"plan": structpb.NewStringValue("free"), "trial": structpb.NewNullValue(),
+		}},
 		Contact: &usersv1.User_SlackHandle{SlackHandle: "@bob"}, Roles: []string{"dev"},
+		Score: 3.25, Verified: false, Visits: 42,
+		Profile: &usersv1.Profile{Bio: "Breaks things", Location: "Porto"},
 	}
-	png := []byte("\x89PNG\r\n\x1a\nalice")
-	u.avatars["users/alice"] = &httpbody.HttpBody{ContentType: "image/png", Data: png}
-	sum := sha256.Sum256(png)
-	u.byName["users/alice"].AvatarSha256 = sum[:]
+	u.setAvatar(u.byName["users/alice"], &httpbody.HttpBody{ContentType: "image/png", Data: []byte("\x89PNG\r\n\x1a\nalice")})
 	return u
 }
 
+// get returns the stored user; the caller holds mu.
 func (u *users) get(name string) (*usersv1.User, error) {
+	if name == "" {
+		return nil, status.Error(codes.InvalidArgument, `name is required ("users/{id}")`)
+	}
 	usr, ok := u.byName[name]
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "user %q not found", name)
 	}
 	return usr, nil
+}
+
+// setAvatar stores a copy of body for usr and records its digest; the caller
+// holds mu.
+func (u *users) setAvatar(usr *usersv1.User, body *httpbody.HttpBody) {
+	a := proto.Clone(body).(*httpbody.HttpBody)
+	if a.ContentType == "" {
+		a.ContentType = "application/octet-stream"
+	}
+	u.avatars[usr.GetName()] = a
+	sum := sha256.Sum256(a.GetData())
+	usr.AvatarSha256 = sum[:]
 }
 
 func (u *users) GetUser(_ context.Context, req *usersv1.GetUserRequest) (*usersv1.User, error) {
@@ -72,38 +100,49 @@ func (u *users) GetUser(_ context.Context, req *usersv1.GetUserRequest) (*usersv
 	return proto.Clone(usr).(*usersv1.User), nil
 }
 
+// ListUsers returns users in name order. Filters combine with AND: states
+// and roles match any of the listed values. page_token is the
+// next_page_token of the previous page: the name the next page starts at.
 func (u *users) ListUsers(_ context.Context, req *usersv1.ListUsersRequest) (*usersv1.ListUsersResponse, error) {
 	if req.GetPageSize() < 0 {
-		return nil, status.Error(codes.InvalidArgument, "page_size must be >= 0")
+		return nil, status.Errorf(codes.InvalidArgument, "page_size must be >= 0, got %d", req.GetPageSize())
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	names := make([]string, 0, len(u.byName))
 	for n := range u.byName {
-		names = append(names, n)
+		if n >= req.GetPageToken() {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	out := &usersv1.ListUsersResponse{}
 	for _, n := range names {
 		usr := u.byName[n]
-		if len(req.GetStates()) > 0 && !slices.Contains(req.GetStates(), usr.GetState()) {
+		if !matchUser(usr, req) {
 			continue
 		}
-		if req.Verified != nil && usr.GetVerified() != req.GetVerified().GetValue() {
-			continue
-		}
-		if req.CreatedAfter != nil && !usr.GetCreateTime().AsTime().After(req.GetCreatedAfter().AsTime()) {
-			continue
-		}
-		if len(req.GetRoles()) > 0 && !slices.ContainsFunc(req.GetRoles(), func(r string) bool { return slices.Contains(usr.GetRoles(), r) }) {
-			continue
-		}
-		out.Users = append(out.Users, proto.Clone(usr).(*usersv1.User))
-		if ps := req.GetPageSize(); ps > 0 && len(out.Users) == int(ps) {
+		if ps := int(req.GetPageSize()); ps > 0 && len(out.Users) == ps {
+			out.NextPageToken = n
 			break
 		}
+		out.Users = append(out.Users, proto.Clone(usr).(*usersv1.User))
 	}
 	return out, nil
+}
+
+func matchUser(usr *usersv1.User, req *usersv1.ListUsersRequest) bool {
+	switch {
+	case len(req.GetStates()) > 0 && !slices.Contains(req.GetStates(), usr.GetState()):
+		return false
+	case req.GetVerified() != nil && usr.GetVerified() != req.GetVerified().GetValue():
+		return false
+	case req.GetCreatedAfter() != nil && !usr.GetCreateTime().AsTime().After(req.GetCreatedAfter().AsTime()):
+		return false
+	case len(req.GetRoles()) > 0 && !slices.ContainsFunc(req.GetRoles(), func(r string) bool { return slices.Contains(usr.GetRoles(), r) }):
+		return false
+	}
+	return true
 }
 
 func (u *users) CreateUser(_ context.Context, req *usersv1.CreateUserRequest) (*usersv1.User, error) {
@@ -114,18 +153,24 @@ func (u *users) CreateUser(_ context.Context, req *usersv1.CreateUserRequest) (*
 	if in.GetEmail() == "" {
 		return nil, status.Error(codes.InvalidArgument, "user.email is required")
 	}
+	id := req.GetUserId()
+	if strings.ContainsAny(id, "/ ") {
+		return nil, status.Errorf(codes.InvalidArgument, "user_id %q must not contain '/' or spaces", id)
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	id := req.GetUserId()
 	if id == "" {
-		id = fmt.Sprintf("u%d", u.nextID)
+		// Skip numbers a client already took as its own id.
+		for id = fmt.Sprintf("u%d", u.nextID); u.byName["users/"+id] != nil; id = fmt.Sprintf("u%d", u.nextID) {
+			u.nextID++
+		}
 	}
 	name := "users/" + id
 	if _, ok := u.byName[name]; ok {
 		return nil, status.Errorf(codes.AlreadyExists, "user %q already exists", name)
 	}
 	usr := proto.Clone(in).(*usersv1.User)
-	usr.Name, usr.Id = name, u.nextID
+	usr.Name, usr.Id, usr.AvatarSha256 = name, u.nextID, nil
 	u.nextID++
 	if usr.CreateTime == nil {
 		usr.CreateTime = timestamppb.Now()
@@ -137,11 +182,16 @@ func (u *users) CreateUser(_ context.Context, req *usersv1.CreateUserRequest) (*
 	return proto.Clone(usr).(*usersv1.User), nil
 }
 
+// UpdateUser applies update_mask: each path (proto or JSON field name,
+// dotted into profile) is copied from user, an absent value clearing the
+// field; "*" or an empty mask replaces every field. The output-only fields
+// (name, id, create_time, avatar_sha256) are never changed; naming them in
+// the mask is an InvalidArgument, like naming an unknown field.
 func (u *users) UpdateUser(_ context.Context, req *usersv1.UpdateUserRequest) (*usersv1.User, error) {
-	in := req.GetUser()
-	if in == nil {
+	if req.GetUser() == nil {
 		return nil, status.Error(codes.InvalidArgument, "user is required")
 	}
+	in := proto.Clone(req.GetUser()).(*usersv1.User) // stored below: no aliasing of the request
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	cur, err := u.get(in.GetName())
@@ -149,35 +199,61 @@ func (u *users) UpdateUser(_ context.Context, req *usersv1.UpdateUserRequest) (*
 		return nil, err
 	}
 	paths := req.GetUpdateMask().GetPaths()
-	if len(paths) == 0 {
-		next := proto.Clone(in).(*usersv1.User)
-		next.Name, next.Id, next.CreateTime = cur.Name, cur.Id, cur.CreateTime
-		u.byName[cur.Name] = next
-		return proto.Clone(next).(*usersv1.User), nil
-	}
-	next := proto.Clone(cur).(*usersv1.User)
-	for _, p := range paths {
-		switch strings.TrimSpace(p) {
-		case "display_name", "displayName":
-			next.DisplayName = in.DisplayName
-		case "email":
-			next.Email = in.Email
-		case "state":
-			next.State = in.State
-		case "labels":
-			next.Labels = in.Labels
-		case "roles":
-			next.Roles = in.Roles
-		case "nickname":
-			next.Nickname = in.Nickname
-		case "profile":
-			next.Profile = in.Profile
-		default:
-			return nil, status.Errorf(codes.InvalidArgument, "update_mask: unknown or immutable path %q", p)
+	var next *usersv1.User
+	if len(paths) == 0 || slices.Contains(paths, "*") {
+		if len(paths) > 1 {
+			return nil, status.Error(codes.InvalidArgument, `update_mask: "*" must be the only path`)
+		}
+		next = in
+	} else {
+		next = proto.Clone(cur).(*usersv1.User)
+		for _, p := range paths {
+			if err := copyPath(next.ProtoReflect(), in.ProtoReflect(), p, strings.Split(p, "."), true); err != nil {
+				return nil, err
+			}
 		}
 	}
+	next.Name, next.Id, next.CreateTime, next.AvatarSha256 = cur.Name, cur.Id, cur.CreateTime, cur.AvatarSha256
 	u.byName[cur.Name] = next
 	return proto.Clone(next).(*usersv1.User), nil
+}
+
+// outputOnly reports whether a User field is one a client cannot change.
+func outputOnly(fd protoreflect.FieldDescriptor) bool {
+	switch fd.Name() {
+	case "name", "id", "create_time", "avatar_sha256":
+		return true
+	}
+	return false
+}
+
+// copyPath copies the field at segs (a split field-mask path) from src to
+// dst, clearing it in dst when src does not have it.
+func copyPath(dst, src protoreflect.Message, path string, segs []string, top bool) error {
+	fd := fieldByName(dst.Descriptor(), segs[0])
+	switch {
+	case fd == nil:
+		return status.Errorf(codes.InvalidArgument, "update_mask: unknown field path %q", path)
+	case top && outputOnly(fd):
+		return status.Errorf(codes.InvalidArgument, "update_mask: field %q is output only", path)
+	case len(segs) == 1:
+		if src.Has(fd) {
+			dst.Set(fd, src.Get(fd))
+		} else {
+			dst.Clear(fd)
+		}
+		return nil
+	case fd.Message() == nil || fd.IsList() || fd.IsMap():
+		return status.Errorf(codes.InvalidArgument, "update_mask: path %q: %s is not a message field", path, segs[0])
+	}
+	return copyPath(dst.Mutable(fd).Message(), src.Get(fd).Message(), path, segs[1:], false)
+}
+
+func fieldByName(md protoreflect.MessageDescriptor, name string) protoreflect.FieldDescriptor {
+	if fd := md.Fields().ByName(protoreflect.Name(name)); fd != nil {
+		return fd
+	}
+	return md.Fields().ByJSONName(name)
 }
 
 func (u *users) DeleteUser(_ context.Context, req *usersv1.DeleteUserRequest) (*emptypb.Empty, error) {
@@ -191,7 +267,13 @@ func (u *users) DeleteUser(_ context.Context, req *usersv1.DeleteUserRequest) (*
 	return &emptypb.Empty{}, nil
 }
 
+// WatchUsers sends an "existing" event per stored user (name order), then
+// req.count "tick" events, waiting interval_ms before each. It returns as
+// soon as the stream's context ends.
 func (u *users) WatchUsers(req *usersv1.WatchUsersRequest, stream grpc.ServerStreamingServer[usersv1.UserEvent]) error {
+	if req.GetCount() < 0 || req.GetIntervalMs() < 0 {
+		return status.Error(codes.InvalidArgument, "count and interval_ms must be >= 0")
+	}
 	ctx := stream.Context()
 	list, err := u.ListUsers(ctx, &usersv1.ListUsersRequest{})
 	if err != nil {
@@ -202,8 +284,9 @@ func (u *users) WatchUsers(req *usersv1.WatchUsersRequest, stream grpc.ServerStr
 			return err
 		}
 	}
-	for i := int32(0); i < req.GetCount(); i++ {
-		if err := sleep(ctx, time.Duration(req.GetIntervalMs())*time.Millisecond); err != nil {
+	interval := time.Duration(req.GetIntervalMs()) * time.Millisecond
+	for range req.GetCount() {
+		if err := sleep(ctx, interval); err != nil {
 			return status.FromContextError(err).Err()
 		}
 		if err := stream.Send(&usersv1.UserEvent{Kind: "tick"}); err != nil {
@@ -226,18 +309,18 @@ func (u *users) GetAvatar(_ context.Context, req *usersv1.GetAvatarRequest) (*ht
 	return proto.Clone(a).(*httpbody.HttpBody), nil
 }
 
+// SetAvatar stores the request body as the avatar; a missing content type
+// is stored as application/octet-stream.
 func (u *users) SetAvatar(_ context.Context, req *usersv1.SetAvatarRequest) (*usersv1.User, error) {
+	if len(req.GetAvatar().GetData()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "avatar body is empty")
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	usr, err := u.get(req.GetName())
 	if err != nil {
 		return nil, err
 	}
-	if len(req.GetAvatar().GetData()) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "avatar body is empty")
-	}
-	u.avatars[usr.Name] = proto.Clone(req.GetAvatar()).(*httpbody.HttpBody)
-	sum := sha256.Sum256(req.GetAvatar().GetData())
-	usr.AvatarSha256 = sum[:]
+	u.setAvatar(usr, req.GetAvatar())
 	return proto.Clone(usr).(*usersv1.User), nil
 }
