@@ -18,10 +18,11 @@ const (
 	retryMax = 30 * time.Second
 )
 
-// Builder keeps the route table current: it reflects the upstreams, rebuilds
-// the table when a descriptor set changed, and swaps it in.
+// Builder keeps the route table current: it reflects the upstreams of every
+// discovery source, rebuilds the table when a descriptor set changed, and
+// swaps it in.
 type Builder struct {
-	ups      *mesh.Upstreams
+	sources  []mesh.Discovery
 	compiler *transcode.Compiler
 	tables   *Tables
 	log      *zap.Logger
@@ -30,50 +31,62 @@ type Builder struct {
 	mu   sync.Mutex // serialises Refresh
 	last map[string]*mesh.Reflection
 	key  string
-	ok   bool // every upstream answered on the last refresh
 
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 // NewBuilder returns a builder; nothing runs until Start.
-func NewBuilder(ups *mesh.Upstreams, c *transcode.Compiler, tables *Tables, interval time.Duration, log *zap.Logger) *Builder {
-	return &Builder{ups: ups, compiler: c, tables: tables, log: log, interval: interval, last: map[string]*mesh.Reflection{}}
+func NewBuilder(sources []mesh.Discovery, c *transcode.Compiler, tables *Tables, interval time.Duration, log *zap.Logger) *Builder {
+	return &Builder{sources: sources, compiler: c, tables: tables, log: log, interval: interval, last: map[string]*mesh.Reflection{}}
 }
 
-// Refresh reflects every upstream once and swaps in a new table if anything
-// changed. An upstream that fails keeps its last good services. It reports
-// whether every upstream answered.
-func (b *Builder) Refresh(ctx context.Context) bool {
+// Refresh reflects what the sources say needs it (everything with force)
+// and swaps in a new table if anything changed. A target that fails keeps
+// its last good services; a target its source no longer lists loses its
+// routes. It reports whether every reflection it tried succeeded.
+func (b *Builder) Refresh(ctx context.Context, force bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	refls, errs := b.ups.Reflect(ctx)
 	allOK := true
-	for i, addr := range b.ups.Addresses() {
-		if errs[i] != nil {
-			allOK = false
-			fields := []zap.Field{zap.String("upstream", addr), zap.Error(errs[i])}
-			if b.last[addr] != nil {
-				fields = append(fields, zap.String("serving", "last known descriptors"))
+	var targets []string
+	for _, src := range b.sources {
+		for _, r := range src.Reflect(ctx, force) {
+			if r.Err != nil {
+				allOK = false
+				fields := []zap.Field{zap.String("upstream", r.Target), zap.Error(r.Err)}
+				if b.last[r.Target] != nil {
+					fields = append(fields, zap.String("serving", "last known descriptors"))
+				}
+				b.log.Warn("reflection failed", fields...)
+				continue
 			}
-			b.log.Warn("reflection failed", fields...)
-			continue
+			b.last[r.Target] = r.Reflection
 		}
-		b.last[addr] = refls[i]
+		targets = append(targets, src.Targets()...)
 	}
-	b.ok = allOK
+	listed := map[string]bool{}
+	for _, t := range targets {
+		listed[t] = true
+	}
+	for t := range b.last {
+		if !listed[t] {
+			b.log.Info("upstream gone; removing its routes", zap.String("upstream", t))
+			delete(b.last, t)
+		}
+	}
 	ordered := make([]*mesh.Reflection, 0, len(b.last))
 	var key strings.Builder
-	for _, addr := range b.ups.Addresses() {
-		if r := b.last[addr]; r != nil {
+	for _, t := range targets {
+		if r := b.last[t]; r != nil {
 			ordered = append(ordered, r)
-			key.WriteString(addr + "=" + r.Hash + ";")
+			key.WriteString(t + "=" + r.Hash + ";")
 		}
 	}
 	if b.tables.Load() != nil && key.String() == b.key {
 		return allOK
 	}
-	if len(ordered) == 0 {
+	if len(ordered) == 0 && b.tables.Load() == nil {
 		// Nothing was ever reflected: no table, so requests get 503 (not
 		// 404) until an upstream answers.
 		return allOK
@@ -91,7 +104,7 @@ func (b *Builder) Refresh(ctx context.Context) bool {
 // Start runs a first refresh (bounded by ctx) and then keeps refreshing in
 // a goroutine owned by the builder until Stop.
 func (b *Builder) Start(ctx context.Context) {
-	ok := b.Refresh(ctx)
+	ok := b.Refresh(ctx, true)
 	loopCtx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
 	b.done = make(chan struct{})
@@ -100,23 +113,56 @@ func (b *Builder) Start(ctx context.Context) {
 
 func (b *Builder) loop(ctx context.Context, ok bool) {
 	defer close(b.done)
+	var changed []<-chan struct{}
+	for _, src := range b.sources {
+		if ch := src.Changed(); ch != nil {
+			changed = append(changed, ch)
+		}
+	}
+	// Each source signals on its own channel; merge them into one.
+	notify := make(chan struct{}, 1)
+	var fan sync.WaitGroup
+	for _, ch := range changed {
+		fan.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-ch:
+					select {
+					case notify <- struct{}{}:
+					default:
+					}
+				}
+			}
+		})
+	}
+	defer fan.Wait()
 	backoff := retryMin
+	full := time.Now().Add(b.interval)
 	for {
-		wait := b.interval
+		wait := time.Until(full)
 		if !ok {
-			wait = min(backoff, b.interval)
+			wait = min(backoff, wait)
 			backoff = min(backoff*2, retryMax)
 		} else {
 			backoff = retryMin
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(max(wait, 0))
+		force := false
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-notify:
+			t.Stop()
 		case <-t.C:
+			force = !time.Now().Before(full)
 		}
-		ok = b.Refresh(ctx)
+		if force {
+			full = time.Now().Add(b.interval)
+		}
+		ok = b.Refresh(ctx, force)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 // layer has one.
 const (
 	DefaultListen = "127.0.0.1:8080"
+	// DefaultAdminListen is the operator listener; loopback only by default.
+	DefaultAdminListen = "127.0.0.1:9901"
 	// DefaultMaxHeaderBytes caps the request line plus headers (431 beyond).
 	DefaultMaxHeaderBytes = 64 << 10
 	// DefaultReadHeaderTimeout bounds reading the request headers.
@@ -35,6 +37,9 @@ var DefaultForwardHeaders = []string{"Authorization", "Accept-Language", "User-A
 type Config struct {
 	// Listen is the public address, host:port.
 	Listen string `yaml:"listen"`
+	// AdminListen is the operator address (/healthz, /readyz, /metrics),
+	// host:port; empty turns it off (and with it Consul self-registration).
+	AdminListen string `yaml:"admin_listen"`
 	// TLS terminates HTTPS (HTTP/2 through ALPN) when both files are set;
 	// otherwise the listener speaks HTTP/1.1 and cleartext HTTP/2.
 	TLS TLSConfig `yaml:"tls"`
@@ -66,6 +71,7 @@ type TLSConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		Listen:            DefaultListen,
+		AdminListen:       DefaultAdminListen,
 		MaxHeaderBytes:    DefaultMaxHeaderBytes,
 		ReadHeaderTimeout: DefaultReadHeaderTimeout,
 		ReadTimeout:       DefaultReadTimeout,
@@ -81,6 +87,11 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("edge.listen %q: want host:port: %v", c.Listen, err)
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			return fmt.Errorf("edge.admin_listen %q: want host:port: %v", c.AdminListen, err)
+		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return fmt.Errorf("edge.tls: cert_file and key_file go together")

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // Defaults of the mesh section.
@@ -32,6 +35,123 @@ type Config struct {
 	MaxRecvMessageBytes int `yaml:"max_recv_message_bytes"`
 	// MaxSendMessageBytes caps one request message to an upstream.
 	MaxSendMessageBytes int `yaml:"max_send_message_bytes"`
+	// Consul discovers upstreams: services registered with Consul.Tag.
+	Consul ConsulConfig `yaml:"consul"`
+	// TLS is how Portico proves itself to, and verifies, Consul-discovered
+	// services.
+	TLS TLSConfig `yaml:"tls"`
+	// LoadBalancing picks the balancer per Consul service.
+	LoadBalancing LoadBalancing `yaml:"load_balancing"`
+}
+
+// ConsulConfig is the `mesh.consul` section. An empty Address turns Consul
+// off.
+type ConsulConfig struct {
+	// Address of the Consul agent's HTTP API, host:port.
+	Address string `yaml:"address"`
+	// Scheme is http (default) or https.
+	Scheme string `yaml:"scheme"`
+	// Token is the ACL token; TokenFile reads it from a file instead.
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+	// Datacenter to query; the agent's own when empty.
+	Datacenter string `yaml:"datacenter"`
+	// CAFile, CertFile, KeyFile and ServerName configure TLS to the agent
+	// (scheme https).
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+	// Tag marks the services Portico exposes. Default "portico".
+	Tag string `yaml:"tag"`
+	// WaitTime is how long one blocking query may wait for a change.
+	WaitTime time.Duration `yaml:"wait_time"`
+	// QueryRate caps blocking queries per second per watch (burst 5), so a
+	// key that changes constantly cannot make Portico spin.
+	QueryRate float64 `yaml:"query_rate"`
+	// DrainAfterDeregister is how long connections to a service that left
+	// the catalog stay open for calls already running.
+	DrainAfterDeregister time.Duration `yaml:"drain_after_deregister"`
+	// UnreadyAfter makes /readyz fail once Consul has been unreachable this
+	// long. 0 (default): a Consul outage only degrades Portico, which keeps
+	// serving the last known instances and routes.
+	UnreadyAfter time.Duration `yaml:"unready_after"`
+	// Register registers Portico itself in Consul.
+	Register RegisterConfig `yaml:"register"`
+}
+
+// RegisterConfig is `mesh.consul.register`.
+type RegisterConfig struct {
+	// Enabled registers Portico (default true when Consul is configured).
+	Enabled *bool `yaml:"enabled"`
+	// Name is Portico's service name in Consul, and the name its Connect
+	// identity is issued for. Default "portico".
+	Name string `yaml:"name"`
+	// ID is this instance's id; default <name>-<host>-<port>.
+	ID string `yaml:"id"`
+	// Address is the address registered for the public listener; default
+	// the listener's own.
+	Address string `yaml:"address"`
+	// Tags added to the registration (never the expose tag).
+	Tags []string `yaml:"tags"`
+	// CheckInterval and CheckTimeout of the HTTP check on /readyz.
+	CheckInterval time.Duration `yaml:"check_interval"`
+	CheckTimeout  time.Duration `yaml:"check_timeout"`
+	// DeregisterCriticalAfter removes an instance whose check stayed
+	// critical this long (a crashed Portico that never deregistered).
+	DeregisterCriticalAfter time.Duration `yaml:"deregister_critical_after"`
+}
+
+// RegisterEnabled reports whether Portico registers itself.
+func (c ConsulConfig) RegisterEnabled() bool {
+	return c.Address != "" && (c.Register.Enabled == nil || *c.Register.Enabled)
+}
+
+// TLS modes of mesh.tls.mode.
+const (
+	TLSModeConsul    = "consul"
+	TLSModeFiles     = "files"
+	TLSModePlaintext = "plaintext"
+)
+
+// TLSConfig is `mesh.tls`.
+type TLSConfig struct {
+	// Mode: consul (Connect CA leaf and roots from the agent; the default
+	// with Consul), files, or plaintext (explicit only; logged at start).
+	Mode string `yaml:"mode"`
+	// CertFile, KeyFile and CAFile are the identity in files mode; they are
+	// reloaded when they change.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
+	// TrustDomains a peer's SPIFFE ID must belong to in files mode (the
+	// first one is the one upstreams are expected in). In consul mode the
+	// agent's trust domain is used.
+	TrustDomains []string `yaml:"trust_domains"`
+	// ReloadInterval is how often files are checked for changes.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+}
+
+// Balancers of mesh.load_balancing.
+const (
+	BalancerRoundRobin   = "round_robin"
+	BalancerLeastRequest = "least_request"
+)
+
+// LoadBalancing is `mesh.load_balancing`.
+type LoadBalancing struct {
+	// Default balancer: round_robin (default) or least_request.
+	Default string `yaml:"default"`
+	// Services overrides the balancer per Consul service name.
+	Services map[string]string `yaml:"services"`
+}
+
+// For returns the balancer of a service.
+func (l LoadBalancing) For(service string) string {
+	if b, ok := l.Services[service]; ok {
+		return b
+	}
+	return l.Default
 }
 
 // Upstream is one statically configured gRPC server.
@@ -53,7 +173,31 @@ func DefaultConfig() Config {
 		RefreshInterval:     DefaultRefreshInterval,
 		MaxRecvMessageBytes: DefaultMaxRecvMessageBytes,
 		MaxSendMessageBytes: DefaultMaxSendMessageBytes,
+		Consul: ConsulConfig{
+			Scheme:               "http",
+			Tag:                  "portico",
+			WaitTime:             time.Minute,
+			QueryRate:            20,
+			DrainAfterDeregister: time.Minute,
+			Register: RegisterConfig{
+				Name:                    "portico",
+				CheckInterval:           2 * time.Second,
+				CheckTimeout:            time.Second,
+				DeregisterCriticalAfter: time.Minute,
+			},
+		},
+		TLS:           TLSConfig{ReloadInterval: 5 * time.Second},
+		LoadBalancing: LoadBalancing{Default: BalancerRoundRobin},
 	}
+}
+
+// TLSMode is the effective mesh.tls.mode: consul when Consul is configured
+// and no mode was set.
+func (c Config) TLSMode() string {
+	if c.TLS.Mode == "" && c.Consul.Address != "" {
+		return TLSModeConsul
+	}
+	return c.TLS.Mode
 }
 
 // Validate reports the first invalid value.
@@ -66,6 +210,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRecvMessageBytes <= 0 || c.MaxSendMessageBytes <= 0 {
 		return errors.New("mesh.max_recv_message_bytes and mesh.max_send_message_bytes must be > 0")
+	}
+	if err := c.validateConsul(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, u := range c.Upstreams {
@@ -81,4 +228,85 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+func (c Config) validateConsul() error {
+	cc := c.Consul
+	switch c.TLSMode() {
+	case "":
+	case TLSModeConsul:
+		if cc.Address == "" {
+			return errors.New("mesh.tls.mode consul needs mesh.consul.address")
+		}
+	case TLSModeFiles:
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.CAFile == "" {
+			return errors.New("mesh.tls.mode files needs mesh.tls.cert_file, key_file and ca_file")
+		}
+		if len(c.TLS.TrustDomains) == 0 {
+			return errors.New("mesh.tls.mode files needs mesh.tls.trust_domains (the SPIFFE trust domain of your services)")
+		}
+		if c.TLS.ReloadInterval <= 0 {
+			return fmt.Errorf("mesh.tls.reload_interval must be > 0, got %s", c.TLS.ReloadInterval)
+		}
+	case TLSModePlaintext:
+	default:
+		return fmt.Errorf("mesh.tls.mode %q: want consul, files or plaintext", c.TLS.Mode)
+	}
+	for svc, b := range c.LoadBalancing.Services {
+		if b != BalancerRoundRobin && b != BalancerLeastRequest {
+			return fmt.Errorf("mesh.load_balancing.services.%s %q: want round_robin or least_request", svc, b)
+		}
+	}
+	if d := c.LoadBalancing.Default; d != BalancerRoundRobin && d != BalancerLeastRequest {
+		return fmt.Errorf("mesh.load_balancing.default %q: want round_robin or least_request", d)
+	}
+	if cc.Address == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(cc.Address); err != nil {
+		return fmt.Errorf("mesh.consul.address %q: want host:port: %v", cc.Address, err)
+	}
+	if cc.Scheme != "http" && cc.Scheme != "https" {
+		return fmt.Errorf("mesh.consul.scheme %q: want http or https", cc.Scheme)
+	}
+	if cc.Token != "" && cc.TokenFile != "" {
+		return errors.New("mesh.consul: set token or token_file, not both")
+	}
+	if cc.Tag == "" {
+		return errors.New("mesh.consul.tag must not be empty")
+	}
+	if cc.WaitTime < time.Second {
+		return fmt.Errorf("mesh.consul.wait_time must be >= 1s, got %s", cc.WaitTime)
+	}
+	if cc.QueryRate <= 0 {
+		return fmt.Errorf("mesh.consul.query_rate must be > 0, got %v", cc.QueryRate)
+	}
+	if cc.DrainAfterDeregister < 0 {
+		return fmt.Errorf("mesh.consul.drain_after_deregister must be >= 0, got %s", cc.DrainAfterDeregister)
+	}
+	r := cc.Register
+	if cc.RegisterEnabled() {
+		if r.Name == "" {
+			return errors.New("mesh.consul.register.name must not be empty")
+		}
+		if slices.Contains(r.Tags, cc.Tag) {
+			return fmt.Errorf("mesh.consul.register.tags must not contain the expose tag %q: Portico would expose itself", cc.Tag)
+		}
+		if r.CheckInterval <= 0 || r.CheckTimeout <= 0 || r.DeregisterCriticalAfter <= 0 {
+			return errors.New("mesh.consul.register: check_interval, check_timeout and deregister_critical_after must be > 0")
+		}
+	}
+	return nil
+}
+
+// APIConfig is the consul/api client configuration of this section.
+func (cc ConsulConfig) APIConfig() (*api.Config, error) {
+	cfg := api.DefaultNonPooledConfig()
+	cfg.Address = cc.Address
+	cfg.Scheme = cc.Scheme
+	cfg.Datacenter = cc.Datacenter
+	cfg.Token = cc.Token
+	cfg.TokenFile = cc.TokenFile
+	cfg.TLSConfig = api.TLSConfig{Address: cc.ServerName, CAFile: cc.CAFile, CertFile: cc.CertFile, KeyFile: cc.KeyFile}
+	return cfg, nil
 }

@@ -73,10 +73,11 @@ func TestReflect(t *testing.T) {
 	defer u.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	r1, errs := u.Reflect(ctx)
-	if errs[0] != nil {
-		t.Fatal(errs[0])
+	res := u.Reflect(ctx, true)
+	if res[0].Err != nil {
+		t.Fatal(res[0].Err)
 	}
+	r1 := []*Reflection{res[0].Reflection}
 	// Health and reflection are infrastructure: only the products service.
 	if len(r1[0].Services) != 1 || r1[0].Services[0].Name != "portico.examples.products.v1.ProductService" {
 		t.Fatalf("services: %v", r1[0].Services)
@@ -88,9 +89,9 @@ func TestReflect(t *testing.T) {
 	if _, err := svc.Types.FindMessageByName("google.protobuf.Timestamp"); err != nil {
 		t.Fatalf("types do not hold dependencies: %v", err)
 	}
-	r2, _ := u.Reflect(ctx)
-	if r1[0].Hash == "" || r1[0].Hash != r2[0].Hash {
-		t.Fatalf("descriptor hash not stable: %q vs %q", r1[0].Hash, r2[0].Hash)
+	r2 := u.Reflect(ctx, false)[0].Reflection
+	if r1[0].Hash == "" || r1[0].Hash != r2.Hash {
+		t.Fatalf("descriptor hash not stable: %q vs %q", r1[0].Hash, r2.Hash)
 	}
 }
 
@@ -103,9 +104,9 @@ func TestReflectUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	_, errs := u.Reflect(t.Context())
-	if errs[0] == nil || !strings.Contains(errs[0].Error(), "127.0.0.1:1") {
-		t.Fatalf("got %v", errs[0])
+	res := u.Reflect(t.Context(), true)
+	if res[0].Err == nil || !strings.Contains(res[0].Err.Error(), "127.0.0.1:1") {
+		t.Fatalf("got %v", res[0].Err)
 	}
 }
 

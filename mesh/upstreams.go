@@ -77,26 +77,29 @@ func transportCredentials(up Upstream) (credentials.TransportCredentials, error)
 	return credentials.NewTLS(tc), nil
 }
 
-// Addresses lists the upstreams in configuration order.
-func (u *Upstreams) Addresses() []string { return u.order }
+// Targets implements Discovery: the upstreams in configuration order.
+func (u *Upstreams) Targets() []string { return u.order }
 
-// Reflect reflects every upstream concurrently, each bounded by
-// ReflectTimeout. The result has one entry per upstream, in configuration
-// order: a *Reflection or the error that upstream returned.
-func (u *Upstreams) Reflect(ctx context.Context) ([]*Reflection, []error) {
-	refl := make([]*Reflection, len(u.order))
-	errs := make([]error, len(u.order))
+// Reflect implements Discovery: it reflects every upstream concurrently,
+// each bounded by ReflectTimeout, whatever force says (a static upstream
+// announces nothing).
+func (u *Upstreams) Reflect(ctx context.Context, _ bool) []Result {
+	out := make([]Result, len(u.order))
 	var wg sync.WaitGroup
 	for i, addr := range u.order {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(ctx, u.cfg.ReflectTimeout)
 			defer cancel()
-			refl[i], errs[i] = reflectUpstream(ctx, addr, u.conns[addr])
+			refl, err := reflectUpstream(ctx, addr, u.conns[addr])
+			out[i] = Result{Target: addr, Reflection: refl, Err: err}
 		})
 	}
 	wg.Wait()
-	return refl, errs
+	return out
 }
+
+// Changed implements Discovery: static upstreams never announce changes.
+func (u *Upstreams) Changed() <-chan struct{} { return nil }
 
 // Close closes every connection.
 func (u *Upstreams) Close() error {

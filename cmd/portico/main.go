@@ -1,7 +1,7 @@
 // Command portico is the Portico edge: it serves REST/JSON from gRPC
 // services it reflects.
 //
-//	portico serve  [--config FILE] [--listen ADDR] [--upstream ADDR]... [--plaintext-upstream]
+//	portico serve  [--config FILE] [--listen ADDR] [--admin-listen ADDR] [--consul ADDR] [--upstream ADDR]... [--plaintext-upstream]
 //	portico routes [same flags]   print the route table serve would build
 package main
 
@@ -68,6 +68,8 @@ func loadFlags(name string, args []string, stderr io.Writer) (app.Config, error)
 	var (
 		configPath = fs.String("config", "", "YAML config file")
 		listen     = fs.String("listen", "", "public listen address host:port (edge.listen)")
+		admin      = fs.String("admin-listen", "", "admin listen address host:port for /healthz, /readyz, /metrics (edge.admin_listen)")
+		consul     = fs.String("consul", "", "Consul agent HTTP address host:port (mesh.consul.address): expose services tagged portico")
 		plaintext  = fs.Bool("plaintext-upstream", false, "talk to the --upstream addresses without TLS")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (log.level)")
 		logFormat  = fs.String("log-format", "", "json or console (log.format)")
@@ -89,6 +91,12 @@ func loadFlags(name string, args []string, stderr io.Writer) (app.Config, error)
 	if *listen != "" {
 		cfg.Edge.Listen = *listen
 	}
+	if *admin != "" {
+		cfg.Edge.AdminListen = *admin
+	}
+	if *consul != "" {
+		cfg.Mesh.Consul.Address = *consul
+	}
 	if *logLevel != "" {
 		cfg.Log.Level = *logLevel
 	}
@@ -98,8 +106,8 @@ func loadFlags(name string, args []string, stderr io.Writer) (app.Config, error)
 	for _, u := range upstreams {
 		cfg.Mesh.Upstreams = append(cfg.Mesh.Upstreams, mesh.Upstream{Address: u, Plaintext: *plaintext})
 	}
-	if len(cfg.Mesh.Upstreams) == 0 {
-		return app.Config{}, errors.New("no upstream: give --upstream or mesh.upstreams in --config")
+	if len(cfg.Mesh.Upstreams) == 0 && cfg.Mesh.Consul.Address == "" {
+		return app.Config{}, errors.New("no upstream: give --consul, --upstream, or mesh.consul / mesh.upstreams in --config")
 	}
 	return cfg, cfg.Validate()
 }
@@ -137,18 +145,31 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := zap.NewNop()
-	ups, err := mesh.NewUpstreams(cfg.Mesh, log)
+	m, err := mesh.New(cfg.Mesh, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "portico routes:", err)
 		return 1
 	}
-	defer ups.Close()
-	refls, errs := ups.Reflect(context.Background())
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Mesh.ReflectTimeout)
+	defer cancel()
+	_ = m.Start(ctx)
 	code := 0
-	for i, err := range errs {
-		if err != nil {
-			fmt.Fprintf(stderr, "portico routes: upstream %s: %v\n", ups.Addresses()[i], err)
+	if m.Catalog != nil {
+		if err := m.Catalog.WaitSynced(ctx); err != nil {
+			fmt.Fprintln(stderr, "portico routes:", err)
 			code = 1
+		}
+	}
+	var refls []*mesh.Reflection
+	for _, src := range m.Sources() {
+		for _, r := range src.Reflect(ctx, true) {
+			if r.Err != nil {
+				fmt.Fprintf(stderr, "portico routes: upstream %s: %v\n", r.Target, r.Err)
+				code = 1
+				continue
+			}
+			refls = append(refls, r.Reflection)
 		}
 	}
 	t := edge.BuildTable(refls, transcode.NewCompiler(cfg.Transcode))

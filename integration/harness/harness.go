@@ -19,6 +19,7 @@ import (
 	"github.com/portico-dev/portico/cmd/examples/services"
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/edge"
+	"github.com/portico-dev/portico/mesh"
 )
 
 // Backend is a running gRPC server on a loopback port.
@@ -60,10 +61,12 @@ func Services(tb testing.TB, names []string, register func(*grpc.Server), opts .
 
 // Edge is a running Portico.
 type Edge struct {
-	URL     string
-	Tables  *edge.Tables
-	Handler *edge.Handler
-	App     *fx.App
+	URL      string
+	AdminURL string
+	Tables   *edge.Tables
+	Handler  *edge.Handler
+	Mesh     *mesh.Mesh
+	App      *fx.App
 }
 
 // Portico starts Portico on 127.0.0.1:0 with plaintext upstreams; mutate may
@@ -73,6 +76,7 @@ func Portico(tb testing.TB, mutate func(*app.Config), upstreams ...string) *Edge
 	tb.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Edge.Listen = "127.0.0.1:0"
+	cfg.Edge.AdminListen = "127.0.0.1:0"
 	for _, u := range upstreams {
 		cfg.Mesh.Upstreams = append(cfg.Mesh.Upstreams, app.PlaintextUpstream(u))
 	}
@@ -86,8 +90,10 @@ func Portico(tb testing.TB, mutate func(*app.Config), upstreams ...string) *Edge
 		srv     *edge.Server
 		tables  *edge.Tables
 		handler *edge.Handler
+		admin   *edge.Admin
+		m       *mesh.Mesh
 	)
-	a := fx.New(app.Options(cfg, zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))), fx.Populate(&srv, &tables, &handler))
+	a := fx.New(app.Options(cfg, zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))), fx.Populate(&srv, &tables, &handler, &admin, &m))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := a.Start(ctx); err != nil {
@@ -100,7 +106,11 @@ func Portico(tb testing.TB, mutate func(*app.Config), upstreams ...string) *Edge
 			tb.Errorf("stopping portico: %v", err)
 		}
 	})
-	return &Edge{URL: "http://" + srv.Addr().String(), Tables: tables, Handler: handler, App: a}
+	e := &Edge{URL: "http://" + srv.Addr().String(), Tables: tables, Handler: handler, Mesh: m, App: a}
+	if admin != nil {
+		e.AdminURL = "http://" + admin.Addr().String()
+	}
+	return e
 }
 
 // Client returns an HTTP client with a per-request timeout whose idle

@@ -1,0 +1,168 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/portico-dev/portico/mesh"
+)
+
+// Admin is the operator listener, apart from the public one: /healthz
+// (alive), /readyz (able to serve) and /metrics (Prometheus).
+type Admin struct {
+	addr   string
+	srv    *http.Server
+	ln     net.Listener
+	log    *zap.Logger
+	done   chan struct{}
+	ready  func() (bool, []mesh.Check)
+	closed chan struct{}
+}
+
+// NewMetrics returns the registry every component registers on, with the Go
+// runtime and process collectors, and the mesh gauges.
+func NewMetrics(m *mesh.Mesh, tables *Tables) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "portico_route_table_routes",
+		Help: "Routes in the current route table.",
+	}, func() float64 {
+		if t := tables.Load(); t != nil {
+			return float64(len(t.routes))
+		}
+		return 0
+	}))
+	if m.Catalog != nil {
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "portico_consul_watch_healthy",
+				Help: "1 when every Consul watch answers; 0 while Portico serves its last known state (degraded).",
+			}, func() float64 {
+				if m.ConsulStatus().Healthy {
+					return 1
+				}
+				return 0
+			}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "portico_consul_watch_errors_total",
+				Help: "Failed Consul queries (catalog, health, Connect CA).",
+			}, func() float64 { return float64(m.ConsulStatus().Errors) }),
+		)
+	}
+	if m.Identity != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portico_mesh_certificate_expiry_timestamp_seconds",
+			Help: "When Portico's mesh leaf certificate expires (Unix time); 0 before it is loaded.",
+		}, func() float64 {
+			if id := m.Identity.Identity(); id != nil {
+				return float64(id.NotAfter().Unix())
+			}
+			return 0
+		}))
+	}
+	return reg
+}
+
+// NewAdmin prepares the admin listener on addr.
+func NewAdmin(addr string, reg *prometheus.Registry, ready func() (bool, []mesh.Check), log *zap.Logger) *Admin {
+	a := &Admin{addr: addr, log: log, ready: ready}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	a.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          zap.NewStdLog(log.Named("admin")),
+	}
+	return a
+}
+
+// readyz answers 200 with status "ready" or "degraded" (still serving, e.g.
+// from the last known Consul state), or 503 "unready", with every check.
+func (a *Admin) readyz(w http.ResponseWriter, _ *http.Request) {
+	ok, checks := a.ready()
+	status := "ready"
+	for _, c := range checks {
+		if c.Degraded {
+			status = "degraded"
+		}
+	}
+	code := http.StatusOK
+	if !ok {
+		status, code = "unready", http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(struct {
+		Status string       `json:"status"`
+		Checks []mesh.Check `json:"checks"`
+	}{status, checks})
+}
+
+// Start binds and serves.
+func (a *Admin) Start(context.Context) error {
+	ln, err := net.Listen("tcp", a.addr)
+	if err != nil {
+		return fmt.Errorf("edge: admin listen %s: %w", a.addr, err)
+	}
+	a.ln = ln
+	a.done = make(chan struct{})
+	go func() {
+		defer close(a.done)
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("admin server stopped", zap.Error(err))
+		}
+	}()
+	a.log.Info("admin listening", zap.String("addr", ln.Addr().String()))
+	return nil
+}
+
+// Addr is the bound address.
+func (a *Admin) Addr() net.Addr { return a.ln.Addr() }
+
+// Stop closes the admin listener.
+func (a *Admin) Stop(ctx context.Context) error {
+	if a.ln == nil {
+		return nil
+	}
+	err := a.srv.Shutdown(ctx)
+	<-a.done
+	return err
+}
+
+// Readiness combines the route table and the mesh checks.
+func Readiness(tables *Tables, m *mesh.Mesh) func() (bool, []mesh.Check) {
+	return func() (bool, []mesh.Check) {
+		rt := mesh.Check{Name: "routes", OK: tables.Load() != nil}
+		if t := tables.Load(); t != nil {
+			rt.Detail = fmt.Sprintf("%d routes, %d services rejected, built %s", len(t.routes), len(t.Rejected), t.Built.UTC().Format(time.RFC3339))
+		} else {
+			rt.Detail = "no route table yet: no upstream has been reflected"
+		}
+		checks := append([]mesh.Check{rt}, m.Checks()...)
+		ok := true
+		for _, c := range checks {
+			ok = ok && c.OK
+		}
+		return ok, checks
+	}
+}

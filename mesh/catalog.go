@@ -1,0 +1,366 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/resolver"
+)
+
+// MetaDescriptors is the service-meta key where a mesh-native instance
+// publishes the hash of the descriptors it serves. A new value makes the
+// edge reflect that service again at once.
+const MetaDescriptors = "portico_descriptors"
+
+// Catalog discovers upstreams in Consul: every service carrying the expose
+// tag, each with its own client connection whose resolver is fed the
+// passing instances by a blocking query. It implements Discovery.
+type Catalog struct {
+	cfg    Config
+	client *api.Client
+	creds  credentials.TransportCredentials
+	trust  func() string // the trust domain upstream identities must be in
+	log    *zap.Logger
+	health *watchHealth
+
+	changed chan struct{}
+	listed   chan struct{} // closed after the first service list
+	listOnce sync.Once
+
+	mu       sync.Mutex
+	services map[string]*catalogService
+	closed   bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// catalogService is one exposed Consul service.
+type catalogService struct {
+	name   string
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	cc        resolver.ClientConn // nil while grpc-go has no resolver open
+	state     *resolver.State     // nil until the first health answer
+	instances int
+	version   string // what the instances say they serve
+	reflected string // version at the last successful reflection
+	forced    bool   // reflect at the next Reflect whatever the version
+}
+
+// NewCatalog returns a catalog; Start begins watching. creds secure the
+// calls (ClientCredentials in the mesh modes); trust returns the trust
+// domain expected in upstream identities.
+func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCredentials, trust func() string, log *zap.Logger) *Catalog {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Catalog{
+		cfg: cfg, client: client, creds: creds, trust: trust, log: log, health: newWatchHealth(),
+		changed: make(chan struct{}, 1), listed: make(chan struct{}), services: map[string]*catalogService{}, ctx: ctx, cancel: cancel,
+	}
+}
+
+func (c *Catalog) limiter() *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(c.cfg.Consul.QueryRate), 5)
+}
+
+// Start begins watching the service list.
+func (c *Catalog) Start() {
+	c.wg.Go(func() {
+		watch(c.ctx, "catalog-services", c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
+			func(q *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
+				return c.client.Catalog().Services(q)
+			},
+			c.setServices)
+	})
+}
+
+// setServices starts and stops per-service watches as services gain or lose
+// the expose tag. It only runs on successful answers, so a Consul outage
+// never empties the set.
+func (c *Catalog) setServices(all map[string][]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	want := map[string]bool{}
+	for name, tags := range all {
+		if slices.Contains(tags, c.cfg.Consul.Tag) {
+			want[name] = true
+		}
+	}
+	changed := false
+	for name := range want {
+		if _, ok := c.services[name]; ok {
+			continue
+		}
+		svc, err := c.startService(name)
+		if err != nil {
+			c.log.Error("cannot watch consul service", zap.String("service", name), zap.Error(err))
+			continue
+		}
+		c.services[name] = svc
+		c.log.Info("consul service exposed", zap.String("service", name))
+		changed = true
+	}
+	for name, svc := range c.services {
+		if want[name] {
+			continue
+		}
+		delete(c.services, name)
+		svc.cancel()
+		c.health.forget("health/" + name)
+		drain := c.cfg.Consul.DrainAfterDeregister
+		c.log.Info("consul service no longer exposed; closing its connections after the drain period", zap.String("service", name), zap.Duration("drain", drain))
+		time.AfterFunc(drain, func() { _ = svc.conn.Close() })
+		changed = true
+	}
+	if changed {
+		c.notify()
+	}
+	c.listOnce.Do(func() { close(c.listed) })
+}
+
+// WaitSynced waits until the service list and every listed service's
+// instances have been read once, or ctx ends.
+func (c *Catalog) WaitSynced(ctx context.Context) error {
+	select {
+	case <-c.listed:
+	case <-ctx.Done():
+		return fmt.Errorf("consul catalog not read: %w", context.Cause(ctx))
+	}
+	for {
+		c.mu.Lock()
+		pending := ""
+		for name, svc := range c.services {
+			svc.mu.Lock()
+			if svc.state == nil {
+				pending = name
+			}
+			svc.mu.Unlock()
+		}
+		c.mu.Unlock()
+		if pending == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("consul instances of %s not read: %w", pending, context.Cause(ctx))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Catalog) notify() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Catalog) startService(name string) (*catalogService, error) {
+	svc := &catalogService{name: name}
+	lb := "round_robin"
+	if c.cfg.LoadBalancing.For(name) == BalancerLeastRequest {
+		lb = "least_request_experimental"
+	}
+	conn, err := grpc.NewClient("portico-consul:///"+name,
+		grpc.WithResolvers(&serviceResolver{svc: svc}),
+		grpc.WithTransportCredentials(c.creds),
+		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, lb)),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(c.cfg.MaxRecvMessageBytes),
+			grpc.MaxCallSendMsgSize(c.cfg.MaxSendMessageBytes),
+			grpc.ForceCodecV2(dynamicCodec{}),
+		),
+	)
+	if err != nil {
+		return nil, err
+	}
+	svc.conn = conn
+	ctx, cancel := context.WithCancel(c.ctx)
+	svc.cancel = cancel
+	c.wg.Go(func() {
+		watch(ctx, "health/"+name, c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
+			func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+				return c.client.Health().Service(name, c.cfg.Consul.Tag, true, q)
+			},
+			func(entries []*api.ServiceEntry) {
+				if c.updateInstances(svc, entries) {
+					c.notify()
+				}
+			})
+	})
+	return svc, nil
+}
+
+// updateInstances pushes the passing instances to the service's resolver
+// and reports whether what they serve may have changed.
+func (c *Catalog) updateInstances(svc *catalogService, entries []*api.ServiceEntry) bool {
+	td := c.trust()
+	eps := make([]resolver.Endpoint, 0, len(entries))
+	var versions []string
+	for _, e := range entries {
+		host := e.Service.Address
+		if host == "" {
+			host = e.Node.Address
+		}
+		addr := resolver.Address{Addr: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)), ServerName: svc.name}
+		addr = WithExpectedIdentity(addr, ServiceID(td, e.Service.Namespace, e.Node.Datacenter, e.Service.Service))
+		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{addr}})
+		if h := e.Service.Meta[MetaDescriptors]; h != "" {
+			versions = append(versions, "hash:"+h)
+		} else {
+			versions = append(versions, "id:"+e.Service.ID)
+		}
+	}
+	slices.Sort(versions)
+	version := strings.Join(slices.Compact(versions), ",")
+	st := &resolver.State{Endpoints: eps}
+
+	svc.mu.Lock()
+	first := svc.state == nil
+	prevN := svc.instances
+	svc.state, svc.instances = st, len(eps)
+	cc := svc.cc
+	changed := version != svc.version
+	svc.version = version
+	if cc != nil {
+		// An error only says the balancer has nothing usable yet; the next
+		// update will be pushed all the same.
+		_ = cc.UpdateState(*st)
+	}
+	svc.mu.Unlock()
+	if first || prevN != len(eps) {
+		c.log.Info("consul instances", zap.String("service", svc.name), zap.Int("passing", len(eps)))
+	}
+	return changed && len(eps) > 0
+}
+
+// Targets implements Discovery: the exposed services, sorted.
+func (c *Catalog) Targets() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := make([]string, 0, len(c.services))
+	for n := range c.services {
+		names = append(names, "consul:"+n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Reflect implements Discovery. It reflects each service whose instances
+// announced new descriptors (or any service, with force) and that has at
+// least one passing instance.
+func (c *Catalog) Reflect(ctx context.Context, force bool) []Result {
+	c.mu.Lock()
+	var todo []*catalogService
+	for _, svc := range c.services {
+		svc.mu.Lock()
+		due := svc.instances > 0 && (force || svc.forced || svc.version != svc.reflected)
+		svc.mu.Unlock()
+		if due {
+			todo = append(todo, svc)
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(todo, func(a, b *catalogService) int { return strings.Compare(a.name, b.name) })
+	out := make([]Result, len(todo))
+	var wg sync.WaitGroup
+	for i, svc := range todo {
+		wg.Go(func() {
+			svc.mu.Lock()
+			version := svc.version
+			svc.mu.Unlock()
+			ctx, cancel := context.WithTimeout(ctx, c.cfg.ReflectTimeout)
+			defer cancel()
+			target := "consul:" + svc.name
+			refl, err := reflectUpstream(ctx, target, svc.conn)
+			out[i] = Result{Target: target, Reflection: refl, Err: err}
+			svc.mu.Lock()
+			if err == nil {
+				svc.reflected, svc.forced = version, false
+			} else {
+				svc.forced = true
+			}
+			svc.mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// Changed implements Discovery.
+func (c *Catalog) Changed() <-chan struct{} { return c.changed }
+
+// Status reports whether every Consul watch is answering.
+func (c *Catalog) Status() WatchStatus { return c.health.status() }
+
+// Instances returns the number of passing instances of a service.
+func (c *Catalog) Instances(service string) int {
+	c.mu.Lock()
+	svc := c.services[service]
+	c.mu.Unlock()
+	if svc == nil {
+		return 0
+	}
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	return svc.instances
+}
+
+// Close stops every watch and closes every connection.
+func (c *Catalog) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	svcs := c.services
+	c.services = map[string]*catalogService{}
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	for _, svc := range svcs {
+		_ = svc.conn.Close()
+	}
+	return nil
+}
+
+// serviceResolver hands one service's instances to its client connection.
+// grpc-go may close and rebuild it (idle mode); a new one starts from the
+// latest state.
+type serviceResolver struct{ svc *catalogService }
+
+func (r *serviceResolver) Scheme() string { return "portico-consul" }
+
+func (r *serviceResolver) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	r.svc.mu.Lock()
+	defer r.svc.mu.Unlock()
+	r.svc.cc = cc
+	if r.svc.state != nil {
+		_ = cc.UpdateState(*r.svc.state)
+	}
+	return r, nil
+}
+
+// ResolveNow: the blocking query already delivers every change.
+func (r *serviceResolver) ResolveNow(resolver.ResolveNowOptions) {}
+
+func (r *serviceResolver) Close() {
+	r.svc.mu.Lock()
+	defer r.svc.mu.Unlock()
+	r.svc.cc = nil
+}

@@ -1,0 +1,179 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Mesh is what the edge gets from this package: the static upstreams and,
+// when Consul is configured, the catalog, the client and Portico's identity.
+type Mesh struct {
+	cfg Config
+	log *zap.Logger
+
+	// Static are the upstreams listed in the configuration.
+	Static *Upstreams
+	// Consul is the agent client; nil without Consul.
+	Consul *api.Client
+	// Identity is Portico's mTLS identity; nil in plaintext mode.
+	Identity IdentitySource
+	// Catalog discovers Consul services; nil without Consul.
+	Catalog *Catalog
+
+	closers []func()
+}
+
+// New builds the mesh for cfg; nothing is contacted until Start.
+func New(cfg Config, log *zap.Logger) (*Mesh, error) {
+	m := &Mesh{cfg: cfg, log: log}
+	static, err := NewUpstreams(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	m.Static = static
+	if cfg.Consul.Address == "" && cfg.TLSMode() == "" {
+		return m, nil
+	}
+	if cfg.Consul.Address != "" {
+		ac, err := cfg.Consul.APIConfig()
+		if err != nil {
+			return nil, err
+		}
+		if m.Consul, err = api.NewClient(ac); err != nil {
+			_ = static.Close()
+			return nil, fmt.Errorf("mesh.consul: %w", err)
+		}
+	}
+	var creds credentials.TransportCredentials
+	trust := func() string { return "" }
+	switch cfg.TLSMode() {
+	case TLSModeConsul:
+		ci := NewConsulIdentity(m.Consul, cfg.Consul.Register.Name, log)
+		m.Identity = ci
+		m.closers = append(m.closers, ci.Close)
+		creds = ClientCredentials(ci)
+		trust = func() string {
+			if id := ci.Identity(); id != nil {
+				return id.TrustDomains[0]
+			}
+			return ""
+		}
+	case TLSModeFiles:
+		fi, err := NewFileIdentity(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile, cfg.TLS.TrustDomains, cfg.TLS.ReloadInterval, log)
+		if err != nil {
+			_ = static.Close()
+			return nil, fmt.Errorf("mesh.tls: %w", err)
+		}
+		m.Identity = fi
+		m.closers = append(m.closers, fi.Close)
+		creds = ClientCredentials(fi)
+		td := fi.Identity().TrustDomains[0]
+		trust = func() string { return td }
+	default:
+		log.Warn("mesh.tls.mode is plaintext: calls to Consul services are neither encrypted nor authenticated")
+		creds = insecure.NewCredentials()
+	}
+	if m.Consul != nil {
+		m.Catalog = NewCatalog(cfg, m.Consul, creds, trust, log)
+	}
+	return m, nil
+}
+
+// Start begins watching Consul. It waits briefly (bounded by ctx) for the
+// identity so that the first route table is not built from failed
+// handshakes, but never fails because Consul is not there yet: Portico then
+// starts unready and keeps retrying.
+func (m *Mesh) Start(ctx context.Context) error {
+	if m.Catalog != nil {
+		m.Catalog.Start()
+		m.closers = append(m.closers, func() { _ = m.Catalog.Close() })
+	}
+	if m.Identity != nil {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := WaitIdentity(wctx, m.Identity); err != nil {
+			m.log.Warn("starting without a mesh identity; calls to mesh services fail until it loads", zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// Sources lists the discovery sources for the route table.
+func (m *Mesh) Sources() []Discovery {
+	out := []Discovery{m.Static}
+	if m.Catalog != nil {
+		out = append(out, m.Catalog)
+	}
+	return out
+}
+
+// Check is one readiness condition.
+type Check struct {
+	Name string `json:"name"`
+	// OK false makes Portico unready; Degraded only reports.
+	OK       bool   `json:"ok"`
+	Degraded bool   `json:"degraded,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// Checks reports the mesh's readiness conditions: the identity is loaded,
+// and Consul's watches answer (a failing watch only degrades Portico, which
+// keeps serving its last known state, unless it has failed for longer than
+// mesh.consul.unready_after).
+func (m *Mesh) Checks() []Check {
+	var out []Check
+	if m.Identity != nil {
+		c := Check{Name: "identity", OK: m.Identity.Identity() != nil}
+		if c.OK {
+			id := m.Identity.Identity()
+			c.Detail = fmt.Sprintf("%s, expires %s", id.ID, id.NotAfter().UTC().Format(time.RFC3339))
+		} else {
+			c.Detail = "not loaded yet"
+		}
+		out = append(out, c)
+	}
+	if m.Catalog != nil {
+		st := m.ConsulStatus()
+		c := Check{Name: "consul", OK: true}
+		if !st.Healthy {
+			c.Degraded = true
+			c.Detail = fmt.Sprintf("watch failing for %s (serving the last known instances and routes): %v", time.Since(st.Since).Round(time.Millisecond), st.Err)
+			if ua := m.cfg.Consul.UnreadyAfter; ua > 0 && time.Since(st.Since) > ua {
+				c.OK = false
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// ConsulStatus merges the catalog's and the identity's watch status.
+func (m *Mesh) ConsulStatus() WatchStatus {
+	st := WatchStatus{Healthy: true}
+	if m.Catalog != nil {
+		st = m.Catalog.Status()
+	}
+	if ci, ok := m.Identity.(*ConsulIdentity); ok {
+		is := ci.Status()
+		st.Errors += is.Errors
+		if !is.Healthy && (st.Healthy || is.Since.Before(st.Since)) {
+			st.Healthy, st.Since, st.Err = false, is.Since, is.Err
+		}
+	}
+	return st
+}
+
+// Close stops every watch and closes every connection.
+func (m *Mesh) Close() error {
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		m.closers[i]()
+	}
+	return errors.Join(m.Static.Close())
+}
