@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-dev/portico/transcode"
 )
@@ -25,6 +27,7 @@ type Handler struct {
 	upstreamTimeout   time.Duration
 	maxStreamDuration time.Duration
 	streamIdle        time.Duration
+	safeRetries       int
 	log               *zap.Logger
 }
 
@@ -36,6 +39,7 @@ func NewHandler(cfg Config, tcfg transcode.Config, tables *Tables, log *zap.Logg
 		upstreamTimeout:   cfg.UpstreamTimeout,
 		maxStreamDuration: cfg.MaxStreamDuration,
 		streamIdle:        tcfg.StreamIdleTimeout,
+		safeRetries:       cfg.SafeRetries,
 		log:               log,
 	}
 }
@@ -138,9 +142,25 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, va
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp := route.Codec.NewResponse()
-	var header, trailer metadata.MD
-	err = route.Conn.Invoke(ctx, route.FullMethod, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
+	var (
+		resp            proto.Message
+		header, trailer metadata.MD
+	)
+	// A safe method (GET, HEAD) is retried on UNAVAILABLE, which round-robin
+	// sends to another instance: an instance that died or left between the
+	// pick and the call costs the client nothing. Other methods get grpc-go's
+	// transparent retry only (the request never reached a server).
+	attempts := 1
+	if route.Binding.HTTPMethod == http.MethodGet || route.Binding.HTTPMethod == http.MethodHead {
+		attempts += h.safeRetries
+	}
+	for try := 1; ; try++ {
+		resp, header, trailer = route.Codec.NewResponse(), nil, nil
+		err = route.Conn.Invoke(ctx, route.FullMethod, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
+		if try >= attempts || status.Code(err) != codes.Unavailable || !sleepCtx(ctx, retryDelay(try)) {
+			break
+		}
+	}
 	writeMetadata(w.Header(), header)
 	writeMetadata(w.Header(), trailer)
 	if err != nil {
@@ -229,5 +249,24 @@ func writeTrailers(w http.ResponseWriter, md metadata.MD) {
 		for _, v := range vs {
 			w.Header().Add(http.TrailerPrefix+k, v)
 		}
+	}
+}
+
+// retryDelay is the pause before retry number try+1: 5 ms, 10 ms, 20 ms…
+// with ±50 % jitter, capped at 200 ms.
+func retryDelay(try int) time.Duration {
+	d := min(5*time.Millisecond<<(try-1), 200*time.Millisecond)
+	return d/2 + time.Duration(rand.Int64N(int64(d)))
+}
+
+// sleepCtx waits d unless ctx ends first; it reports whether it waited.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

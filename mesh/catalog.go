@@ -31,11 +31,10 @@ type Catalog struct {
 	cfg    Config
 	client *api.Client
 	creds  credentials.TransportCredentials
-	trust  func() string // the trust domain upstream identities must be in
 	log    *zap.Logger
 	health *watchHealth
 
-	changed chan struct{}
+	changed  chan struct{}
 	listed   chan struct{} // closed after the first service list
 	listOnce sync.Once
 
@@ -64,12 +63,12 @@ type catalogService struct {
 }
 
 // NewCatalog returns a catalog; Start begins watching. creds secure the
-// calls (ClientCredentials in the mesh modes); trust returns the trust
-// domain expected in upstream identities.
-func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCredentials, trust func() string, log *zap.Logger) *Catalog {
+// calls (ClientCredentials in the mesh modes, which expect each instance to
+// prove its service's SPIFFE ID in the local trust domain).
+func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCredentials, log *zap.Logger) *Catalog {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Catalog{
-		cfg: cfg, client: client, creds: creds, trust: trust, log: log, health: newWatchHealth(),
+		cfg: cfg, client: client, creds: creds, log: log, health: newWatchHealth(),
 		changed: make(chan struct{}, 1), listed: make(chan struct{}), services: map[string]*catalogService{}, ctx: ctx, cancel: cancel,
 	}
 }
@@ -212,7 +211,6 @@ func (c *Catalog) startService(name string) (*catalogService, error) {
 // updateInstances pushes the passing instances to the service's resolver
 // and reports whether what they serve may have changed.
 func (c *Catalog) updateInstances(svc *catalogService, entries []*api.ServiceEntry) bool {
-	td := c.trust()
 	eps := make([]resolver.Endpoint, 0, len(entries))
 	var versions []string
 	for _, e := range entries {
@@ -221,7 +219,7 @@ func (c *Catalog) updateInstances(svc *catalogService, entries []*api.ServiceEnt
 			host = e.Node.Address
 		}
 		addr := resolver.Address{Addr: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)), ServerName: svc.name}
-		addr = WithExpectedIdentity(addr, ServiceID(td, e.Service.Namespace, e.Node.Datacenter, e.Service.Service))
+		addr = WithExpectedIdentity(addr, ServiceID("", e.Service.Namespace, e.Node.Datacenter, e.Service.Service))
 		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{addr}})
 		if h := e.Service.Meta[MetaDescriptors]; h != "" {
 			versions = append(versions, "hash:"+h)

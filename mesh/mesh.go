@@ -52,19 +52,12 @@ func New(cfg Config, log *zap.Logger) (*Mesh, error) {
 		}
 	}
 	var creds credentials.TransportCredentials
-	trust := func() string { return "" }
 	switch cfg.TLSMode() {
 	case TLSModeConsul:
 		ci := NewConsulIdentity(m.Consul, cfg.Consul.Register.Name, log)
 		m.Identity = ci
 		m.closers = append(m.closers, ci.Close)
 		creds = ClientCredentials(ci)
-		trust = func() string {
-			if id := ci.Identity(); id != nil {
-				return id.TrustDomains[0]
-			}
-			return ""
-		}
 	case TLSModeFiles:
 		fi, err := NewFileIdentity(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile, cfg.TLS.TrustDomains, cfg.TLS.ReloadInterval, log)
 		if err != nil {
@@ -74,32 +67,35 @@ func New(cfg Config, log *zap.Logger) (*Mesh, error) {
 		m.Identity = fi
 		m.closers = append(m.closers, fi.Close)
 		creds = ClientCredentials(fi)
-		td := fi.Identity().TrustDomains[0]
-		trust = func() string { return td }
 	default:
 		log.Warn("mesh.tls.mode is plaintext: calls to Consul services are neither encrypted nor authenticated")
 		creds = insecure.NewCredentials()
 	}
 	if m.Consul != nil {
-		m.Catalog = NewCatalog(cfg, m.Consul, creds, trust, log)
+		m.Catalog = NewCatalog(cfg, m.Consul, creds, log)
 	}
 	return m, nil
 }
 
-// Start begins watching Consul. It waits briefly (bounded by ctx) for the
-// identity so that the first route table is not built from failed
-// handshakes, but never fails because Consul is not there yet: Portico then
+// Start begins watching Consul. It waits briefly (at most 5 s) for the
+// identity and a first read of the catalog so that the first route table
+// already holds the Consul services, but never fails because Consul is not there yet: Portico then
 // starts unready and keeps retrying.
 func (m *Mesh) Start(ctx context.Context) error {
 	if m.Catalog != nil {
 		m.Catalog.Start()
 		m.closers = append(m.closers, func() { _ = m.Catalog.Close() })
 	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	if m.Identity != nil {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
 		if err := WaitIdentity(wctx, m.Identity); err != nil {
 			m.log.Warn("starting without a mesh identity; calls to mesh services fail until it loads", zap.Error(err))
+		}
+	}
+	if m.Catalog != nil {
+		if err := m.Catalog.WaitSynced(wctx); err != nil {
+			m.log.Warn("starting before the consul catalog was read; routes appear once it is", zap.Error(err))
 		}
 	}
 	return nil

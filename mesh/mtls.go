@@ -17,9 +17,10 @@ import (
 type identityKey struct{}
 
 // WithExpectedIdentity returns addr annotated with the identity the peer at
-// that address must prove.
+// that address must prove. An empty TrustDomain stands for the local
+// identity's own trust domain at handshake time.
 func WithExpectedIdentity(addr resolver.Address, id SPIFFEID) resolver.Address {
-	addr.Attributes = addr.Attributes.WithValue(identityKey{}, id.String())
+	addr.Attributes = addr.Attributes.WithValue(identityKey{}, id)
 	return addr
 }
 
@@ -39,16 +40,21 @@ type clientCreds struct{ src IdentitySource }
 var ErrWrongIdentity = errors.New("upstream identity mismatch")
 
 func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	var expected string
+	var want SPIFFEID
 	if info := credentials.ClientHandshakeInfoFromContext(ctx); info.Attributes != nil {
-		expected, _ = info.Attributes.Value(identityKey{}).(string)
+		want, _ = info.Attributes.Value(identityKey{}).(SPIFFEID)
 	}
-	if expected == "" {
+	if want.Service == "" {
 		return nil, nil, fmt.Errorf("mtls to %s: no expected identity for this address; refusing to connect", raw.RemoteAddr())
 	}
-	if c.src.Identity() == nil {
+	local := c.src.Identity()
+	if local == nil {
 		return nil, nil, fmt.Errorf("mtls to %s: local identity not loaded yet", raw.RemoteAddr())
 	}
+	if want.TrustDomain == "" {
+		want.TrustDomain = local.TrustDomains[0]
+	}
+	expected := want.String()
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// The chain and identity are checked in VerifyConnection against the

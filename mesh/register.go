@@ -87,6 +87,12 @@ func (r *Registrar) ensure(ctx context.Context) error {
 	return nil
 }
 
+// Stop stops the loop and leaves the registration in place (a crash).
+func (r *Registrar) Stop() {
+	r.cancel()
+	r.wg.Wait()
+}
+
 // Deregister stops the loop and removes the instance from the agent,
 // waiting at most timeout.
 func (r *Registrar) Deregister(timeout time.Duration) error {

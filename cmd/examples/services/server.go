@@ -62,30 +62,14 @@ func lookup(name string) (example, bool) {
 // repeated name, or a service s already has, is an error and then nothing
 // is registered.
 func Register(s *grpc.Server, names ...string) error {
-	examples := make([]example, 0, len(names))
-	want := []string{
+	examples, err := plan(s, names, []string{
 		healthpb.Health_ServiceDesc.ServiceName,
 		reflectionv1.ServerReflection_ServiceDesc.ServiceName,
 		reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName,
+	})
+	if err != nil {
+		return err
 	}
-	for i, name := range names {
-		ex, ok := lookup(name)
-		if !ok {
-			return fmt.Errorf("unknown example service %q (known: %v)", name, Names())
-		}
-		if slices.Contains(names[:i], name) {
-			return fmt.Errorf("example service %q named twice", name)
-		}
-		examples = append(examples, ex)
-		want = append(want, ex.services...)
-	}
-	have := s.GetServiceInfo()
-	for _, svc := range want {
-		if _, ok := have[svc]; ok {
-			return fmt.Errorf("gRPC service %s is already registered on this server", svc)
-		}
-	}
-
 	hs := health.NewServer() // "" starts SERVING
 	for _, ex := range examples {
 		ex.register(s)
@@ -96,6 +80,44 @@ func Register(s *grpc.Server, names ...string) error {
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
 	return nil
+}
+
+// RegisterServices adds only the named example services, for a server that
+// brings its own health and reflection (a mesh-native server). The same
+// rules as Register apply.
+func RegisterServices(s *grpc.Server, names ...string) error {
+	examples, err := plan(s, names, nil)
+	if err != nil {
+		return err
+	}
+	for _, ex := range examples {
+		ex.register(s)
+	}
+	return nil
+}
+
+// plan checks names and that s has none of the services about to be added.
+func plan(s *grpc.Server, names, infra []string) ([]example, error) {
+	examples := make([]example, 0, len(names))
+	want := slices.Clone(infra)
+	for i, name := range names {
+		ex, ok := lookup(name)
+		if !ok {
+			return nil, fmt.Errorf("unknown example service %q (known: %v)", name, Names())
+		}
+		if slices.Contains(names[:i], name) {
+			return nil, fmt.Errorf("example service %q named twice", name)
+		}
+		examples = append(examples, ex)
+		want = append(want, ex.services...)
+	}
+	have := s.GetServiceInfo()
+	for _, svc := range want {
+		if _, ok := have[svc]; ok {
+			return nil, fmt.Errorf("gRPC service %s is already registered on this server", svc)
+		}
+	}
+	return examples, nil
 }
 
 // sleep waits d or until ctx ends, returning ctx.Err() in that case.

@@ -5,33 +5,55 @@ package serve
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/portico-dev/portico/cmd/examples/services"
+	"github.com/portico-dev/portico/mesh/native"
 )
 
 // DefaultGrace is how long Run lets in-flight calls finish after ctx ends
 // before it closes what is left (long streams such as WatchUsers).
 const DefaultGrace = 5 * time.Second
 
-// Run serves the named example service (with health and reflection) on
-// addr, plaintext, until ctx ends; it then stops gracefully, waiting at most
-// grace for in-flight calls. It returns nil after a requested stop.
-func Run(ctx context.Context, log *slog.Logger, name, addr string, grace time.Duration) error {
+// Options says how to run one example service.
+type Options struct {
+	// Name is the example (users, orders, products) and its Consul name.
+	Name string
+	// Listen is the gRPC address.
+	Listen string
+	// Grace bounds the drain on stop.
+	Grace time.Duration
+	// Consul is the agent address. Empty: plaintext gRPC with health and
+	// reflection, no registration. Set: mesh-native (mTLS with the Consul
+	// leaf, intentions, registered with the portico tag).
+	Consul string
+	// HealthListen is the plaintext health address in mesh mode.
+	HealthListen string
+	// ID is the Consul instance id in mesh mode (default name-host:port).
+	ID string
+}
+
+// Run serves until ctx ends, then stops gracefully within Grace. It returns
+// nil after a requested stop.
+func Run(ctx context.Context, log *zap.Logger, o Options) error {
+	if o.Consul != "" {
+		return runNative(ctx, log, o)
+	}
 	s := grpc.NewServer()
-	if err := services.Register(s, name); err != nil {
+	if err := services.Register(s, o.Name); err != nil {
 		return err
 	}
 	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", addr)
+	lis, err := lc.Listen(ctx, "tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info("example service listening", "service", name, "addr", lis.Addr().String())
+	log.Info("example service listening (plaintext)", zap.String("service", o.Name), zap.String("addr", lis.Addr().String()))
 
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(lis) }()
@@ -40,22 +62,36 @@ func Run(ctx context.Context, log *slog.Logger, name, addr string, grace time.Du
 		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
 	case <-ctx.Done():
 	}
-
-	log.Info("stopping", "service", name, "grace", grace)
+	log.Info("stopping", zap.String("service", o.Name), zap.Duration("grace", o.Grace))
 	stopped := make(chan struct{})
 	go func() {
 		s.GracefulStop()
 		close(stopped)
 	}()
-	t := time.NewTimer(grace)
+	t := time.NewTimer(o.Grace)
 	defer t.Stop()
 	select {
 	case <-stopped:
 	case <-t.C:
-		log.Warn("grace period over, closing remaining calls", "service", name)
+		log.Warn("grace period over, closing remaining calls", zap.String("service", o.Name))
 		s.Stop()
 		<-stopped
 	}
 	// Serve returns nil once Stop or GracefulStop was called.
 	return <-served
+}
+
+func runNative(ctx context.Context, log *zap.Logger, o Options) error {
+	cc := api.DefaultNonPooledConfig()
+	cc.Address = o.Consul
+	srv, err := native.New(native.Config{
+		Service: o.Name, ID: o.ID, Listen: o.Listen, HealthListen: o.HealthListen, Consul: cc, Grace: o.Grace,
+	}, log)
+	if err != nil {
+		return err
+	}
+	if err := services.RegisterServices(srv.GRPC, o.Name); err != nil {
+		return err
+	}
+	return srv.Run(ctx)
 }

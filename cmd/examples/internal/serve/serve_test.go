@@ -2,13 +2,12 @@ package serve_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/portico-dev/portico/cmd/examples/internal/serve"
 )
@@ -21,7 +20,7 @@ func TestRunStopsWhenContextEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- serve.Run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), "orders", "127.0.0.1:0", time.Second)
+		done <- serve.Run(ctx, zap.NewNop(), serve.Options{Name: "orders", Listen: "127.0.0.1:0", Grace: time.Second})
 	}()
 	time.Sleep(50 * time.Millisecond)
 	cancel()
@@ -36,11 +35,11 @@ func TestRunStopsWhenContextEnds(t *testing.T) {
 }
 
 func TestRunErrors(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := serve.Run(t.Context(), log, "nope", "127.0.0.1:0", time.Second); err == nil || !strings.Contains(err.Error(), "nope") {
+	log := zap.NewNop()
+	if err := serve.Run(t.Context(), log, serve.Options{Name: "nope", Listen: "127.0.0.1:0", Grace: time.Second}); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("unknown service: %v", err)
 	}
-	if err := serve.Run(t.Context(), log, "users", "127.0.0.1:-1", time.Second); err == nil || !strings.Contains(err.Error(), "listen") {
+	if err := serve.Run(t.Context(), log, serve.Options{Name: "users", Listen: "127.0.0.1:-1", Grace: time.Second}); err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Fatalf("bad address: %v", err)
 	}
 }
