@@ -1,7 +1,13 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,7 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/zap"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/integration/harness"
+	"github.com/portico-dev/portico/mesh"
 )
 
 // loadStats counts the outcome of a closed-loop load.
@@ -84,6 +96,22 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) ti
 	return time.Time{}
 }
 
+// eventuallyOr is eventually with a description of the last state.
+func eventuallyOr(t *testing.T, d time.Duration, what string, cond func() (bool, string)) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var state string
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, state = cond(); ok {
+			return time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s; last: %s", what, d, state)
+	return time.Time{}
+}
+
 func TestConsulDiscoveryMTLSAndSelfRegistration(t *testing.T) {
 	agent := harness.Consul(t)
 	a := harness.Native(t, agent, "products", harness.NativeOptions{})
@@ -139,5 +167,324 @@ func TestConsulDiscoveryMTLSAndSelfRegistration(t *testing.T) {
 	}
 	if _, ok := svcs[portico]; ok {
 		t.Fatalf("portico %s still registered after shutdown", portico)
+	}
+}
+
+// meshFixture is Consul, two products instances and Portico in consul mode.
+type meshFixture struct {
+	agent *consulagent.Agent
+	a, b  *harness.Instance
+	edge  *harness.Edge
+	seen  *harness.CallLog
+}
+
+func newMeshFixture(t *testing.T, extra ...string) *meshFixture {
+	t.Helper()
+	f := &meshFixture{agent: harness.Consul(t), seen: &harness.CallLog{}}
+	f.a = harness.Native(t, f.agent, "products", harness.NativeOptions{Seen: f.seen})
+	f.b = harness.Native(t, f.agent, "products", harness.NativeOptions{Seen: f.seen})
+	for _, name := range extra {
+		harness.Native(t, f.agent, name, harness.NativeOptions{})
+	}
+	f.edge = harness.Portico(t, harness.ConsulConfig(f.agent))
+	c := harness.Client(t)
+	eventually(t, 10*time.Second, "products routes", func() bool {
+		return do(t, c, "GET", f.edge.URL+"/v1/products/p-1", "").code == 200
+	})
+	return f
+}
+
+// lastCallAt is the latest call instance served, or zero.
+func lastCallAt(log *harness.CallLog, instance string) (last time.Time) {
+	for _, c := range log.Calls() {
+		if c.Instance == instance && c.At.After(last) {
+			last = c.At
+		}
+	}
+	return last
+}
+
+// firstCallAfter is the first call instance served after t, or zero.
+func firstCallAfter(log *harness.CallLog, instance string, t time.Time) time.Time {
+	for _, c := range log.Calls() {
+		if c.Instance == instance && c.At.After(t) {
+			return c.At
+		}
+	}
+	return time.Time{}
+}
+
+// TestInstanceRemovalAndAdditionDelays measures how long after Consul
+// reports a change the traffic follows it.
+func TestInstanceRemovalAndAdditionDelays(t *testing.T) {
+	f := newMeshFixture(t)
+	stop := runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
+	time.Sleep(500 * time.Millisecond)
+
+	// Removal: the instance's health turns NOT_SERVING; Consul's check
+	// goes critical; from the moment Consul reports it, no new call.
+	f.a.Server.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	reported := harness.WaitInstance(t, f.agent, "products", f.a.ID, false)
+	time.Sleep(1500 * time.Millisecond)
+	// Negative: traffic left before the test's 5 ms poll saw Consul's change.
+	removal := lastCallAt(f.seen, f.a.ID).Sub(reported)
+
+	// Addition: a new instance; from the moment Consul reports it passing,
+	// how long until it serves its first call.
+	c := harness.Native(t, f.agent, "products", harness.NativeOptions{Seen: f.seen})
+	passing := harness.WaitInstance(t, f.agent, "products", c.ID, true)
+	first := eventually(t, 5*time.Second, "new instance serving", func() bool {
+		return !firstCallAfter(f.seen, c.ID, time.Time{}).IsZero()
+	})
+	addition := firstCallAfter(f.seen, c.ID, time.Time{}).Sub(passing)
+	_ = first
+	st := stop()
+	t.Logf("FIGURE removal delay (Consul reports critical → last new call): %v", removal.Round(time.Millisecond))
+	t.Logf("FIGURE addition delay (Consul reports passing → first call): %v", addition.Round(time.Millisecond))
+	t.Logf("load: %s", st)
+	if removal > time.Second {
+		t.Errorf("instance still received calls %v after Consul reported it critical (want < 1s)", removal)
+	}
+	if addition > time.Second {
+		t.Errorf("new instance received its first call %v after Consul reported it passing (want < 1s)", addition)
+	}
+	if st.failed.Load() != 0 {
+		t.Errorf("GETs failed while an instance left and one joined: %s", st)
+	}
+}
+
+// TestInstanceKilledUnderLoad: an instance crashes (connections reset, still
+// registered and passing until its check fails); idempotent GETs see no
+// error because UNAVAILABLE is retried on the other instance.
+func TestInstanceKilledUnderLoad(t *testing.T) {
+	f := newMeshFixture(t)
+	stop := runLoad(t, f.edge.URL+"/v1/products/p-1", 8)
+	time.Sleep(time.Second)
+	before := f.b.Calls.Load()
+	f.a.Kill()
+	killed := time.Now()
+	time.Sleep(3 * time.Second)
+	st := stop()
+	t.Logf("load across the crash: %s", st)
+	if st.failed.Load() != 0 {
+		t.Fatalf("GETs failed after an instance crashed: %s", st)
+	}
+	if f.b.Calls.Load()-before < 100 {
+		t.Fatalf("the surviving instance served only %d calls after the crash", f.b.Calls.Load()-before)
+	}
+	// Handlers already dispatched when the connections closed may still
+	// record a call just after; nothing may start later than that.
+	if last := lastCallAt(f.seen, f.a.ID); last.After(killed.Add(100 * time.Millisecond)) {
+		t.Fatalf("the killed instance served a call %v after it died", last.Sub(killed))
+	}
+}
+
+// TestConsulRestartUnderLoad: Consul stops; Portico keeps serving the last
+// known instances, reports degraded, then recovers by itself.
+func TestConsulRestartUnderLoad(t *testing.T) {
+	f := newMeshFixture(t)
+	c := harness.Client(t)
+	stop := runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
+	time.Sleep(500 * time.Millisecond)
+
+	f.agent.Stop()
+	eventually(t, 10*time.Second, "readyz degraded", func() bool {
+		r := do(t, c, "GET", f.edge.AdminURL+"/readyz", "")
+		return r.code == 200 && jsonOf(t, r.body)["status"] == "degraded"
+	})
+	m := do(t, c, "GET", f.edge.AdminURL+"/metrics", "")
+	if !strings.Contains(m.body, "portico_consul_watch_healthy 0") {
+		t.Fatalf("metric portico_consul_watch_healthy should be 0 while Consul is down:\n%s", grepLines(m.body, "portico_consul"))
+	}
+	time.Sleep(2 * time.Second) // serve from the last known state meanwhile
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := f.agent.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	eventuallyOr(t, 30*time.Second, "readyz ready again", func() (bool, string) {
+		r := do(t, c, "GET", f.edge.AdminURL+"/readyz", "")
+		return r.code == 200 && jsonOf(t, r.body)["status"] == "ready", r.body
+	})
+	t.Logf("FIGURE recovered %v after Consul came back", time.Since(restarted).Round(time.Millisecond))
+	time.Sleep(time.Second)
+	st := stop()
+	t.Logf("load across the Consul outage: %s", st)
+	if st.failed.Load() != 0 {
+		t.Fatalf("calls failed while Consul was down or restarting: %s", st)
+	}
+	m = do(t, c, "GET", f.edge.AdminURL+"/metrics", "")
+	if !strings.Contains(m.body, "portico_consul_watch_healthy 1") {
+		t.Fatalf("metric portico_consul_watch_healthy should be back to 1:\n%s", grepLines(m.body, "portico_consul"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestCARotationUnderLoad forces a Connect CA rotation while calls run:
+// leaves and roots rotate in place, open connections keep working, and new
+// handshakes with the new certificates succeed.
+func TestCARotationUnderLoad(t *testing.T) {
+	f := newMeshFixture(t)
+	old := f.edge.Mesh.Identity.Identity()
+	stop := runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
+	time.Sleep(500 * time.Millisecond)
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+	if _, err := f.agent.Client().Connect().CASetConfig(&api.CAConfig{
+		Provider: "consul",
+		Config:   map[string]any{"PrivateKey": keyPEM},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rotated := eventually(t, 30*time.Second, "portico leaf reissued by the new CA", func() bool {
+		id := f.edge.Mesh.Identity.Identity()
+		return !bytes.Equal(id.Cert.Leaf.AuthorityKeyId, old.Cert.Leaf.AuthorityKeyId)
+	})
+	_ = rotated
+	// A new instance after the rotation: every handshake with it uses the
+	// new certificates on both sides.
+	n := harness.Native(t, f.agent, "products", harness.NativeOptions{Seen: f.seen})
+	eventually(t, 5*time.Second, "new instance serving after rotation", func() bool { return n.Calls.Load() > 0 })
+	time.Sleep(time.Second)
+	st := stop()
+	t.Logf("load across the CA rotation: %s", st)
+	if st.failed.Load() != 0 {
+		t.Fatalf("calls failed during the CA rotation: %s", st)
+	}
+	id := f.edge.Mesh.Identity.Identity()
+	if id.ID != old.ID || id.Cert.Leaf.SerialNumber.Cmp(old.Cert.Leaf.SerialNumber) == 0 {
+		t.Fatalf("identity after rotation: %s serial %v (before %s serial %v)", id.ID, id.Cert.Leaf.SerialNumber, old.ID, old.Cert.Leaf.SerialNumber)
+	}
+}
+
+// TestWrongSPIFFEIDRefused: an impostor registered as "orders" but holding
+// the identity of "users" never receives a call.
+func TestWrongSPIFFEIDRefused(t *testing.T) {
+	f := newMeshFixture(t, "orders")
+	c := harness.Client(t)
+	eventually(t, 10*time.Second, "orders routes", func() bool {
+		return do(t, c, "GET", f.edge.URL+"/v1/orders/o-1001", "").code == 200
+	})
+	// The impostor joins, then the genuine orders instance leaves.
+	genuine := mustInstances(t, f.agent, "orders")
+	usersID := mesh.NewConsulIdentity(f.agent.Client(), "users", zap.NewNop())
+	t.Cleanup(usersID.Close)
+	imp := harness.Native(t, f.agent, "orders", harness.NativeOptions{Identity: usersID})
+	for _, id := range genuine {
+		if err := f.agent.Client().Agent().ServiceDeregister(id); err != nil {
+			t.Fatal(err)
+		}
+		harness.WaitInstance(t, f.agent, "orders", id, false)
+	}
+	time.Sleep(200 * time.Millisecond)
+	r := do(t, c, "GET", f.edge.URL+"/v1/orders/o-1001", "")
+	if r.code != http.StatusServiceUnavailable {
+		t.Fatalf("call to an impostor: %d %s", r.code, r.body)
+	}
+	if imp.Calls.Load() != 0 {
+		t.Fatalf("the impostor served %d calls", imp.Calls.Load())
+	}
+	if !strings.Contains(r.body, "identity mismatch") || !strings.Contains(r.body, "/svc/users, expected spiffe://") {
+		t.Fatalf("error should name both identities: %s", r.body)
+	}
+	// Other services are unaffected.
+	if r := do(t, c, "GET", f.edge.URL+"/v1/products/p-1", ""); r.code != 200 {
+		t.Fatalf("products: %d %s", r.code, r.body)
+	}
+}
+
+func mustInstances(t *testing.T, agent *consulagent.Agent, service string) []string {
+	t.Helper()
+	entries, _, err := agent.Client().Health().Service(service, "", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.Service.ID)
+	}
+	return ids
+}
+
+// TestIntentionDeny: an intention denying portico → orders fails calls to
+// orders with 403 PERMISSION_DENIED on connections already open; products
+// are unaffected.
+func TestIntentionDeny(t *testing.T) {
+	f := newMeshFixture(t, "orders")
+	c := harness.Client(t)
+	eventually(t, 10*time.Second, "orders routes", func() bool {
+		return do(t, c, "GET", f.edge.URL+"/v1/orders/o-1001", "").code == 200
+	})
+	if _, err := f.agent.Client().Connect().IntentionUpsert(&api.Intention{
+		SourceName: "portico", DestinationName: "orders", Action: api.IntentionActionDeny,
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	set := time.Now()
+	var r response
+	denied := eventually(t, 10*time.Second, "calls to orders denied", func() bool {
+		r = do(t, c, "GET", f.edge.URL+"/v1/orders/o-1001", "")
+		return r.code == http.StatusForbidden
+	})
+	t.Logf("FIGURE deny effective %v after the intention was written (open connections)", denied.Sub(set).Round(time.Millisecond))
+	body := jsonOf(t, r.body)
+	if body["code"] != float64(7) || !strings.Contains(body["message"].(string), "intentions deny portico → orders") {
+		t.Fatalf("403 body: %s", r.body)
+	}
+	if r := do(t, c, "GET", f.edge.URL+"/v1/products/p-1", ""); r.code != 200 {
+		t.Fatalf("products after denying orders: %d %s", r.code, r.body)
+	}
+}
+
+// TestRedeployNewMethod: a service redeployed with more annotated methods
+// gets its new routes without a Portico restart; another service's calls
+// run on undisturbed.
+func TestRedeployNewMethod(t *testing.T) {
+	agent := harness.Consul(t)
+	harness.Native(t, agent, "users", harness.NativeOptions{})
+	v1 := harness.Native(t, agent, "shop", harness.NativeOptions{ID: "shop-1", Examples: []string{"products"}})
+	e := harness.Portico(t, harness.ConsulConfig(agent))
+	c := harness.Client(t)
+	eventually(t, 10*time.Second, "shop v1 routes", func() bool {
+		return do(t, c, "GET", e.URL+"/v1/products/p-1", "").code == 200
+	})
+	if r := do(t, c, "GET", e.URL+"/v1/orders/o-1001", ""); r.code != http.StatusNotFound {
+		t.Fatalf("orders before the redeploy: %d %s", r.code, r.body)
+	}
+	stop := runLoad(t, e.URL+"/v1/users/alice", 2)
+	time.Sleep(300 * time.Millisecond)
+
+	v1.Stop()
+	harness.Native(t, agent, "shop", harness.NativeOptions{ID: "shop-1", Examples: []string{"products", "orders"}})
+	passing := time.Now()
+	appeared := eventually(t, 10*time.Second, "orders route after the redeploy", func() bool {
+		return do(t, c, "GET", e.URL+"/v1/orders/o-1001", "").code == 200
+	})
+	t.Logf("FIGURE new route served %v after the redeployed instance passed", appeared.Sub(passing).Round(time.Millisecond))
+	if r := do(t, c, "GET", e.URL+"/v1/products/p-1", ""); r.code != 200 {
+		t.Fatalf("products after the redeploy: %d %s", r.code, r.body)
+	}
+	st := stop()
+	if st.failed.Load() != 0 || st.ok.Load() == 0 {
+		t.Fatalf("users calls during the shop redeploy: %s", st)
 	}
 }

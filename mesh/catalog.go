@@ -40,6 +40,7 @@ type Catalog struct {
 
 	mu       sync.Mutex
 	services map[string]*catalogService
+	draining map[*grpc.ClientConn]*time.Timer
 	closed   bool
 
 	ctx    context.Context
@@ -69,7 +70,8 @@ func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCrede
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Catalog{
 		cfg: cfg, client: client, creds: creds, log: log, health: newWatchHealth(),
-		changed: make(chan struct{}, 1), listed: make(chan struct{}), services: map[string]*catalogService{}, ctx: ctx, cancel: cancel,
+		changed: make(chan struct{}, 1), listed: make(chan struct{}), services: map[string]*catalogService{},
+		draining: map[*grpc.ClientConn]*time.Timer{}, ctx: ctx, cancel: cancel,
 	}
 }
 
@@ -126,7 +128,13 @@ func (c *Catalog) setServices(all map[string][]string) {
 		c.health.forget("health/" + name)
 		drain := c.cfg.Consul.DrainAfterDeregister
 		c.log.Info("consul service no longer exposed; closing its connections after the drain period", zap.String("service", name), zap.Duration("drain", drain))
-		time.AfterFunc(drain, func() { _ = svc.conn.Close() })
+		conn := svc.conn
+		c.draining[conn] = time.AfterFunc(drain, func() {
+			c.mu.Lock()
+			delete(c.draining, conn)
+			c.mu.Unlock()
+			_ = conn.Close()
+		})
 		changed = true
 	}
 	if changed {
@@ -328,11 +336,17 @@ func (c *Catalog) Close() error {
 	c.closed = true
 	svcs := c.services
 	c.services = map[string]*catalogService{}
+	draining := c.draining
+	c.draining = map[*grpc.ClientConn]*time.Timer{}
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
 	for _, svc := range svcs {
 		_ = svc.conn.Close()
+	}
+	for conn, t := range draining {
+		t.Stop()
+		_ = conn.Close()
 	}
 	return nil
 }

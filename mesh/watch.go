@@ -22,7 +22,8 @@ const (
 // watch runs one Consul blocking query in a loop, the way Consul's own watch
 // package does: it resets the index when Consul's goes backwards (a snapshot
 // restore or a new leader) and never blocks on index 0, backs off (with
-// jitter) after errors, waits on lim between queries so that a busy key
+// jitter) after errors and then reads without blocking so that recovery is
+// seen at once, waits on lim between queries so that a busy key
 // cannot spin, and stops when ctx ends. deliver runs only when the index
 // moved (or on the first answer), never concurrently with itself.
 func watch[T any](ctx context.Context, name string, lim *rate.Limiter, health *watchHealth, log *zap.Logger, wait time.Duration,
@@ -41,6 +42,9 @@ func watch[T any](ctx context.Context, name string, lim *rate.Limiter, health *w
 		}
 		if err != nil {
 			health.fail(name, err, log)
+			// Read at once (no blocking) after the error, so a recovered
+			// Consul is noticed now, not when the next change happens.
+			index = 0
 			d := time.Duration(float64(backoff) * (0.75 + rand.Float64()/2))
 			backoff = min(backoff*2, watchRetryMax)
 			t := time.NewTimer(d)

@@ -63,7 +63,7 @@ func (a *Authorizer) Authorize(ctx context.Context, caller mesh.SPIFFEID, serial
 		case err == nil:
 			d = v.(decision)
 		case ok && time.Since(d.at) <= a.maxStale:
-			a.log.Warn("cannot check intentions; using the last decision", zap.String("caller", uri), zap.Duration("age", time.Since(d.at)), zap.Error(err))
+			a.log.Debug("cannot check intentions; using the last decision", zap.String("caller", uri), zap.Duration("age", time.Since(d.at)), zap.Error(err))
 		default:
 			return status.Errorf(codes.Unavailable, "cannot check Consul intentions for %s → %s: %v", caller.Service, a.target, err)
 		}
