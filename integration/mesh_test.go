@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/integration/harness"
 	"github.com/portico-dev/portico/mesh"
@@ -117,10 +118,13 @@ func TestConsulDiscoveryMTLSAndSelfRegistration(t *testing.T) {
 	a := harness.Native(t, agent, "products", harness.NativeOptions{})
 	b := harness.Native(t, agent, "products", harness.NativeOptions{})
 	harness.Native(t, agent, "users", harness.NativeOptions{})
-	e := harness.Portico(t, harness.ConsulConfig(agent))
+	e := harness.Portico(t, func(cfg *app.Config) {
+		harness.ConsulConfig(agent)(cfg)
+		cfg.Mesh.LoadBalancing.Services = map[string]string{"users": mesh.BalancerLeastRequest}
+	})
 	c := harness.Client(t)
 
-	eventually(t, 10*time.Second, "routes of both services", func() bool {
+	eventually(t, 10*time.Second, "routes of both services (users with least_request)", func() bool {
 		return do(t, c, "GET", e.URL+"/v1/products/p-1", "").code == 200 && do(t, c, "GET", e.URL+"/v1/users/alice", "").code == 200
 	})
 	seen := map[string]int{}

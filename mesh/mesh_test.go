@@ -130,3 +130,44 @@ func TestDynamicCodecRoundTrip(t *testing.T) {
 		t.Fatal("want error for non-proto value")
 	}
 }
+
+func TestConsulConfigValidation(t *testing.T) {
+	base := func() Config {
+		c := DefaultConfig()
+		c.Consul.Address = "127.0.0.1:8500"
+		return c
+	}
+	if err := base().Validate(); err != nil {
+		t.Fatalf("defaults with consul: %v", err)
+	}
+	if base().TLSMode() != TLSModeConsul {
+		t.Fatalf("mode with consul defaults to %q", base().TLSMode())
+	}
+	for name, tc := range map[string]struct {
+		mutate func(*Config)
+		err    string
+	}{
+		"bad address":        {func(c *Config) { c.Consul.Address = "nohost" }, "mesh.consul.address"},
+		"bad scheme":         {func(c *Config) { c.Consul.Scheme = "ftp" }, "mesh.consul.scheme"},
+		"token twice":        {func(c *Config) { c.Consul.Token, c.Consul.TokenFile = "a", "b" }, "token or token_file"},
+		"expose own tag":     {func(c *Config) { c.Consul.Register.Tags = []string{"portico"} }, "expose itself"},
+		"short wait":         {func(c *Config) { c.Consul.WaitTime = time.Millisecond }, "wait_time"},
+		"unknown mode":       {func(c *Config) { c.TLS.Mode = "magic" }, "mesh.tls.mode"},
+		"files without keys": {func(c *Config) { c.TLS.Mode = TLSModeFiles }, "cert_file, key_file and ca_file"},
+		"files without td": {func(c *Config) {
+			c.TLS = TLSConfig{Mode: TLSModeFiles, CertFile: "c", KeyFile: "k", CAFile: "a", ReloadInterval: time.Second}
+		}, "trust_domains"},
+		"consul mode without consul": {func(c *Config) { c.Consul.Address = ""; c.TLS.Mode = TLSModeConsul }, "needs mesh.consul.address"},
+		"unknown balancer":           {func(c *Config) { c.LoadBalancing.Services = map[string]string{"orders": "random"} }, "load_balancing.services.orders"},
+	} {
+		c := base()
+		tc.mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: got %v, want %q", name, err, tc.err)
+		}
+	}
+	lb := LoadBalancing{Default: BalancerRoundRobin, Services: map[string]string{"orders": BalancerLeastRequest}}
+	if lb.For("orders") != BalancerLeastRequest || lb.For("users") != BalancerRoundRobin {
+		t.Fatal("LoadBalancing.For")
+	}
+}

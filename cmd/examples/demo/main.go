@@ -1,25 +1,43 @@
-// Command demo runs the local demo environment on loopback: the users,
-// orders and products example services (each its own gRPC server) and
-// Portico in front of them, composed exactly as `portico serve` composes it.
-// It prints curl lines that work, and stops everything on Ctrl-C.
+// Command demo runs the local demo environment on loopback: a real Consul
+// agent (built once from the pinned module), the example services as
+// mesh-native Consul services (users, orders, and two products instances;
+// mTLS with Connect certificates, intentions, gRPC health checks) and
+// Portico in consul mode in front of them, composed exactly as
+// `portico serve --consul` composes it. It prints curl lines that work, and
+// stops everything on Ctrl-C.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"go.uber.org/fx"
-	"google.golang.org/grpc"
+	"go.uber.org/zap"
 
 	"github.com/portico-dev/portico/cmd/examples/services"
 	"github.com/portico-dev/portico/cmd/portico/app"
+	"github.com/portico-dev/portico/integration/consulagent"
+	"github.com/portico-dev/portico/mesh/native"
 )
+
+// Topology is the demo's set of instances: service name and how many.
+var Topology = []struct {
+	Service   string
+	Instances int
+}{
+	{"users", 1},
+	{"orders", 1},
+	{"products", 2},
+}
 
 func main() {
 	if err := run(); err != nil {
@@ -30,62 +48,110 @@ func main() {
 
 func run() error {
 	listen := flag.String("listen", "127.0.0.1:8080", "Portico's public address")
+	admin := flag.String("admin-listen", "127.0.0.1:9901", "Portico's admin address (/readyz, /metrics)")
 	host := flag.String("host", "127.0.0.1", "address the example services listen on")
-	firstPort := flag.Int("first-port", 9001, "port of the first example service (users); orders and products follow")
+	firstPort := flag.Int("first-port", 9001, "port of the first example instance; the others follow")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	cfg := app.DefaultConfig()
-	cfg.Edge.Listen = *listen
-	cfg.Log.Format = "console"
-	for i, name := range services.Names() {
-		addr := net.JoinHostPort(*host, fmt.Sprint(*firstPort+i))
-		s, err := serve(addr, name)
-		if err != nil {
-			return err
-		}
-		defer s.GracefulStop()
-		fmt.Printf("example service %-8s gRPC on %s\n", name, addr)
-		cfg.Mesh.Upstreams = append(cfg.Mesh.Upstreams, app.PlaintextUpstream(addr))
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	log, err := cfg.Log.NewLogger()
+	fmt.Println("starting a Consul agent on loopback…")
+	agent, err := consulagent.Start(ctx, consulagent.Options{})
 	if err != nil {
 		return err
 	}
-	a := fx.New(app.Options(cfg, log))
+	defer agent.Close()
+	fmt.Printf("consul agent HTTP API on %s\n", agent.HTTPAddr)
+
+	log, err := zap.NewDevelopment()
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	svcCtx, stopServices := context.WithCancel(context.Background())
+	defer stopServices()
+	port := *firstPort
+	for _, t := range Topology {
+		for i := range t.Instances {
+			addr := net.JoinHostPort(*host, fmt.Sprint(port))
+			port++
+			cc := api.DefaultNonPooledConfig()
+			cc.Address = agent.HTTPAddr
+			srv, err := native.New(native.Config{
+				Service: t.Service, ID: fmt.Sprintf("%s-%d", t.Service, i+1), Listen: addr, Consul: cc,
+			}, log.Named(t.Service).WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
+			if err != nil {
+				return err
+			}
+			if err := services.RegisterServices(srv.GRPC, t.Service); err != nil {
+				return err
+			}
+			wg.Go(func() {
+				if err := srv.Run(svcCtx); err != nil {
+					fmt.Fprintf(os.Stderr, "demo: %s on %s: %v\n", t.Service, addr, err)
+				}
+			})
+			if srv.Addr() == "" {
+				return fmt.Errorf("%s could not listen on %s (is another demo running? try -first-port)", t.Service, addr)
+			}
+			fmt.Printf("example service %-8s instance %d: mTLS gRPC on %s\n", t.Service, i+1, addr)
+		}
+	}
+	if err := waitPassing(ctx, agent); err != nil {
+		return err
+	}
+
+	cfg := app.DefaultConfig()
+	cfg.Edge.Listen = *listen
+	cfg.Edge.AdminListen = *admin
+	cfg.Mesh.Consul.Address = agent.HTTPAddr
+	cfg.Log.Format = "console"
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	plog, err := cfg.Log.NewLogger()
+	if err != nil {
+		return err
+	}
+	a := fx.New(app.Options(cfg, plog))
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := a.Start(startCtx); err != nil {
 		return err
 	}
-	printTour("http://" + *listen)
+	printTour("http://"+*listen, "http://"+*admin, agent.HTTPAddr)
 	<-ctx.Done()
 	fmt.Println("\nstopping…")
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancelStop()
-	return a.Stop(stopCtx)
+	err = a.Stop(stopCtx)
+	stopServices()
+	return err
 }
 
-func serve(addr, name string) (*grpc.Server, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w (is another demo running? try -first-port)", name, err)
+// waitPassing waits until every instance of the topology passes its check.
+func waitPassing(ctx context.Context, agent *consulagent.Agent) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, t := range Topology {
+		for {
+			entries, _, err := agent.Client().Health().Service(t.Service, "portico", true, (&api.QueryOptions{}).WithContext(ctx))
+			if err == nil && len(entries) == t.Instances {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return errors.New("example services did not pass their Consul checks within 30s")
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
-	s := grpc.NewServer()
-	if err := services.Register(s, name); err != nil {
-		_ = lis.Close()
-		return nil, err
-	}
-	go func() { _ = s.Serve(lis) }()
-	return s, nil
+	return nil
 }
 
-func printTour(base string) {
+func printTour(base, admin, consul string) {
 	fmt.Printf(`
 Portico is serving on %[1]s. Try:
 
@@ -104,7 +170,12 @@ Portico is serving on %[1]s. Try:
   curl -s %[1]s/v1/debug/fail/5?message=gone
   curl -s -X POST %[1]s/v1/users -H 'Content-Type: application/json' -d '{"bogus":1}'
 
-The route table:  go run ./cmd/portico routes --upstream 127.0.0.1:9001 --upstream 127.0.0.1:9002 --upstream 127.0.0.1:9003 --plaintext-upstream
+Readiness and metrics:             curl -s %[2]s/readyz ; curl -s %[2]s/metrics | grep portico_
+Consul (HTTP API):                 curl -s http://%[3]s/v1/health/service/products?passing
+Deny Portico → orders (403 within a second), then allow again:
+  curl -s -X PUT http://%[3]s/v1/connect/intentions/exact?source=portico\&destination=orders -d '{"Action":"deny"}'
+  curl -s -X DELETE http://%[3]s/v1/connect/intentions/exact?source=portico\&destination=orders
+The route table:                   go run ./cmd/portico routes --consul %[3]s
 Ctrl-C stops everything.
-`, base)
+`, base, admin, consul)
 }
