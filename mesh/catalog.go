@@ -54,6 +54,10 @@ type catalogService struct {
 	conn   *grpc.ClientConn
 	cancel context.CancelFunc
 
+	// pushMu serialises pushes to grpc-go, which happen outside mu: grpc-go
+	// may call Build (which takes mu) while holding its own locks.
+	pushMu sync.Mutex
+
 	mu        sync.Mutex
 	cc        resolver.ClientConn // nil while grpc-go has no resolver open
 	state     *resolver.State     // nil until the first health answer
@@ -149,8 +153,13 @@ func (c *Catalog) WaitSynced(ctx context.Context) error {
 	select {
 	case <-c.listed:
 	case <-ctx.Done():
+		if st := c.Status(); st.Err != nil {
+			return fmt.Errorf("consul catalog not read: %w (last error: %v)", context.Cause(ctx), st.Err)
+		}
 		return fmt.Errorf("consul catalog not read: %w", context.Cause(ctx))
 	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		c.mu.Lock()
 		pending := ""
@@ -168,7 +177,7 @@ func (c *Catalog) WaitSynced(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("consul instances of %s not read: %w", pending, context.Cause(ctx))
-		case <-time.After(20 * time.Millisecond):
+		case <-tick.C:
 		}
 	}
 }
@@ -243,19 +252,30 @@ func (c *Catalog) updateInstances(svc *catalogService, entries []*api.ServiceEnt
 	first := svc.state == nil
 	prevN := svc.instances
 	svc.state, svc.instances = st, len(eps)
-	cc := svc.cc
 	changed := version != svc.version
 	svc.version = version
-	if cc != nil {
-		// An error only says the balancer has nothing usable yet; the next
-		// update will be pushed all the same.
-		_ = cc.UpdateState(*st)
-	}
 	svc.mu.Unlock()
+	svc.push()
 	if first || prevN != len(eps) {
 		c.log.Info("consul instances", zap.String("service", svc.name), zap.Int("passing", len(eps)))
 	}
 	return changed && len(eps) > 0
+}
+
+// push hands the latest state to grpc-go, if a resolver is open. Pushes are
+// serialised and always carry the latest state, so a slow one cannot
+// overwrite a newer one.
+func (svc *catalogService) push() {
+	svc.pushMu.Lock()
+	defer svc.pushMu.Unlock()
+	svc.mu.Lock()
+	cc, st := svc.cc, svc.state
+	svc.mu.Unlock()
+	if cc != nil && st != nil {
+		// An error only says the balancer has nothing usable yet; the next
+		// update is pushed all the same.
+		_ = cc.UpdateState(*st)
+	}
 }
 
 // Targets implements Discovery: the exposed services, sorted.
@@ -360,11 +380,10 @@ func (r *serviceResolver) Scheme() string { return "portico-consul" }
 
 func (r *serviceResolver) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
 	r.svc.mu.Lock()
-	defer r.svc.mu.Unlock()
 	r.svc.cc = cc
-	if r.svc.state != nil {
-		_ = cc.UpdateState(*r.svc.state)
-	}
+	r.svc.mu.Unlock()
+	// Not from Build itself: grpc-go holds locks here that UpdateState needs.
+	go r.svc.push()
 	return r, nil
 }
 

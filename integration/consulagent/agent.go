@@ -187,6 +187,8 @@ func (a *Agent) waitReady(ctx context.Context, exited <-chan struct{}) error {
 	c := a.Client()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		roots, _, err := c.Agent().ConnectCARoots((&api.QueryOptions{}).WithContext(ctx))
 		if err == nil && roots != nil && roots.ActiveRootID != "" {
@@ -199,7 +201,7 @@ func (a *Agent) waitReady(ctx context.Context, exited <-chan struct{}) error {
 			return errors.New("the agent exited")
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-tick.C:
 		}
 	}
 }
@@ -226,9 +228,11 @@ func (a *Agent) Stop() {
 		return
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
 	select {
 	case <-exited:
-	case <-time.After(10 * time.Second):
+	case <-t.C:
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 	}

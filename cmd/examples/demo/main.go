@@ -135,6 +135,8 @@ func run() error {
 func waitPassing(ctx context.Context, agent *consulagent.Agent) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for _, t := range Topology {
 		for {
 			entries, _, err := agent.Client().Health().Service(t.Service, "portico", true, (&api.QueryOptions{}).WithContext(ctx))
@@ -144,7 +146,7 @@ func waitPassing(ctx context.Context, agent *consulagent.Agent) error {
 			select {
 			case <-ctx.Done():
 				return errors.New("example services did not pass their Consul checks within 30s")
-			case <-time.After(100 * time.Millisecond):
+			case <-tick.C:
 			}
 		}
 	}
