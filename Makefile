@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: demo test lint unit fuzz bench protos
+.PHONY: demo test lint consul unit fuzz bench protos
 
 ## demo: example services + Portico on loopback, with curl lines to try.
 demo:
@@ -10,7 +10,12 @@ demo:
 
 ## test: everything CI runs — formatting, vet, house rules, race-enabled
 ## tests (unit, golden, end-to-end), then each fuzz target briefly.
-test: lint unit fuzz
+test: lint consul unit fuzz
+
+## consul: build the pinned Consul agent once into the user cache (tests and
+## the demo run it; the first build takes a few minutes).
+consul:
+	$(GO) run ./integration/consulagent/cmd/consulbin
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '\.pb\.go$$' || true); \

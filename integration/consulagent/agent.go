@@ -38,7 +38,7 @@ func Binary(ctx context.Context) (string, error) {
 	}
 	cache, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("consul binary: no user cache directory: %w", err)
+		cache = os.TempDir() // no HOME: still build once per machine boot
 	}
 	dir := filepath.Join(cache, "portico", "consul-"+Version+"-"+runtime.GOOS+"-"+runtime.GOARCH)
 	bin := filepath.Join(dir, "consul")

@@ -1,0 +1,28 @@
+// Command consulbin builds the pinned Consul agent into the user cache (once
+// per version) and prints its path. CI runs it before the tests so the
+// one-time build is visible on its own; operators can use the binary for
+// their own experiments.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/portico-dev/portico/integration/consulagent"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	defer cancel()
+	bin, err := consulagent.Binary(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "consulbin:", err)
+		os.Exit(1)
+	}
+	fmt.Println(bin)
+}
