@@ -219,7 +219,14 @@ func (a *Agent) Client() *api.Client {
 
 // Stop stops the agent (SIGINT, then SIGKILL after 10 s) and keeps its data
 // for Restart.
-func (a *Agent) Stop() {
+func (a *Agent) Stop() { a.halt(10 * time.Second) }
+
+// kill stops the agent at once.
+func (a *Agent) kill() { a.halt(0) }
+
+// halt asks the agent to leave (SIGINT) and kills its process group if it
+// has not exited within grace.
+func (a *Agent) halt(grace time.Duration) {
 	a.mu.Lock()
 	cmd, exited, logf := a.cmd, a.exited, a.logf
 	a.cmd = nil
@@ -227,8 +234,10 @@ func (a *Agent) Stop() {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(os.Interrupt)
-	t := time.NewTimer(10 * time.Second)
+	if grace > 0 {
+		_ = cmd.Process.Signal(os.Interrupt)
+	}
+	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
 	case <-exited:
@@ -236,19 +245,6 @@ func (a *Agent) Stop() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 	}
-	logf.Close()
-}
-
-func (a *Agent) kill() {
-	a.mu.Lock()
-	cmd, exited, logf := a.cmd, a.exited, a.logf
-	a.cmd = nil
-	a.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-exited
 	logf.Close()
 }
 

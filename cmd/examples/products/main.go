@@ -9,36 +9,6 @@
 //	products [-listen 127.0.0.1:9003] [-grace 5s] [-consul 127.0.0.1:8500 [-health-listen ADDR] [-id ID]]
 package main
 
-import (
-	"context"
-	"flag"
-	"os"
-	"os/signal"
-	"syscall"
+import "github.com/portico-dev/portico/cmd/examples/internal/serve"
 
-	"go.uber.org/zap"
-
-	"github.com/portico-dev/portico/cmd/examples/internal/serve"
-)
-
-func main() {
-	o := serve.Options{Name: "products"}
-	flag.StringVar(&o.Listen, "listen", "127.0.0.1:9003", "gRPC listen address")
-	flag.DurationVar(&o.Grace, "grace", serve.DefaultGrace, "how long in-flight calls may run on after SIGINT/SIGTERM")
-	flag.StringVar(&o.Consul, "consul", "", "Consul agent address: run mesh-native and register there")
-	flag.StringVar(&o.HealthListen, "health-listen", "", "plaintext gRPC health address for Consul's check (mesh mode; default: listen host, any port)")
-	flag.StringVar(&o.ID, "id", "", "Consul instance id (mesh mode; default products-host:port)")
-	flag.Parse()
-
-	log, err := zap.NewProduction()
-	if err != nil {
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := serve.Run(ctx, log, o); err != nil {
-		log.Error("products example service failed", zap.Error(err))
-		stop()
-		os.Exit(1)
-	}
-}
+func main() { serve.Main("products", "127.0.0.1:9003") }

@@ -4,8 +4,12 @@ package serve
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -94,4 +98,29 @@ func runNative(ctx context.Context, log *zap.Logger, o Options) error {
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+// Main is the whole of an example command: flags, signals, Run. listen is
+// the default gRPC address.
+func Main(name, listen string) {
+	o := Options{Name: name}
+	flag.StringVar(&o.Listen, "listen", listen, "gRPC listen address")
+	flag.DurationVar(&o.Grace, "grace", DefaultGrace, "how long in-flight calls may run on after SIGINT/SIGTERM")
+	flag.StringVar(&o.Consul, "consul", "", "Consul agent address: run mesh-native and register there")
+	flag.StringVar(&o.HealthListen, "health-listen", "", "plaintext gRPC health address for Consul's check (mesh mode; default: listen host, any port)")
+	flag.StringVar(&o.ID, "id", "", "Consul instance id (mesh mode; default <name>-host:port)")
+	flag.Parse()
+
+	log, err := zap.NewProduction()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, log, o); err != nil {
+		log.Error(name+" example service failed", zap.Error(err))
+		stop()
+		os.Exit(1)
+	}
 }
