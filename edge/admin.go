@@ -20,13 +20,12 @@ import (
 // Admin is the operator listener, apart from the public one: /healthz
 // (alive), /readyz (able to serve) and /metrics (Prometheus).
 type Admin struct {
-	addr   string
-	srv    *http.Server
-	ln     net.Listener
-	log    *zap.Logger
-	done   chan struct{}
-	ready  func() (bool, []mesh.Check)
-	closed chan struct{}
+	addr  string
+	srv   *http.Server
+	ln    net.Listener
+	log   *zap.Logger
+	done  chan struct{}
+	ready func() (bool, []mesh.Check)
 }
 
 // NewMetrics returns the registry every component registers on, with the Go

@@ -25,6 +25,7 @@ import (
 	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/integration/harness"
 	"github.com/portico-dev/portico/mesh"
+	"github.com/portico-dev/portico/mesh/meshtest"
 )
 
 // loadStats counts the outcome of a closed-loop load.
@@ -490,5 +491,61 @@ func TestRedeployNewMethod(t *testing.T) {
 	st := stop()
 	if st.failed.Load() != 0 || st.ok.Load() == 0 {
 		t.Fatalf("users calls during the shop redeploy: %s", st)
+	}
+}
+
+// TestFilesModeWithReload: identities from files (no Connect CA): Portico
+// verifies instances against the file CA and trust domain, and a rewritten
+// certificate is picked up while calls run.
+func TestFilesModeWithReload(t *testing.T) {
+	agent := harness.Consul(t)
+	ca := meshtest.NewCA(t, "example.test")
+	fileIdentity := func(service string) *mesh.FileIdentity {
+		f := ca.WriteFiles(t, t.TempDir(), agent.Datacenter, service)
+		id, err := mesh.NewFileIdentity(f.Cert, f.Key, f.CA, []string{ca.TrustDomain}, 50*time.Millisecond, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(id.Close)
+		return id
+	}
+	harness.Native(t, agent, "products", harness.NativeOptions{Identity: fileIdentity("products")})
+	dir := t.TempDir()
+	files := ca.WriteFiles(t, dir, agent.Datacenter, "portico")
+	e := harness.Portico(t, func(cfg *app.Config) {
+		harness.ConsulConfig(agent)(cfg)
+		cfg.Mesh.TLS = mesh.TLSConfig{Mode: mesh.TLSModeFiles, CertFile: files.Cert, KeyFile: files.Key, CAFile: files.CA,
+			TrustDomains: []string{ca.TrustDomain}, ReloadInterval: 50 * time.Millisecond}
+	})
+	c := harness.Client(t)
+	eventually(t, 10*time.Second, "products over files-mode mTLS", func() bool {
+		return do(t, c, "GET", e.URL+"/v1/products/p-1", "").code == 200
+	})
+	stop := runLoad(t, e.URL+"/v1/products/p-1", 2)
+	ca.WriteFiles(t, dir, agent.Datacenter, "portico-renewed")
+	eventually(t, 5*time.Second, "portico identity reloaded from files", func() bool {
+		return strings.HasSuffix(e.Mesh.Identity.Identity().ID, "/svc/portico-renewed")
+	})
+	// A new instance means new handshakes with the reloaded certificate.
+	n := harness.Native(t, agent, "products", harness.NativeOptions{Identity: fileIdentity("products")})
+	eventually(t, 5*time.Second, "new instance serving", func() bool { return n.Calls.Load() > 0 })
+	st := stop()
+	if st.failed.Load() != 0 {
+		t.Fatalf("calls failed across the file reload: %s", st)
+	}
+	// An instance holding a certificate of another CA is refused.
+	stranger := meshtest.NewCA(t, "example.test")
+	sf := stranger.WriteFiles(t, t.TempDir(), agent.Datacenter, "products")
+	sid, err := mesh.NewFileIdentity(sf.Cert, sf.Key, sf.CA, []string{"example.test"}, time.Second, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sid.Close)
+	bad := harness.Native(t, agent, "products", harness.NativeOptions{Identity: sid})
+	for range 20 {
+		do(t, c, "GET", e.URL+"/v1/products/p-1", "")
+	}
+	if bad.Calls.Load() != 0 {
+		t.Fatalf("an instance with a certificate from an unknown CA served %d calls", bad.Calls.Load())
 	}
 }

@@ -1,17 +1,11 @@
 package mesh
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,68 +17,23 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/portico-dev/portico/mesh/meshtest"
 )
 
-// testCA issues SPIFFE leaves the way Consul's CA does (ECDSA P-256, one
-// URI SAN).
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
+// testCA wraps meshtest.CA with the identity helper these tests need.
+type testCA struct{ *meshtest.CA }
 
 func newTestCA(t *testing.T, trustDomain string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA " + trustDomain},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-		URIs: []*url.URL{{Scheme: "spiffe", Host: trustDomain}},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &testCA{meshtest.NewCA(t, trustDomain)}
 }
 
-// leaf returns cert and key PEM for uri ("" for no URI SAN).
-func (ca *testCA) leaf(t *testing.T, uri string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "leaf"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	if uri != "" {
-		u, err := url.Parse(uri)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.URIs = []*url.URL{u}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
-}
+func (ca *testCA) leaf(t *testing.T, uri string) (certPEM, keyPEM []byte) { return ca.Leaf(t, uri) }
 
 func (ca *testCA) identity(t *testing.T, service string) *Identity {
 	t.Helper()
-	c, k := ca.leaf(t, ServiceID("td.consul", "", "dc1", service).String())
-	id, err := newIdentity(c, k, [][]byte{ca.pem}, []string{"td.consul"})
+	c, k := ca.leaf(t, ca.ServiceURI("dc1", service))
+	id, err := newIdentity(c, k, [][]byte{ca.PEM}, []string{ca.TrustDomain})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,21 +101,11 @@ func TestPeerIdentity(t *testing.T) {
 
 func first(a, _ []byte) []byte { return a }
 
-func writeIdentityFiles(t *testing.T, dir string, ca *testCA, service string) {
-	t.Helper()
-	c, k := ca.leaf(t, ServiceID("td.consul", "", "dc1", service).String())
-	for name, b := range map[string][]byte{"cert.pem": c, "key.pem": k, "ca.pem": ca.pem} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func TestFileIdentityReloads(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "td.consul")
-	writeIdentityFiles(t, dir, ca, "portico")
-	f, err := NewFileIdentity(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem"), []string{"td.consul"}, 10*time.Millisecond, zap.NewNop())
+	files := ca.WriteFiles(t, dir, "dc1", "portico")
+	f, err := NewFileIdentity(files.Cert, files.Key, files.CA, []string{"td.consul"}, 10*time.Millisecond, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +113,7 @@ func TestFileIdentityReloads(t *testing.T) {
 	if !strings.HasSuffix(f.Identity().ID, "/svc/portico") {
 		t.Fatalf("id %s", f.Identity().ID)
 	}
-	writeIdentityFiles(t, dir, ca, "portico2")
+	ca.WriteFiles(t, dir, "dc1", "portico2")
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.HasSuffix(f.Identity().ID, "/svc/portico2") {
 		if time.Now().After(deadline) {
@@ -183,14 +122,14 @@ func TestFileIdentityReloads(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// A broken file keeps the previous identity.
-	if err := os.WriteFile(filepath.Join(dir, "key.pem"), []byte("garbage"), 0o600); err != nil {
+	if err := os.WriteFile(files.Key, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
 	if !strings.HasSuffix(f.Identity().ID, "/svc/portico2") {
 		t.Fatalf("a broken reload replaced the identity: %s", f.Identity().ID)
 	}
-	if _, err := NewFileIdentity(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem"), []string{"td.consul"}, time.Second, zap.NewNop()); err == nil {
+	if _, err := NewFileIdentity(files.Cert, files.Key, files.CA, []string{"td.consul"}, time.Second, zap.NewNop()); err == nil {
 		t.Fatal("a broken key at start must fail")
 	}
 }

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,13 +113,13 @@ func Native(tb testing.TB, agent *consulagent.Agent, service string, o NativeOpt
 		DeregisterDelay: 200 * time.Millisecond, Grace: 5 * time.Second,
 	}, zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel)).Named(o.ID),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if info.FullMethod[:6] != "/grpc." {
+			if !strings.HasPrefix(info.FullMethod, "/grpc.") {
 				tag(ctx)
 			}
 			return h(ctx, req)
 		}),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if info.FullMethod[:6] != "/grpc." {
+			if !strings.HasPrefix(info.FullMethod, "/grpc.") {
 				tag(ss.Context())
 			}
 			return h(srv, ss)

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -317,7 +318,7 @@ func DescriptorHash(s *grpc.Server) string {
 		}
 	}
 	for name := range s.GetServiceInfo() {
-		if name == healthpb.Health_ServiceDesc.ServiceName || len(name) > 15 && name[:15] == "grpc.reflection" {
+		if name == healthpb.Health_ServiceDesc.ServiceName || strings.HasPrefix(name, "grpc.reflection.") {
 			continue
 		}
 		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
