@@ -58,12 +58,8 @@ func (r *Registrar) loop(ctx context.Context) {
 		} else {
 			backoff = watchRetryMin
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -47,12 +47,8 @@ func watch[T any](ctx context.Context, name string, lim *rate.Limiter, health *w
 			index = 0
 			d := time.Duration(float64(backoff) * (0.75 + rand.Float64()/2))
 			backoff = min(backoff*2, watchRetryMax)
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleep(ctx, d) {
 				return
-			case <-t.C:
 			}
 			continue
 		}
@@ -149,4 +145,16 @@ func (h *watchHealth) status() WatchStatus {
 		}
 	}
 	return st
+}
+
+// sleep waits d unless ctx ends first; it reports whether it waited.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
