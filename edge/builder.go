@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-dev/portico/mesh"
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
@@ -24,6 +25,7 @@ const (
 type Builder struct {
 	sources  []mesh.Discovery
 	compiler *transcode.Compiler
+	policies *policies.Compiler
 	tables   *Tables
 	log      *zap.Logger
 	interval time.Duration
@@ -37,8 +39,8 @@ type Builder struct {
 }
 
 // NewBuilder returns a builder; nothing runs until Start.
-func NewBuilder(sources []mesh.Discovery, c *transcode.Compiler, tables *Tables, interval time.Duration, log *zap.Logger) *Builder {
-	return &Builder{sources: sources, compiler: c, tables: tables, log: log, interval: interval, last: map[string]*mesh.Reflection{}}
+func NewBuilder(sources []mesh.Discovery, c *transcode.Compiler, pc *policies.Compiler, tables *Tables, interval time.Duration, log *zap.Logger) *Builder {
+	return &Builder{sources: sources, compiler: c, policies: pc, tables: tables, log: log, interval: interval, last: map[string]*mesh.Reflection{}}
 }
 
 // Refresh reflects what the sources say needs it (everything with force)
@@ -91,7 +93,7 @@ func (b *Builder) Refresh(ctx context.Context, force bool) bool {
 		// 404) until an upstream answers.
 		return allOK
 	}
-	t := BuildTable(ordered, b.compiler)
+	t := BuildTable(ordered, b.compiler, b.policies)
 	for _, err := range t.Rejected {
 		b.log.Error("service not exposed", zap.Error(err))
 	}

@@ -10,8 +10,6 @@ import (
 // layer has one.
 const (
 	DefaultListen = "127.0.0.1:8080"
-	// DefaultSafeRetries: GETs retried on UNAVAILABLE.
-	DefaultSafeRetries = 2
 	// DefaultAdminListen is the operator listener; loopback only by default.
 	DefaultAdminListen = "127.0.0.1:9901"
 	// DefaultMaxHeaderBytes caps the request line plus headers (431 beyond).
@@ -59,9 +57,6 @@ type Config struct {
 	MaxStreamDuration time.Duration `yaml:"max_stream_duration"`
 	// ShutdownGrace bounds the drain of in-flight requests on stop.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
-	// SafeRetries is how many times a GET is retried (on another instance)
-	// after UNAVAILABLE. 0 turns it off.
-	SafeRetries int `yaml:"safe_retries"`
 	// ForwardHeaders lists request headers forwarded as metadata.
 	ForwardHeaders []string `yaml:"forward_headers"`
 }
@@ -84,7 +79,6 @@ func DefaultConfig() Config {
 		UpstreamTimeout:   DefaultUpstreamTimeout,
 		MaxStreamDuration: DefaultMaxStreamDuration,
 		ShutdownGrace:     DefaultShutdownGrace,
-		SafeRetries:       DefaultSafeRetries,
 		ForwardHeaders:    append([]string(nil), DefaultForwardHeaders...),
 	}
 }
@@ -110,9 +104,6 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			return fmt.Errorf("edge.%s must be > 0, got %s", name, d)
 		}
-	}
-	if c.SafeRetries < 0 || c.SafeRetries > 5 {
-		return fmt.Errorf("edge.safe_retries must be within 0..5, got %d", c.SafeRetries)
 	}
 	if c.MaxHeaderBytes < 1024 {
 		return fmt.Errorf("edge.max_header_bytes must be >= 1024, got %d", c.MaxHeaderBytes)

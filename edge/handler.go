@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
@@ -27,7 +27,6 @@ type Handler struct {
 	upstreamTimeout   time.Duration
 	maxStreamDuration time.Duration
 	streamIdle        time.Duration
-	safeRetries       int
 	log               *zap.Logger
 }
 
@@ -39,7 +38,6 @@ func NewHandler(cfg Config, tcfg transcode.Config, tables *Tables, log *zap.Logg
 		upstreamTimeout:   cfg.UpstreamTimeout,
 		maxStreamDuration: cfg.MaxStreamDuration,
 		streamIdle:        tcfg.StreamIdleTimeout,
-		safeRetries:       cfg.SafeRetries,
 		log:               log,
 	}
 }
@@ -60,6 +58,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		vp := varsPool.Get().(*[]string)
 		var vars []string
+		if h.preflight(w, r, t) {
+			*vp = (*vp)[:0]
+			varsPool.Put(vp)
+			return
+		}
 		route, vars, err = t.Match(r.Method, r.URL.EscapedPath(), (*vp)[:0])
 		if err == nil {
 			err = h.serve(w, r, route, vars, reqID)
@@ -85,6 +88,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	code, st := transcode.WriteError(w, err, types)
 	h.logError(r, route, code, st, reqID, start)
+}
+
+// preflight answers a CORS preflight with the policy of the route the
+// browser asks about; without one it falls through (405 for OPTIONS).
+func (h *Handler) preflight(w http.ResponseWriter, r *http.Request, t *RouteTable) bool {
+	if r.Method != http.MethodOptions || r.Header.Get("Origin") == "" {
+		return false
+	}
+	want := r.Header.Get("Access-Control-Request-Method")
+	if want == "" {
+		return false
+	}
+	route, _, err := t.Match(want, r.URL.EscapedPath(), nil)
+	return err == nil && route.Policy.Preflight(w, r, want)
 }
 
 func matchError(r *http.Request, err error) error {
@@ -120,19 +137,31 @@ func (h *Handler) logError(r *http.Request, route *Route, code int, st *status.S
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, vars []string, reqID string) error {
+	// The policy stages run in the order policies' package comment gives:
+	// those that need only headers first, so a rejected request is never
+	// decoded; then the ones that need the request message.
+	pol := route.Policy
+	caller, err := pol.Admit(r.Context(), w, r)
+	if err != nil {
+		return err
+	}
 	req, err := route.Codec.DecodeRequest(r, vars)
 	if err != nil {
+		return err
+	}
+	if err := pol.Check(r.Context(), r, caller, req); err != nil {
 		return err
 	}
 	md, err := h.md.outgoing(r, reqID)
 	if err != nil {
 		return err
 	}
+	pol.Identify(md, caller)
 	ctx := metadata.NewOutgoingContext(r.Context(), md)
 	if route.streamDesc != nil {
 		return h.serveStream(ctx, w, r, route, req)
 	}
-	timeout := h.upstreamTimeout
+	timeout := pol.Timeout(h.upstreamTimeout)
 	if v := r.Header.Get(grpcTimeoutInput); v != "" {
 		d, ok := clientTimeout(v)
 		if !ok {
@@ -140,33 +169,50 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, va
 		}
 		timeout = min(timeout, d)
 	}
+	if pol.Cached() {
+		return pol.ServeCached(ctx, w, r, caller, req, func(ctx context.Context) (*policies.Response, error) {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			resp, header, trailer, err := h.invoke(ctx, route, req)
+			if err != nil {
+				return nil, upstreamError(ctx, err)
+			}
+			pol.Scrub(resp)
+			body, ct, err := route.Codec.EncodeResponse(nil, resp)
+			if err != nil {
+				return nil, err
+			}
+			hdr := http.Header{}
+			writeMetadata(hdr, header)
+			writeMetadata(hdr, trailer)
+			if ct != "application/json" {
+				hdr.Set("X-Content-Type-Options", "nosniff")
+			}
+			return &policies.Response{Body: body, ContentType: ct, Header: hdr}, nil
+		})
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var (
-		resp            proto.Message
-		header, trailer metadata.MD
-	)
-	// A safe method (GET, HEAD) is retried on UNAVAILABLE, which round-robin
-	// sends to another instance: an instance that died or left between the
-	// pick and the call costs the client nothing. Other methods get grpc-go's
-	// transparent retry only (the request never reached a server).
-	attempts := 1
-	if route.Binding.HTTPMethod == http.MethodGet || route.Binding.HTTPMethod == http.MethodHead {
-		attempts += h.safeRetries
-	}
-	for try := 1; ; try++ {
-		resp, header, trailer = route.Codec.NewResponse(), nil, nil
-		err = route.Conn.Invoke(ctx, route.FullMethod, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
-		if try >= attempts || status.Code(err) != codes.Unavailable || !sleepCtx(ctx, retryDelay(try)) {
-			break
-		}
-	}
+	resp, header, trailer, err := h.invoke(ctx, route, req)
 	writeMetadata(w.Header(), header)
 	writeMetadata(w.Header(), trailer)
 	if err != nil {
 		return upstreamError(ctx, err)
 	}
+	pol.Scrub(resp)
 	return route.Codec.WriteResponse(w, r, resp)
+}
+
+// invoke calls the upstream with the route's retries: only methods safe to
+// repeat are retried (GET bindings and methods declared idempotent), on
+// UNAVAILABLE and the codes the method lists, within the retry budget.
+// round_robin sends each retry to the next instance.
+func (h *Handler) invoke(ctx context.Context, route *Route, req proto.Message) (resp proto.Message, header, trailer metadata.MD, err error) {
+	err = route.Policy.Call(ctx, func(ctx context.Context) error {
+		resp, header, trailer = route.Codec.NewResponse(), nil, nil
+		return route.Conn.Invoke(ctx, route.FullMethod, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
+	})
+	return resp, header, trailer, err
 }
 
 var (
@@ -234,6 +280,7 @@ func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *htt
 			return transcode.ErrResponseStarted
 		}
 		started = true
+		route.Policy.Scrub(msg)
 		if err := sw.Send(msg); err != nil {
 			// The client went away: returning cancels the upstream call.
 			return transcode.ErrResponseStarted
@@ -249,24 +296,5 @@ func writeTrailers(w http.ResponseWriter, md metadata.MD) {
 		for _, v := range vs {
 			w.Header().Add(http.TrailerPrefix+k, v)
 		}
-	}
-}
-
-// retryDelay is the pause before retry number try+1: 5 ms, 10 ms, 20 ms…
-// with ±50 % jitter, capped at 200 ms.
-func retryDelay(try int) time.Duration {
-	d := min(5*time.Millisecond<<(try-1), 200*time.Millisecond)
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
-}
-
-// sleepCtx waits d unless ctx ends first; it reports whether it waited.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
@@ -69,7 +70,9 @@ func (m *metadataMapper) outgoing(r *http.Request, reqID string) (metadata.MD, e
 			continue
 		}
 		if key, ok := m.forward[k]; ok {
-			md[key] = append(md[key], vs...)
+			if !strings.HasPrefix(key, policies.IdentityPrefix) {
+				md[key] = append(md[key], vs...)
+			}
 			continue
 		}
 		rest, ok := strings.CutPrefix(k, metadataPrefix)
@@ -77,7 +80,9 @@ func (m *metadataMapper) outgoing(r *http.Request, reqID string) (metadata.MD, e
 			continue
 		}
 		key := strings.ToLower(rest)
-		if reservedKey(key) || key == "x-request-id" || strings.HasPrefix(key, "x-forwarded-") {
+		// Identity keys are the edge's to set (policies.Identify), never a
+		// client's.
+		if reservedKey(key) || key == "x-request-id" || strings.HasPrefix(key, "x-forwarded-") || strings.HasPrefix(key, policies.IdentityPrefix) {
 			continue
 		}
 		if strings.HasSuffix(key, "-bin") {

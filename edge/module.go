@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-dev/portico/mesh"
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
@@ -102,8 +103,8 @@ func selfRegistration(mc mesh.Config, public, admin string) (*api.AgentServiceRe
 	return reg, nil
 }
 
-func newBuilder(m *mesh.Mesh, c *transcode.Compiler, t *Tables, mc mesh.Config, log *zap.Logger) *Builder {
-	return NewBuilder(m.Sources(), c, t, mc.RefreshInterval, log)
+func newBuilder(m *mesh.Mesh, c *transcode.Compiler, pc *policies.Compiler, t *Tables, mc mesh.Config, log *zap.Logger) *Builder {
+	return NewBuilder(m.Sources(), c, pc, t, mc.RefreshInterval, log)
 }
 
 func newHandler(cfg Config, tc transcode.Config, t *Tables, log *zap.Logger) *Handler {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/portico-dev/portico/mesh"
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
@@ -21,6 +22,9 @@ type Route struct {
 	Conn       grpc.ClientConnInterface
 	FullMethod string
 	Upstream   string
+	// Policy is the route's compiled policy chain; nil lets everything
+	// through.
+	Policy     *policies.Policy
 	streamDesc *grpc.StreamDesc // nil for unary methods
 }
 
@@ -59,7 +63,11 @@ func (t *Tables) Store(rt *RouteTable) { t.cur.Store(rt) }
 // upstream to offer a service name serves it) into a route table. Services
 // that fail to compile or that claim a route another service holds are left
 // out and reported in Rejected; they never affect other services.
-func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler) *RouteTable {
+//
+// pc compiles each method's portico.v1 options; an invalid option rejects
+// its service like a bad template does. A nil pc builds routes without
+// policies (the `routes` command).
+func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Compiler) *RouteTable {
 	t := &RouteTable{router: transcode.NewRouter[*Route](), Built: time.Now()}
 	owner := map[string]string{}   // service name → upstream
 	claimed := map[string]*Route{} // "METHOD shape" → route
@@ -77,7 +85,14 @@ func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler) *RouteTable {
 				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
 				continue
 			}
-			routes, err := serviceRoutes(svc, methods, claimed)
+			var pols map[string]*policies.MethodPolicy
+			if pc != nil {
+				if pols, err = pc.CompileService(svc.Desc); err != nil {
+					t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
+					continue
+				}
+			}
+			routes, err := serviceRoutes(svc, methods, claimed, pc, pols)
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
 				continue
@@ -107,7 +122,7 @@ func describeRoute(r *Route) string { return r.Binding.String() }
 
 // serviceRoutes turns a service's methods into routes, failing on the first
 // route already claimed (by this or an earlier service).
-func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[string]*Route) ([]*Route, error) {
+func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[string]*Route, pc *policies.Compiler, pols map[string]*policies.MethodPolicy) ([]*Route, error) {
 	var routes []*Route
 	mine := map[string]*Route{}
 	for _, m := range methods {
@@ -117,6 +132,9 @@ func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[s
 		}
 		for _, b := range m.Bindings {
 			r := &Route{Binding: b, Codec: b.Codec(), Conn: svc.Conn, FullMethod: m.FullMethod, Upstream: svc.Upstream, streamDesc: sd}
+			if pc != nil {
+				r.Policy = pc.Bind(pols[m.FullMethod], b.HTTPMethod, b.Template.Raw)
+			}
 			key := b.HTTPMethod + " " + b.Template.Shape()
 			if prev := claimed[key]; prev != nil {
 				return nil, fmt.Errorf("route conflict: %s %s is claimed by %s and %s", b.HTTPMethod, b.Template.Shape(), prev.Binding, b)

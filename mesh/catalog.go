@@ -58,6 +58,8 @@ type catalogService struct {
 	// may call Build (which takes mu) while holding its own locks.
 	pushMu sync.Mutex
 
+	outliers *outliers
+
 	mu        sync.Mutex
 	cc        resolver.ClientConn // nil while grpc-go has no resolver open
 	state     *resolver.State     // nil until the first health answer
@@ -129,6 +131,7 @@ func (c *Catalog) setServices(all map[string][]string) {
 		}
 		delete(c.services, name)
 		svc.cancel()
+		svc.outliers.stop()
 		c.health.forget("health/" + name)
 		drain := c.cfg.Consul.DrainAfterDeregister
 		c.log.Info("consul service no longer exposed; closing its connections after the drain period", zap.String("service", name), zap.Duration("drain", drain))
@@ -191,6 +194,7 @@ func (c *Catalog) notify() {
 
 func (c *Catalog) startService(name string) (*catalogService, error) {
 	svc := &catalogService{name: name}
+	svc.outliers = &outliers{cfg: c.cfg.Outliers, svc: name, log: c.log, push: svc.push, now: time.Now, hosts: map[string]*hostState{}}
 	lb := "round_robin"
 	if c.cfg.LoadBalancing.For(name) == BalancerLeastRequest {
 		lb = "least_request_experimental"
@@ -198,6 +202,7 @@ func (c *Catalog) startService(name string) (*catalogService, error) {
 	conn, err := grpc.NewClient("portico-consul:///"+name,
 		grpc.WithResolvers(&serviceResolver{svc: svc}),
 		grpc.WithTransportCredentials(c.creds),
+		grpc.WithChainUnaryInterceptor(svc.outliers.unary()),
 		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, lb)),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(c.cfg.MaxRecvMessageBytes),
@@ -274,7 +279,7 @@ func (svc *catalogService) push() {
 	if cc != nil && st != nil {
 		// An error only says the balancer has nothing usable yet; the next
 		// update is pushed all the same.
-		_ = cc.UpdateState(*st)
+		_ = cc.UpdateState(svc.outliers.filter(*st))
 	}
 }
 
@@ -350,6 +355,17 @@ func (c *Catalog) Instances(service string) int {
 	return svc.instances
 }
 
+// Ejected lists the instance addresses of service ejected as outliers now.
+func (c *Catalog) Ejected(service string) []string {
+	c.mu.Lock()
+	svc := c.services[service]
+	c.mu.Unlock()
+	if svc == nil {
+		return nil
+	}
+	return svc.outliers.ejected()
+}
+
 // Close stops every watch and closes every connection.
 func (c *Catalog) Close() error {
 	c.mu.Lock()
@@ -362,6 +378,7 @@ func (c *Catalog) Close() error {
 	c.cancel()
 	c.wg.Wait()
 	for _, svc := range svcs {
+		svc.outliers.stop()
 		_ = svc.conn.Close()
 	}
 	for conn, t := range draining {

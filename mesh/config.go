@@ -42,6 +42,8 @@ type Config struct {
 	TLS TLSConfig `yaml:"tls"`
 	// LoadBalancing picks the balancer per Consul service.
 	LoadBalancing LoadBalancing `yaml:"load_balancing"`
+	// Outliers ejects instances that keep failing (Consul services only).
+	Outliers OutlierConfig `yaml:"outlier_detection"`
 }
 
 // ConsulConfig is the `mesh.consul` section. An empty Address turns Consul
@@ -188,6 +190,10 @@ func DefaultConfig() Config {
 		},
 		TLS:           TLSConfig{ReloadInterval: 5 * time.Second},
 		LoadBalancing: LoadBalancing{Default: BalancerRoundRobin},
+		Outliers: OutlierConfig{
+			ConsecutiveFailures: 5, BaseEjection: 10 * time.Second,
+			MaxEjection: 5 * time.Minute, MaxEjectedPercent: 50,
+		},
 	}
 }
 
@@ -202,6 +208,9 @@ func (c Config) TLSMode() string {
 
 // Validate reports the first invalid value.
 func (c Config) Validate() error {
+	if o := c.Outliers; o.ConsecutiveFailures < 0 || o.BaseEjection <= 0 || o.MaxEjection < o.BaseEjection || o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
+		return fmt.Errorf("mesh.outlier_detection: need consecutive_failures >= 0, base_ejection > 0, max_ejection >= base_ejection, max_ejected_percent within 0..100")
+	}
 	if c.ReflectTimeout <= 0 {
 		return fmt.Errorf("mesh.reflect_timeout must be > 0, got %s", c.ReflectTimeout)
 	}

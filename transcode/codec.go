@@ -31,6 +31,9 @@ type Codec interface {
 	NewResponse() proto.Message
 	// WriteResponse writes a unary response with status 200.
 	WriteResponse(w http.ResponseWriter, r *http.Request, resp proto.Message) error
+	// EncodeResponse appends the rendered response body to dst, for callers
+	// that keep it (the response cache); WriteResponse writes the same bytes.
+	EncodeResponse(dst []byte, resp proto.Message) (body []byte, contentType string, err error)
 	// NewStreamWriter starts a server-stream response in the format the
 	// request asks for (NDJSON by default, SSE for text/event-stream).
 	NewStreamWriter(w http.ResponseWriter, r *http.Request) StreamWriter
@@ -174,7 +177,7 @@ func (c *dynamicCodec) readBody(r *http.Request, buf *bytes.Buffer) error {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return tooLarge(c.cfg.MaxBodyBytes)
+			return tooLarge(min(mbe.Limit, c.cfg.MaxBodyBytes))
 		}
 		return NewError(http.StatusBadRequest, codes.InvalidArgument, "reading request body: "+err.Error())
 	}
@@ -319,12 +322,20 @@ func (c *dynamicCodec) encodeField(dst []byte, m protoreflect.Message) ([]byte, 
 // outPool recycles response buffers; buffers over 1 MiB are not kept.
 var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+func (c *dynamicCodec) EncodeResponse(dst []byte, resp proto.Message) ([]byte, string, error) {
+	out, ct, err := c.encode(dst, resp)
+	if err != nil {
+		return nil, "", NewError(http.StatusInternalServerError, codes.Internal, "encoding response: "+protoErrText(err))
+	}
+	return out, ct, nil
+}
+
 func (c *dynamicCodec) WriteResponse(w http.ResponseWriter, r *http.Request, resp proto.Message) error {
 	bp := outPool.Get().(*[]byte)
-	out, ct, err := c.encode((*bp)[:0], resp)
+	out, ct, err := c.EncodeResponse((*bp)[:0], resp)
 	if err != nil {
 		outPool.Put(bp)
-		return NewError(http.StatusInternalServerError, codes.Internal, "encoding response: "+protoErrText(err))
+		return err
 	}
 	h := w.Header()
 	h.Set("Content-Type", ct)

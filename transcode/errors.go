@@ -51,6 +51,9 @@ type Error struct {
 	Status   *status.Status
 	// Allow, for 405, lists the methods the path accepts.
 	Allow []string
+	// Header holds response headers that go with the error
+	// (WWW-Authenticate for 401, Retry-After for 429, ...).
+	Header http.Header
 }
 
 func (e *Error) Error() string { return e.Status.Message() }
@@ -132,9 +135,12 @@ func MarshalStatus(st *status.Status, types Resolver) []byte {
 func WriteError(w http.ResponseWriter, err error, types Resolver) (httpCode int, st *status.Status) {
 	st, httpCode = StatusOf(err)
 	var te *Error
-	if errors.As(err, &te) && len(te.Allow) > 0 {
+	if errors.As(err, &te) {
 		for _, m := range te.Allow {
 			w.Header().Add("Allow", m)
+		}
+		for k, vs := range te.Header {
+			w.Header()[k] = vs
 		}
 	}
 	body := MarshalStatus(st, types)

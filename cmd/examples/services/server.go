@@ -13,6 +13,7 @@ import (
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 
+	accountsv1 "github.com/portico-dev/portico/protos/examples/accounts/v1"
 	ordersv1 "github.com/portico-dev/portico/protos/examples/orders/v1"
 	productsv1 "github.com/portico-dev/portico/protos/examples/products/v1"
 	usersv1 "github.com/portico-dev/portico/protos/examples/users/v1"
@@ -20,7 +21,7 @@ import (
 
 // Names lists the example services Register knows, in the order the demo
 // gives them ports.
-func Names() []string { return []string{"users", "orders", "products"} }
+func Names() []string { return []string{"users", "orders", "products", "accounts"} }
 
 // example is one registrable example: its gRPC services and how to add them.
 type example struct {
@@ -42,6 +43,11 @@ func lookup(name string) (example, bool) {
 				ordersv1.RegisterOrderServiceServer(s, NewOrders())
 				ordersv1.RegisterOrderAdminServer(s, ordersv1.UnimplementedOrderAdminServer{})
 			},
+		}, true
+	case "accounts":
+		return example{
+			services: []string{accountsv1.AccountService_ServiceDesc.ServiceName},
+			register: func(s *grpc.Server) { accountsv1.RegisterAccountServiceServer(s, NewAccounts()) },
 		}, true
 	case "products":
 		return example{

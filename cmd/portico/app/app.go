@@ -12,13 +12,14 @@ import (
 
 	"github.com/portico-dev/portico/edge"
 	"github.com/portico-dev/portico/mesh"
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
 // Options composes the modules for cfg; tests use it with fxtest.
 func Options(cfg Config, log *zap.Logger) fx.Option {
 	return fx.Options(
-		fx.Supply(cfg.Edge, cfg.Mesh, cfg.Transcode, log),
+		fx.Supply(cfg.Edge, cfg.Mesh, cfg.Transcode, cfg.Policies, log),
 		fx.WithLogger(func() fxevent.Logger {
 			l := &fxevent.ZapLogger{Logger: log.Named("fx")}
 			l.UseLogLevel(-1) // fx's own events at debug
@@ -26,6 +27,7 @@ func Options(cfg Config, log *zap.Logger) fx.Option {
 		}),
 		mesh.Module,
 		transcode.Module,
+		policies.Module,
 		edge.Module,
 	)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/portico-dev/portico/edge"
 	"github.com/portico-dev/portico/mesh"
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
@@ -23,6 +24,7 @@ type Config struct {
 	Edge      edge.Config      `yaml:"edge"`
 	Mesh      mesh.Config      `yaml:"mesh"`
 	Transcode transcode.Config `yaml:"transcode"`
+	Policies  policies.Config  `yaml:"policies"`
 	Log       LogConfig        `yaml:"log"`
 }
 
@@ -40,6 +42,7 @@ func DefaultConfig() Config {
 		Edge:      edge.DefaultConfig(),
 		Mesh:      mesh.DefaultConfig(),
 		Transcode: transcode.DefaultConfig(),
+		Policies:  policies.DefaultConfig(),
 		Log:       LogConfig{Level: "info", Format: "json"},
 	}
 }
@@ -77,7 +80,7 @@ func LoadConfigFile(path string, into *Config) error {
 
 // Validate checks every section.
 func (c Config) Validate() error {
-	return errors.Join(c.Edge.Validate(), c.Mesh.Validate(), c.Transcode.Validate(), c.Log.Validate())
+	return errors.Join(c.Edge.Validate(), c.Mesh.Validate(), c.Transcode.Validate(), c.Policies.Validate(), c.Log.Validate())
 }
 
 // Validate checks the log section.

@@ -1,0 +1,468 @@
+package policies
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"buf.build/go/protovalidate"
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
+)
+
+// Compiler turns options into policies. It owns what outlives a route-table
+// swap: the providers, the stores, the retry budgets and the cache's
+// in-flight calls.
+type Compiler struct {
+	cfg     Config
+	auth    *Authenticator
+	metrics *Metrics
+	log     *zap.Logger
+
+	rdb        *redis.Client // nil without Redis
+	limits     limiter
+	cacheStore cacheStore
+	flight     singleflight.Group
+	errLog     *rate.Limiter
+
+	mu      sync.Mutex
+	budgets map[string]*retryBudget
+}
+
+// NewCompiler prepares the stores named by cfg; nothing connects until used.
+// kv may be nil (no Consul API key sources).
+func NewCompiler(cfg Config, kv consulKV, metrics *Metrics, log *zap.Logger) *Compiler {
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	c := &Compiler{
+		cfg: cfg, metrics: metrics, log: log,
+		auth:    NewAuthenticator(cfg, kv, log),
+		errLog:  rate.NewLimiter(rate.Every(time.Second), 1),
+		budgets: map[string]*retryBudget{},
+	}
+	if cfg.Redis.Address != "" {
+		c.rdb = newRedisClient(cfg.Redis)
+	}
+	if cfg.RateLimit.Store == "redis" {
+		c.limits = &redisLimiter{l: redis_rate.NewLimiter(c.rdb), timeout: cfg.Redis.Timeout}
+	} else {
+		c.limits = newMemoryLimiter()
+	}
+	if cfg.Cache.Store == "redis" {
+		c.cacheStore = &redisCache{rdb: c.rdb, timeout: cfg.Redis.Timeout}
+	} else {
+		c.cacheStore = newMemoryCache(cfg.Cache.MaxBytes)
+	}
+	return c
+}
+
+// Start fetches the credential providers' keys and starts their refresh.
+func (c *Compiler) Start(ctx context.Context) error { return c.auth.Start(ctx) }
+
+// Stop ends background work and closes the Redis client.
+func (c *Compiler) Stop() error {
+	c.auth.Stop()
+	if c.rdb != nil {
+		return c.rdb.Close()
+	}
+	return nil
+}
+
+// Authenticator exposes the providers (for tests and tooling).
+func (c *Compiler) Authenticator() *Authenticator { return c.auth }
+
+// MethodPolicy is everything compiled for one method; Bind specialises it
+// for one HTTP binding.
+type MethodPolicy struct {
+	Policy
+	cacheOpt  *porticov1.Cache
+	retryOpt  *porticov1.Retry
+	safe      bool // idempotent by declaration
+	streaming bool
+}
+
+// Policy is one route's compiled policy chain. A nil *Policy lets
+// everything through (routes compiled without policies).
+type Policy struct {
+	method       string
+	authMode     authMode
+	accept       *accepted
+	scopes       []string
+	allowIf      *allowIf
+	forward      []string
+	global, rate *rateLimit
+	cache        *cachePolicy
+	timeout      time.Duration
+	retry        *retryPolicy
+	cors         *corsPolicy
+	maxBody      int64
+	validator    protovalidate.Validator
+	scrubIn      *scrubPlan
+	scrubOut     *scrubPlan
+	metrics      *Metrics
+}
+
+type authMode uint8
+
+const (
+	authNone     authMode = iota // no auth option: credentials are not looked at
+	authOptional                 // public: anonymous allowed, credentials verified
+	authRequired
+)
+
+// accepted are the providers a method accepts.
+type accepted struct {
+	jwt        []*jwtVerifier
+	byIssuer   map[string]*jwtVerifier
+	apiKeys    []*apiKeySet
+	keyHeaders []string
+	challenge  string // WWW-Authenticate scheme for a missing credential
+	maxToken   int
+}
+
+// CompileService compiles every method of sd, keyed by full method name
+// ("/pkg.Service/Method"). The first invalid option fails the whole service
+// with an *OptionError.
+func (c *Compiler) CompileService(sd protoreflect.ServiceDescriptor) (map[string]*MethodPolicy, error) {
+	methods := sd.Methods()
+	var ins []protoreflect.MessageDescriptor
+	for i := 0; i < methods.Len(); i++ {
+		ins = append(ins, methods.Get(i).Input())
+	}
+	validator, err := protovalidate.New(protovalidate.WithMessageDescriptors(ins...), protovalidate.WithDisableLazy())
+	if err != nil {
+		return nil, &OptionError{Desc: sd, Option: "(buf.validate)", Err: err}
+	}
+	out := make(map[string]*MethodPolicy, methods.Len())
+	for i := 0; i < methods.Len(); i++ {
+		md := methods.Get(i)
+		mp, err := c.compileMethod(md, validator)
+		if err != nil {
+			return nil, err
+		}
+		out["/"+string(sd.FullName())+"/"+string(md.Name())] = mp
+	}
+	return out, nil
+}
+
+func (c *Compiler) compileMethod(md protoreflect.MethodDescriptor, validator protovalidate.Validator) (*MethodPolicy, error) {
+	pol, from, err := declared(md)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(field string, err error) error {
+		d := from[protoreflect.Name(strings.SplitN(field, ".", 2)[0])]
+		opt := "(portico.v1.method)"
+		if d == nil {
+			d = md
+		} else if _, ok := d.(protoreflect.ServiceDescriptor); ok {
+			opt = "(portico.v1.service)"
+		}
+		return &OptionError{Desc: d, Option: opt + "." + field, Err: err}
+	}
+	full := "/" + string(md.Parent().FullName()) + "/" + string(md.Name())
+	mp := &MethodPolicy{
+		Policy:    Policy{method: full, metrics: c.metrics, validator: validator},
+		cacheOpt:  pol.GetCache(),
+		retryOpt:  pol.GetRetry(),
+		streaming: md.IsStreamingServer() || md.IsStreamingClient(),
+	}
+	lvl := idempotencyLevel(md)
+	mp.safe = pol.GetIdempotent() || lvl == descriptorpb.MethodOptions_IDEMPOTENT || lvl == descriptorpb.MethodOptions_NO_SIDE_EFFECTS
+	p := &mp.Policy
+	if a := pol.GetAuth(); a != nil {
+		if err := c.compileAuth(p, a, md); err != nil {
+			return nil, fail("auth", err)
+		}
+	}
+	if g := c.cfg.RateLimit.Global; g != nil {
+		p.global = c.newRateLimit("global:", limit{name: "global", rate: g.Requests, period: g.Period, burst: orInt(g.Burst, g.Requests)},
+			func(r *http.Request, _ *Caller) string { return clientIP(r) })
+	}
+	if rl := pol.GetRateLimit(); rl != nil {
+		lim, err := c.compileRateLimit(full, rl)
+		if err != nil {
+			return nil, fail("rate_limit", err)
+		}
+		p.rate = lim
+	}
+	if t := pol.GetTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() <= 0 {
+			return nil, fail("timeout", errors.New("must be a positive duration"))
+		}
+		p.timeout = t.AsDuration()
+	}
+	if ca := pol.GetCache(); ca != nil {
+		if ca.GetTtl().AsDuration() <= 0 {
+			return nil, fail("cache.ttl", errors.New("must be a positive duration"))
+		}
+		if ca.GetStaleWhileRevalidate().AsDuration() < 0 {
+			return nil, fail("cache.stale_while_revalidate", errors.New("must not be negative"))
+		}
+		if mp.streaming {
+			return nil, fail("cache", errors.New("streaming methods are not cached"))
+		}
+	}
+	if rt := pol.GetRetry(); rt != nil && !rt.GetDisabled() {
+		if n := rt.GetAttempts(); n != 0 && (n < 2 || n > 5) {
+			return nil, fail("retry.attempts", fmt.Errorf("must be within 2..5, got %d", n))
+		}
+		if _, err := retryCodes(rt.GetCodes()); err != nil {
+			return nil, fail("retry.codes", err)
+		}
+	}
+	cors, err := compileCORS(pol.GetCors(), c.cfg.CORS)
+	if err != nil {
+		return nil, fail("cors", err)
+	}
+	p.cors = cors
+	if pol.GetMaxBodyBytes() < 0 {
+		return nil, fail("max_body_bytes", errors.New("must not be negative"))
+	}
+	p.maxBody = pol.GetMaxBodyBytes()
+	p.scrubIn = planScrub(md.Input())
+	p.scrubOut = planScrub(md.Output())
+	return mp, nil
+}
+
+func orInt(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.MethodDescriptor) error {
+	p.authMode = authRequired
+	if a.GetPublic() {
+		p.authMode = authOptional
+	}
+	acc := &accepted{byIssuer: map[string]*jwtVerifier{}, maxToken: c.cfg.MaxTokenBytes}
+	names := a.GetProviders()
+	for _, n := range names {
+		if !containsString(c.auth.Providers(), n) {
+			return fmt.Errorf("providers: %q is not a configured provider (configured: %v)", n, c.auth.Providers())
+		}
+	}
+	take := func(n string) bool { return len(names) == 0 || containsString(names, n) }
+	for _, v := range c.auth.jwt {
+		if take(v.cfg.Name) {
+			acc.jwt = append(acc.jwt, v)
+			acc.byIssuer[v.cfg.Issuer] = v
+		}
+	}
+	for _, s := range c.auth.apiKeys {
+		if take(s.cfg.Name) {
+			acc.apiKeys = append(acc.apiKeys, s)
+			if !containsString(acc.keyHeaders, s.cfg.Header) {
+				acc.keyHeaders = append(acc.keyHeaders, s.cfg.Header)
+			}
+		}
+	}
+	acc.challenge = "Bearer"
+	if len(acc.jwt) == 0 && len(acc.apiKeys) > 0 {
+		acc.challenge = "ApiKey"
+	}
+	p.accept = acc
+	p.scopes = a.GetScopes()
+	for _, cl := range a.GetForwardClaims() {
+		if cl == "" || strings.ContainsFunc(cl, func(r rune) bool {
+			return !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+		}) {
+			return fmt.Errorf("forward_claims: %q is not a valid claim name for metadata", cl)
+		}
+		p.forward = append(p.forward, cl)
+	}
+	if expr := a.GetAllowIf(); expr != "" {
+		ai, err := compileAllowIf(expr, md.Input())
+		if err != nil {
+			return fmt.Errorf("allow_if: %w", err)
+		}
+		p.allowIf = ai
+	}
+	return nil
+}
+
+func (c *Compiler) compileRateLimit(method string, rl *porticov1.RateLimit) (*rateLimit, error) {
+	period := rl.GetPeriod().AsDuration()
+	if period <= 0 {
+		return nil, errors.New("period: must be a positive duration")
+	}
+	mk := func(name string, n, burst uint32, per time.Duration) limit {
+		return limit{name: name, rate: int(n), period: per, burst: int(orInt(int(burst), int(n)))}
+	}
+	base := mk("default", rl.GetRequests(), rl.GetBurst(), period)
+	if rl.GetRequests() == 0 && len(rl.GetTiers()) == 0 {
+		return nil, errors.New("requests: must be > 0")
+	}
+	var key keyFunc
+	name := rl.GetKeyName()
+	switch rl.GetKey() {
+	case porticov1.RateLimit_KEY_UNSPECIFIED:
+		key = func(r *http.Request, c *Caller) string {
+			if !c.Anonymous() {
+				return "sub:" + c.Provider + ":" + c.Subject
+			}
+			return "ip:" + clientIP(r)
+		}
+	case porticov1.RateLimit_KEY_IP:
+		key = func(r *http.Request, _ *Caller) string { return "ip:" + clientIP(r) }
+	case porticov1.RateLimit_KEY_SUBJECT:
+		key = func(_ *http.Request, c *Caller) string {
+			if c.Anonymous() {
+				return "anonymous"
+			}
+			return "sub:" + c.Provider + ":" + c.Subject
+		}
+	case porticov1.RateLimit_KEY_API_KEY:
+		key = func(_ *http.Request, c *Caller) string {
+			if c == nil || c.APIKey == "" {
+				return "no-key"
+			}
+			return "key:" + c.Provider + ":" + c.APIKey
+		}
+	case porticov1.RateLimit_KEY_HEADER:
+		if name == "" {
+			return nil, errors.New("key_name: KEY_HEADER needs the header name")
+		}
+		h := http.CanonicalHeaderKey(name)
+		key = func(r *http.Request, _ *Caller) string { return "h:" + r.Header.Get(h) }
+	case porticov1.RateLimit_KEY_CLAIM:
+		if name == "" {
+			return nil, errors.New("key_name: KEY_CLAIM needs the claim name")
+		}
+		key = func(_ *http.Request, c *Caller) string {
+			if c == nil {
+				return "c:"
+			}
+			return "c:" + fmt.Sprint(c.Claims[name])
+		}
+	default:
+		return nil, fmt.Errorf("key: unknown value %d", rl.GetKey())
+	}
+	out := c.newRateLimit(method+":", base, key)
+	if len(rl.GetTiers()) > 0 {
+		if rl.GetTierClaim() == "" {
+			return nil, errors.New("tier_claim: tiers need the claim that picks them")
+		}
+		out.tierKey = rl.GetTierClaim()
+		out.tiers = map[string]limit{}
+		for i, t := range rl.GetTiers() {
+			if t.GetValue() == "" || t.GetRequests() == 0 {
+				return nil, fmt.Errorf("tiers[%d]: needs a value and requests > 0", i)
+			}
+			per := period
+			if t.GetPeriod() != nil {
+				if per = t.GetPeriod().AsDuration(); per <= 0 {
+					return nil, fmt.Errorf("tiers[%d].period: must be a positive duration", i)
+				}
+			}
+			out.tiers[t.GetValue()] = mk(t.GetValue(), t.GetRequests(), t.GetBurst(), per)
+		}
+	}
+	return out, nil
+}
+
+func (c *Compiler) newRateLimit(prefix string, l limit, key keyFunc) *rateLimit {
+	return &rateLimit{
+		prefix: "portico:rl:" + prefix, key: key, base: l, store: c.limits,
+		failOpen: c.cfg.RateLimit.OnStoreError == "allow", metrics: c.metrics, errLog: c.errLog, log: c.log,
+	}
+}
+
+// retryCodes parses code names; UNAVAILABLE is always in.
+func retryCodes(names []string) (map[codes.Code]bool, error) {
+	out := map[codes.Code]bool{codes.Unavailable: true}
+	for _, n := range names {
+		var code codes.Code
+		if err := code.UnmarshalJSON([]byte(strconv.Quote(strings.ToUpper(n)))); err != nil {
+			return nil, fmt.Errorf("%q is not a gRPC code name", n)
+		}
+		if code == codes.DeadlineExceeded || code == codes.OK {
+			return nil, fmt.Errorf("%s cannot be retried", n)
+		}
+		out[code] = true
+	}
+	return out, nil
+}
+
+// Bind specialises the method policy for one HTTP binding: the cache and
+// retries depend on whether the binding is a GET.
+func (c *Compiler) Bind(mp *MethodPolicy, httpMethod, template string) *Policy {
+	if mp == nil {
+		return nil
+	}
+	p := mp.Policy
+	get := httpMethod == http.MethodGet || httpMethod == http.MethodHead
+	if ca := mp.cacheOpt; ca != nil && httpMethod == http.MethodGet && !mp.streaming {
+		timeout := p.timeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		p.cache = &cachePolicy{
+			route: httpMethod + " " + template + " " + p.method,
+			ttl:   ca.GetTtl().AsDuration(), swr: ca.GetStaleWhileRevalidate().AsDuration(),
+			vary: canonical(ca.GetVaryHeaders()), public: ca.GetPublic(), allowNoCache: ca.GetAllowClientNoCache(),
+			maxEntry: c.cfg.Cache.MaxEntryBytes, timeout: timeout, store: c.cacheStore, flight: &c.flight,
+			metrics: c.metrics, errLog: c.errLog, log: c.log,
+		}
+	}
+	rt := mp.retryOpt
+	if (get || mp.safe) && !rt.GetDisabled() && !mp.streaming {
+		attempts := int(rt.GetAttempts())
+		if attempts == 0 {
+			attempts = c.cfg.Retry.Attempts
+		}
+		if attempts > 1 {
+			cs, _ := retryCodes(rt.GetCodes())
+			p.retry = &retryPolicy{
+				attempts: attempts, codes: cs,
+				initial: durOr(rt.GetInitialBackoff().AsDuration(), 10*time.Millisecond),
+				maxWait: durOr(rt.GetMaxBackoff().AsDuration(), 250*time.Millisecond),
+				budget:  c.budget(p.method), metrics: c.metrics,
+			}
+		}
+	}
+	return &p
+}
+
+func durOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func canonical(hs []string) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = http.CanonicalHeaderKey(h)
+	}
+	return out
+}
+
+// budget returns the method's retry budget, shared across table swaps.
+func (c *Compiler) budget(method string) *retryBudget {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.budgets[method]
+	if b == nil {
+		b = newRetryBudget(c.cfg.Retry.BudgetRatio, c.cfg.Retry.BudgetMinPerSecond)
+		c.budgets[method] = b
+	}
+	return b
+}

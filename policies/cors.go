@@ -1,0 +1,159 @@
+package policies
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
+)
+
+// corsPolicy is a route's compiled CORS answer.
+type corsPolicy struct {
+	anyOrigin   bool
+	origins     map[string]bool
+	headers     string // Access-Control-Allow-Headers
+	expose      string
+	credentials bool
+	maxAge      string
+}
+
+func validateCORS(origins []string, credentials bool) error {
+	if len(origins) == 0 {
+		return errors.New("allow_origins is empty")
+	}
+	for _, o := range origins {
+		if o == "*" {
+			if credentials {
+				return errors.New(`allow_credentials cannot go with origin "*"`)
+			}
+			continue
+		}
+		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") || strings.HasSuffix(o, "/") {
+			return errors.New("origin " + strconv.Quote(o) + ` must be "*" or scheme://host[:port] without a path`)
+		}
+	}
+	return nil
+}
+
+func compileCORS(c *porticov1.Cors, def *CORSConfig) (*corsPolicy, error) {
+	var (
+		origins, headers, expose []string
+		creds                    bool
+		maxAge                   time.Duration
+	)
+	switch {
+	case c != nil && c.GetDisabled():
+		return nil, nil
+	case c != nil:
+		origins, headers, expose, creds = c.GetAllowOrigins(), c.GetAllowHeaders(), c.GetExposeHeaders(), c.GetAllowCredentials()
+		if c.GetMaxAge() != nil {
+			maxAge = c.GetMaxAge().AsDuration()
+		}
+	case def != nil:
+		origins, headers, expose, creds, maxAge = def.AllowOrigins, def.AllowHeaders, def.ExposeHeaders, def.AllowCredentials, def.MaxAge
+	default:
+		return nil, nil
+	}
+	if err := validateCORS(origins, creds); err != nil {
+		return nil, err
+	}
+	if maxAge <= 0 {
+		maxAge = DefaultCORSMaxAge
+	}
+	p := &corsPolicy{origins: map[string]bool{}, credentials: creds, maxAge: strconv.Itoa(int(maxAge / time.Second))}
+	for _, o := range origins {
+		if o == "*" {
+			p.anyOrigin = true
+		}
+		p.origins[o] = true
+	}
+	canon := make([]string, 0, len(headers))
+	for _, h := range headers {
+		canon = append(canon, http.CanonicalHeaderKey(h))
+	}
+	slices.Sort(canon)
+	p.headers = strings.Join(canon, ", ")
+	p.expose = strings.Join(expose, ", ")
+	return p, nil
+}
+
+// allowed reports whether origin may call, and the value to send back.
+func (p *corsPolicy) allowed(origin string) (string, bool) {
+	if p == nil || origin == "" {
+		return "", false
+	}
+	if p.origins[origin] {
+		return origin, true
+	}
+	if p.anyOrigin {
+		return "*", true
+	}
+	return "", false
+}
+
+// actual decorates a cross-origin response.
+func (p *corsPolicy) actual(h http.Header, origin string) {
+	allow, ok := p.allowed(origin)
+	h.Add("Vary", "Origin")
+	if !ok {
+		return
+	}
+	h.Set("Access-Control-Allow-Origin", allow)
+	if p.credentials {
+		h.Set("Access-Control-Allow-Credentials", "true")
+	}
+	if p.expose != "" {
+		h.Set("Access-Control-Expose-Headers", p.expose)
+	}
+}
+
+// preflight answers an OPTIONS preflight: 204 with the grants, or 403 for
+// an origin, method or header that is not allowed (no grants sent).
+func (p *corsPolicy) preflight(w http.ResponseWriter, r *http.Request, method string) {
+	h := w.Header()
+	h.Add("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers")
+	allow, ok := p.allowed(r.Header.Get("Origin"))
+	if ok {
+		for _, want := range strings.Split(r.Header.Get("Access-Control-Request-Headers"), ",") {
+			want = strings.TrimSpace(want)
+			if want != "" && !safelisted(want) && !containsFold(p.headers, want) {
+				ok = false
+			}
+		}
+	}
+	if !ok {
+		w.WriteHeader(http.StatusForbidden)
+		return
+	}
+	h.Set("Access-Control-Allow-Origin", allow)
+	h.Set("Access-Control-Allow-Methods", method)
+	if p.headers != "" {
+		h.Set("Access-Control-Allow-Headers", p.headers)
+	}
+	if p.credentials {
+		h.Set("Access-Control-Allow-Credentials", "true")
+	}
+	h.Set("Access-Control-Max-Age", p.maxAge)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func safelisted(h string) bool {
+	switch strings.ToLower(h) {
+	case "accept", "accept-language", "content-language", "content-type":
+		return true
+	}
+	return false
+}
+
+func containsFold(list, h string) bool {
+	for v := range strings.SplitSeq(list, ",") {
+		if strings.EqualFold(strings.TrimSpace(v), h) {
+			return true
+		}
+	}
+	return false
+}

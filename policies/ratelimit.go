@@ -1,0 +1,209 @@
+package policies
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash/maphash"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/portico-dev/portico/transcode"
+)
+
+// limit is a GCRA limit: a bucket of burst calls refilled at rate per
+// period. The memory and Redis stores implement the same arithmetic.
+type limit struct {
+	name   string // for RateLimit-Policy: the tier or "default"
+	rate   int
+	period time.Duration
+	burst  int
+}
+
+// decision is a store's answer for one call.
+type decision struct {
+	allowed    bool
+	remaining  int
+	retryAfter time.Duration // until one call would be allowed
+	resetAfter time.Duration // until the bucket is full again
+}
+
+// limiter is a rate-limit store.
+type limiter interface {
+	allow(ctx context.Context, key string, l limit) (decision, error)
+}
+
+// memoryLimiter keeps buckets in this process, in shards; a bucket that has
+// refilled completely is the same as no bucket, so sweeps drop it.
+type memoryLimiter struct {
+	seed   maphash.Seed
+	shards [64]memShard
+	now    func() time.Time
+}
+
+type memShard struct {
+	mu        sync.Mutex
+	tat       map[string]time.Time // theoretical arrival time per key
+	lastSweep int
+}
+
+func newMemoryLimiter() *memoryLimiter {
+	m := &memoryLimiter{seed: maphash.MakeSeed(), now: time.Now}
+	for i := range m.shards {
+		m.shards[i].tat = map[string]time.Time{}
+		m.shards[i].lastSweep = 1024
+	}
+	return m
+}
+
+func (m *memoryLimiter) allow(_ context.Context, key string, l limit) (decision, error) {
+	s := &m.shards[maphash.String(m.seed, key)%uint64(len(m.shards))]
+	now := m.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.tat) > 2*s.lastSweep {
+		for k, t := range s.tat {
+			if !t.After(now) {
+				delete(s.tat, k)
+			}
+		}
+		s.lastSweep = max(len(s.tat), 1024)
+	}
+	d, tat := gcra(now, s.tat[key], l)
+	if d.allowed {
+		s.tat[key] = tat
+	}
+	return d, nil
+}
+
+// gcra decides one call at now for a bucket whose theoretical arrival time
+// is prev, returning the new arrival time to store when allowed.
+func gcra(now, prev time.Time, l limit) (decision, time.Time) {
+	emission := l.period / time.Duration(l.rate)
+	burstOffset := emission * time.Duration(l.burst)
+	tat := prev
+	if tat.Before(now) {
+		tat = now
+	}
+	newTAT := tat.Add(emission)
+	allowAt := newTAT.Add(-burstOffset)
+	diff := now.Sub(allowAt)
+	if diff < 0 {
+		return decision{retryAfter: -diff, resetAfter: tat.Sub(now)}, prev
+	}
+	return decision{allowed: true, remaining: int(diff / emission), resetAfter: newTAT.Sub(now)}, newTAT
+}
+
+// redisLimiter shares buckets between edge instances through Redis (the
+// same GCRA, run as a Lua script so each decision is atomic).
+type redisLimiter struct {
+	l       *redis_rate.Limiter
+	timeout time.Duration
+}
+
+func (r *redisLimiter) allow(ctx context.Context, key string, l limit) (decision, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	res, err := r.l.Allow(ctx, key, redis_rate.Limit{Rate: l.rate, Burst: l.burst, Period: l.period})
+	if err != nil {
+		return decision{}, err
+	}
+	return decision{allowed: res.Allowed > 0, remaining: res.Remaining, retryAfter: max(res.RetryAfter, 0), resetAfter: max(res.ResetAfter, 0)}, nil
+}
+
+// newRedisClient connects lazily with every timeout bounded and no retries:
+// a store that does not answer costs one timeout, never a hang.
+func newRedisClient(c RedisConfig) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr: c.Address, Username: c.Username, Password: c.Password, DB: c.DB,
+		DialTimeout: c.Timeout, ReadTimeout: c.Timeout, WriteTimeout: c.Timeout, PoolTimeout: c.Timeout,
+		ContextTimeoutEnabled: true, MaxRetries: -1,
+		DisableIdentity: true,
+	})
+}
+
+// rateLimit is a route's compiled limit.
+type rateLimit struct {
+	prefix   string // store key prefix: the route
+	key      keyFunc
+	base     limit
+	tierKey  string
+	tiers    map[string]limit
+	store    limiter
+	failOpen bool
+	metrics  *Metrics
+	errLog   *rate.Limiter
+	log      *zap.Logger
+}
+
+type keyFunc func(r *http.Request, c *Caller) string
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// check takes one call from the caller's bucket; it sets the RateLimit
+// headers on h and returns a 429 (or, failing closed, a 503) error.
+func (rl *rateLimit) check(ctx context.Context, h http.Header, r *http.Request, c *Caller) error {
+	l := rl.base
+	if rl.tierKey != "" && c != nil {
+		if v, ok := c.Claims[rl.tierKey].(string); ok {
+			if t, ok := rl.tiers[v]; ok {
+				l = t
+			}
+		}
+	}
+	if l.rate <= 0 {
+		return nil
+	}
+	key := rl.key(r, c)
+	if len(key) > 64 {
+		sum := sha256.Sum256([]byte(key))
+		key = hex.EncodeToString(sum[:16])
+	}
+	d, err := rl.store.allow(ctx, rl.prefix+l.name+":"+key, l)
+	if err != nil {
+		rl.metrics.storeErrors.WithLabelValues("rate_limit").Inc()
+		if rl.errLog.Allow() {
+			rl.log.Warn("rate-limit store failed", zap.Bool("fail_open", rl.failOpen), zap.Error(err))
+		}
+		if rl.failOpen {
+			return nil
+		}
+		return status.Error(codes.Unavailable, "rate limit store is unavailable; try again shortly")
+	}
+	window := int64(math.Ceil(l.period.Seconds()))
+	h.Set("RateLimit-Policy", `"`+l.name+`";q=`+strconv.Itoa(l.rate)+`;w=`+strconv.FormatInt(window, 10))
+	h.Set("RateLimit", `"`+l.name+`";r=`+strconv.Itoa(d.remaining)+`;t=`+strconv.FormatInt(ceilSeconds(d.resetAfter), 10))
+	if d.allowed {
+		return nil
+	}
+	rl.metrics.rateLimited.Inc()
+	retry := ceilSeconds(d.retryAfter)
+	st, _ := status.New(codes.ResourceExhausted, "rate limit exceeded: "+strconv.Itoa(l.rate)+" calls per "+l.period.String()+"; retry in "+strconv.FormatInt(retry, 10)+"s").
+		WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d.retryAfter)})
+	e := &transcode.Error{HTTPCode: http.StatusTooManyRequests, Status: st}
+	e.Header = http.Header{"Retry-After": {strconv.FormatInt(retry, 10)}}
+	return e
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	return int64(math.Ceil(d.Seconds()))
+}
