@@ -79,6 +79,8 @@ type jwtVerifier struct {
 	// concurrent ones share one fetch.
 	unknownKID *rate.Limiter
 	flight     singleflight.Group
+	mu         sync.Mutex
+	inflight   chan struct{} // closed when the current unknown-kid fetch ends
 	log        *zap.Logger
 	fetches    atomic.Int64
 }
@@ -222,10 +224,7 @@ func (v *jwtVerifier) keyfunc(ctx context.Context) jwt.Keyfunc {
 			return ks, nil
 		}
 		k, err := set.KeyRead(ctx, kid)
-		if errors.Is(err, jwkset.ErrKeyNotFound) && v.unknownKID.Allow() {
-			if rerr := v.refresh(ctx); rerr != nil {
-				v.log.Warn("JWKS refetch for an unknown key id failed", zap.String("kid", kid), zap.Error(rerr))
-			}
+		if errors.Is(err, jwkset.ErrKeyNotFound) && v.refreshUnknown(ctx, kid) {
 			k, err = v.keys.Load().KeyRead(ctx, kid)
 		}
 		if err != nil {
@@ -236,6 +235,37 @@ func (v *jwtVerifier) keyfunc(ctx context.Context) jwt.Keyfunc {
 		}
 		return publicKey(k), nil
 	}
+}
+
+// refreshUnknown refetches the JWKS for a token with an unknown key id:
+// callers arriving while such a fetch runs wait for it; a new fetch starts
+// only when the limiter allows one. It reports whether a fetch ended.
+func (v *jwtVerifier) refreshUnknown(ctx context.Context, kid string) bool {
+	v.mu.Lock()
+	if ch := v.inflight; ch != nil {
+		v.mu.Unlock()
+		select {
+		case <-ch:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if !v.unknownKID.Allow() {
+		v.mu.Unlock()
+		return false
+	}
+	ch := make(chan struct{})
+	v.inflight = ch
+	v.mu.Unlock()
+	if err := v.refresh(ctx); err != nil {
+		v.log.Warn("JWKS refetch for an unknown key id failed", zap.String("kid", kid), zap.Error(err))
+	}
+	v.mu.Lock()
+	v.inflight = nil
+	v.mu.Unlock()
+	close(ch)
+	return true
 }
 
 func publicKey(k jwkset.JWK) any {
@@ -474,6 +504,8 @@ func (accept *accepted) authenticateJWT(ctx context.Context, token string) (*Cal
 // jwtReason names why a token failed without echoing attacker input.
 func jwtReason(err error) string {
 	switch {
+	case strings.Contains(err.Error(), "signing method"):
+		return "signing algorithm not allowed"
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return "malformed"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
@@ -489,12 +521,7 @@ func jwtReason(err error) string {
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return "a required claim is missing"
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		if strings.Contains(err.Error(), "signing method") {
-			return "signing algorithm not allowed"
-		}
 		return "no key verifies it"
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return "bad signature"
 	}
 	return "rejected"
 }

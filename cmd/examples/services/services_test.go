@@ -111,7 +111,7 @@ func TestRegister(t *testing.T) {
 			t.Errorf("%s not registered", svc)
 		}
 	}
-	if got := services.Names(); !slices.Equal(got, []string{"users", "orders", "products"}) {
+	if got := services.Names(); !slices.Equal(got, []string{"users", "orders", "products", "accounts"}) {
 		t.Fatalf("Names() = %v", got)
 	}
 }
