@@ -177,7 +177,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, va
 			if err != nil {
 				return nil, upstreamError(ctx, err)
 			}
-			pol.Scrub(resp)
 			body, ct, err := route.Codec.EncodeResponse(nil, resp)
 			if err != nil {
 				return nil, err
@@ -199,7 +198,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, va
 	if err != nil {
 		return upstreamError(ctx, err)
 	}
-	pol.Scrub(resp)
 	return route.Codec.WriteResponse(w, r, resp)
 }
 
@@ -280,7 +278,6 @@ func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *htt
 			return transcode.ErrResponseStarted
 		}
 		started = true
-		route.Policy.Scrub(msg)
 		if err := sw.Send(msg); err != nil {
 			// The client went away: returning cancels the upstream call.
 			return transcode.ErrResponseStarted

@@ -80,14 +80,24 @@ func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Co
 				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s: already served by upstream %s; ignored", svc.Name, svc.Upstream, up))
 				continue
 			}
-			methods, err := c.CompileService(svc.Desc, svc.Types)
+			desc := svc.Desc
+			if pc != nil {
+				// Clients see the service without its internal fields.
+				pub, err := policies.PublicView(desc)
+				if err != nil {
+					t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
+					continue
+				}
+				desc = pub
+			}
+			methods, err := c.CompileService(desc, svc.Types)
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
 				continue
 			}
 			var pols map[string]*policies.MethodPolicy
 			if pc != nil {
-				if pols, err = pc.CompileService(svc.Desc); err != nil {
+				if pols, err = pc.CompileService(desc); err != nil {
 					t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
 					continue
 				}

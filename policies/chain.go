@@ -118,14 +118,11 @@ func (p *Policy) checkScopes(c *Caller) error {
 	return nil
 }
 
-// Check runs the stages that need the request message: internal fields are
-// cleared, buf.validate rules checked, allow_if evaluated.
+// Check runs the stages that need the request message: buf.validate rules,
+// then allow_if. (Internal fields never get this far: see PublicView.)
 func (p *Policy) Check(ctx context.Context, r *http.Request, c *Caller, req proto.Message) error {
 	if p == nil {
 		return nil
-	}
-	if p.scrubIn != nil {
-		p.scrubIn.apply(req.ProtoReflect())
 	}
 	if err := validate(p.validator, req); err != nil {
 		return err
@@ -137,13 +134,6 @@ func (p *Policy) Check(ctx context.Context, r *http.Request, c *Caller, req prot
 		}
 	}
 	return nil
-}
-
-// Scrub clears internal fields of a response before it is rendered.
-func (p *Policy) Scrub(resp proto.Message) {
-	if p != nil && p.scrubOut != nil {
-		p.scrubOut.apply(resp.ProtoReflect())
-	}
 }
 
 // StripIdentity removes every identity key a client sent.

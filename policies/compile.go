@@ -111,8 +111,6 @@ type Policy struct {
 	cors         *corsPolicy
 	maxBody      int64
 	validator    protovalidate.Validator
-	scrubIn      *scrubPlan
-	scrubOut     *scrubPlan
 	metrics      *Metrics
 }
 
@@ -234,8 +232,6 @@ func (c *Compiler) compileMethod(md protoreflect.MethodDescriptor, validator pro
 		return nil, fail("max_body_bytes", errors.New("must not be negative"))
 	}
 	p.maxBody = pol.GetMaxBodyBytes()
-	p.scrubIn = planScrub(md.Input())
-	p.scrubOut = planScrub(md.Output())
 	return mp, nil
 }
 

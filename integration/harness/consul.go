@@ -13,7 +13,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/portico-dev/portico/cmd/examples/services"
 	"github.com/portico-dev/portico/cmd/portico/app"
@@ -58,6 +60,9 @@ type NativeOptions struct {
 	Identity mesh.IdentitySource
 	// Seen, if set, records every call: instance id and time.
 	Seen *CallLog
+	// FailWith, if set, fails every call of the example services with
+	// this code: a broken instance that Consul still reports passing.
+	FailWith codes.Code
 }
 
 // CallLog records which instance served each call, and when.
@@ -115,6 +120,9 @@ func Native(tb testing.TB, agent *consulagent.Agent, service string, o NativeOpt
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if !strings.HasPrefix(info.FullMethod, "/grpc.") {
 				tag(ctx)
+				if o.FailWith != codes.OK {
+					return nil, status.Errorf(o.FailWith, "instance %s is broken (test)", o.ID)
+				}
 			}
 			return h(ctx, req)
 		}),
