@@ -55,6 +55,7 @@ func NewCompiler(cfg Config, kv consulKV, metrics *Metrics, log *zap.Logger) *Co
 		budgets: map[string]*retryBudget{},
 	}
 	if cfg.Redis.Address != "" {
+		setRedisLog.Do(func() { redis.SetLogger(redisLog{log.Named("redis")}) })
 		c.rdb = newRedisClient(cfg.Redis)
 	}
 	if cfg.RateLimit.Store == "redis" {

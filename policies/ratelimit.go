@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"hash/maphash"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -123,6 +124,16 @@ func (r *redisLimiter) allow(ctx context.Context, key string, l limit) (decision
 	}
 	return decision{allowed: res.Allowed > 0, remaining: res.Remaining, retryAfter: max(res.RetryAfter, 0), resetAfter: max(res.ResetAfter, 0)}, nil
 }
+
+// redisLog sends go-redis's own log lines (dial failures) to zap at debug
+// level; the store's failures are already counted and logged, rate-limited.
+type redisLog struct{ log *zap.Logger }
+
+func (l redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug("redis client", zap.String("message", fmt.Sprintf(format, v...)))
+}
+
+var setRedisLog sync.Once
 
 // newRedisClient connects lazily with every timeout bounded and no retries:
 // a store that does not answer costs one timeout, never a hang.
