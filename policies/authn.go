@@ -81,6 +81,7 @@ type jwtVerifier struct {
 	flight     singleflight.Group
 	mu         sync.Mutex
 	inflight   chan struct{} // closed when the current unknown-kid fetch ends
+	verified   tokenCache
 	log        *zap.Logger
 	fetches    atomic.Int64
 }
@@ -153,6 +154,7 @@ func (v *jwtVerifier) refresh(ctx context.Context) error {
 			return nil, err
 		}
 		v.keys.Store(set)
+		v.verified.clear() // a key that left the set must not live on in it
 		return nil, nil
 	})
 	return err
@@ -277,13 +279,68 @@ func publicKey(k jwkset.JWK) any {
 	return key
 }
 
-// verify checks a compact JWS and returns its claims.
+// verify checks a compact JWS and returns its claims. Verified tokens are
+// remembered (until they expire, at most tokenCacheTTL, and never across a
+// key-set change), so a client's repeated calls cost a map lookup instead
+// of a signature check.
 func (v *jwtVerifier) verify(ctx context.Context, token string) (jwt.MapClaims, error) {
+	now := time.Now()
+	if c, ok := v.verified.get(token, now); ok {
+		return c, nil
+	}
 	claims := jwt.MapClaims{}
 	if _, err := v.parser.ParseWithClaims(token, claims, v.keyfunc(ctx)); err != nil {
 		return nil, err
 	}
+	until := now.Add(tokenCacheTTL)
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil && exp.Add(v.cfg.ClockSkew).Before(until) {
+		until = exp.Add(v.cfg.ClockSkew)
+	}
+	v.verified.put(token, claims, until)
 	return claims, nil
+}
+
+// Verified-token cache bounds.
+const (
+	tokenCacheTTL  = time.Minute
+	tokenCacheSize = 10_000
+)
+
+// tokenCache maps a verified token to its claims until a deadline. When it
+// is full it starts over: simple, bounded, and a miss only costs a verify.
+type tokenCache struct {
+	mu sync.Mutex
+	m  map[string]cachedToken
+}
+
+type cachedToken struct {
+	claims jwt.MapClaims
+	until  time.Time
+}
+
+func (c *tokenCache) get(token string, now time.Time) (jwt.MapClaims, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[token]
+	if !ok || !now.Before(e.until) {
+		return nil, false
+	}
+	return e.claims, true
+}
+
+func (c *tokenCache) put(token string, claims jwt.MapClaims, until time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= tokenCacheSize {
+		c.m = make(map[string]cachedToken, 256)
+	}
+	c.m[token] = cachedToken{claims: claims, until: until}
+}
+
+func (c *tokenCache) clear() {
+	c.mu.Lock()
+	c.m = nil
+	c.mu.Unlock()
 }
 
 // apiKey is one stored key.

@@ -300,11 +300,14 @@ func (c *Compiler) compileRateLimit(method string, rl *porticov1.RateLimit) (*ra
 		return nil, errors.New("period: must be a positive duration")
 	}
 	mk := func(name string, n, burst uint32, per time.Duration) limit {
-		return limit{name: name, rate: int(n), period: per, burst: int(orInt(int(burst), int(n)))}
+		return limit{name: name, rate: int(n), period: per, burst: orInt(int(burst), int(n))}
 	}
 	base := mk("default", rl.GetRequests(), rl.GetBurst(), period)
 	if rl.GetRequests() == 0 && len(rl.GetTiers()) == 0 {
 		return nil, errors.New("requests: must be > 0")
+	}
+	if err := checkRate(int(rl.GetRequests()), period); err != nil {
+		return nil, err
 	}
 	var key keyFunc
 	name := rl.GetKeyName()
@@ -368,10 +371,22 @@ func (c *Compiler) compileRateLimit(method string, rl *porticov1.RateLimit) (*ra
 					return nil, fmt.Errorf("tiers[%d].period: must be a positive duration", i)
 				}
 			}
+			if err := checkRate(int(t.GetRequests()), per); err != nil {
+				return nil, fmt.Errorf("tiers[%d]: %w", i, err)
+			}
 			out.tiers[t.GetValue()] = mk(t.GetValue(), t.GetRequests(), t.GetBurst(), per)
 		}
 	}
 	return out, nil
+}
+
+// checkRate refuses limits finer than the stores can count (one call per
+// microsecond).
+func checkRate(n int, period time.Duration) error {
+	if n > 0 && period/time.Duration(n) < time.Microsecond {
+		return fmt.Errorf("requests: %d per %s is more than one per microsecond", n, period)
+	}
+	return nil
 }
 
 func (c *Compiler) newRateLimit(prefix string, l limit, key keyFunc) *rateLimit {

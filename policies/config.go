@@ -268,6 +268,10 @@ func (c Config) Validate() error {
 	}
 	if g := c.RateLimit.Global; g != nil && (g.Requests <= 0 || g.Period <= 0 || g.Burst < 0) {
 		bad("rate_limit.global needs requests > 0, period > 0 and burst >= 0")
+	} else if g != nil {
+		if err := checkRate(g.Requests, g.Period); err != nil {
+			bad("rate_limit.global: %v", err)
+		}
 	}
 	if c.Cache.MaxBytes < 0 || c.Cache.MaxEntryBytes <= 0 {
 		bad("cache.max_bytes must be >= 0 and cache.max_entry_bytes > 0")

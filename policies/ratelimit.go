@@ -93,7 +93,7 @@ func (m *memoryLimiter) allow(_ context.Context, key string, l limit) (decision,
 // gcra decides one call at now for a bucket whose theoretical arrival time
 // is prev, returning the new arrival time to store when allowed.
 func gcra(now, prev time.Time, l limit) (decision, time.Time) {
-	emission := l.period / time.Duration(l.rate)
+	emission := max(l.period/time.Duration(l.rate), 1) // compile rejects rates above 1/ns
 	burstOffset := emission * time.Duration(l.burst)
 	tat := prev
 	if tat.Before(now) {
