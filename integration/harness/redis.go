@@ -126,4 +126,3 @@ func (r *Redis) FlushAll(ctx context.Context) error {
 	}
 	return nil
 }
-
