@@ -27,6 +27,10 @@ import (
 // swap: the providers, the stores, the retry budgets and the cache's
 // in-flight calls.
 type Compiler struct {
+	// AnyProvider accepts provider names that the configuration does not
+	// define (for `portico lint` without the operator's config).
+	AnyProvider bool
+
 	cfg     Config
 	auth    *Authenticator
 	metrics *Metrics
@@ -251,7 +255,7 @@ func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.Met
 	acc := &accepted{byIssuer: map[string]*jwtVerifier{}, maxToken: c.cfg.MaxTokenBytes}
 	names := a.GetProviders()
 	for _, n := range names {
-		if !containsString(c.auth.Providers(), n) {
+		if !c.AnyProvider && !containsString(c.auth.Providers(), n) {
 			return fmt.Errorf("providers: %q is not a configured provider (configured: %v)", n, c.auth.Providers())
 		}
 	}

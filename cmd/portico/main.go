@@ -32,6 +32,8 @@ const usage = `usage: portico <command> [flags]
 commands:
   serve    serve REST/JSON for every annotated method of the upstreams
   routes   print the route table serve would build, then exit
+  lint     check .proto files or descriptor sets offline (HTTP rules,
+           portico.v1 options, CEL, buf.validate, route conflicts)
 
 run "portico <command> -h" for the flags of a command
 `
@@ -46,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(args[1:], stderr)
 	case "routes":
 		return cmdRoutes(args[1:], stdout, stderr)
+	case "lint":
+		return cmdLint(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
