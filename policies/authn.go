@@ -226,7 +226,10 @@ func (v *jwtVerifier) keyfunc(ctx context.Context) jwt.Keyfunc {
 			return ks, nil
 		}
 		k, err := set.KeyRead(ctx, kid)
-		if errors.Is(err, jwkset.ErrKeyNotFound) && v.refreshUnknown(ctx, kid) {
+		if errors.Is(err, jwkset.ErrKeyNotFound) {
+			// Read again even when no fetch was allowed: another caller's
+			// fetch may have brought the key since this one looked.
+			v.refreshUnknown(ctx, kid)
 			k, err = v.keys.Load().KeyRead(ctx, kid)
 		}
 		if err != nil {
@@ -241,21 +244,20 @@ func (v *jwtVerifier) keyfunc(ctx context.Context) jwt.Keyfunc {
 
 // refreshUnknown refetches the JWKS for a token with an unknown key id:
 // callers arriving while such a fetch runs wait for it; a new fetch starts
-// only when the limiter allows one. It reports whether a fetch ended.
-func (v *jwtVerifier) refreshUnknown(ctx context.Context, kid string) bool {
+// only when the limiter allows one.
+func (v *jwtVerifier) refreshUnknown(ctx context.Context, kid string) {
 	v.mu.Lock()
 	if ch := v.inflight; ch != nil {
 		v.mu.Unlock()
 		select {
 		case <-ch:
-			return true
 		case <-ctx.Done():
-			return false
 		}
+		return
 	}
 	if !v.unknownKID.Allow() {
 		v.mu.Unlock()
-		return false
+		return
 	}
 	ch := make(chan struct{})
 	v.inflight = ch
@@ -267,7 +269,6 @@ func (v *jwtVerifier) refreshUnknown(ctx context.Context, kid string) bool {
 	v.inflight = nil
 	v.mu.Unlock()
 	close(ch)
-	return true
 }
 
 func publicKey(k jwkset.JWK) any {
@@ -390,7 +391,6 @@ type Authenticator struct {
 	byIssuer  map[string]*jwtVerifier
 	apiKeys   []*apiKeySet
 	keyHeader []string // distinct API key headers
-	maxToken  int
 	consul    consulKV
 	log       *zap.Logger
 
@@ -402,7 +402,7 @@ type Authenticator struct {
 
 // NewAuthenticator prepares the providers of cfg; Start fetches and watches.
 func NewAuthenticator(cfg Config, kv consulKV, log *zap.Logger) *Authenticator {
-	a := &Authenticator{byIssuer: map[string]*jwtVerifier{}, maxToken: cfg.MaxTokenBytes, consul: kv, log: log}
+	a := &Authenticator{byIssuer: map[string]*jwtVerifier{}, consul: kv, log: log}
 	client := &http.Client{Timeout: 10 * time.Second}
 	for _, p := range cfg.JWT {
 		v := newJWTVerifier(p, client, log)

@@ -166,6 +166,7 @@ type cachePolicy struct {
 	metrics      *Metrics
 	errLog       *rate.Limiter
 	log          *zap.Logger
+	bg           *sync.WaitGroup // background refreshes; Compiler.Stop waits
 }
 
 // Fetch calls the upstream and renders its response.
@@ -224,7 +225,7 @@ func (cp *cachePolicy) serve(ctx context.Context, w http.ResponseWriter, r *http
 		if age <= cp.ttl+cp.swr {
 			cp.metrics.cache.WithLabelValues("stale").Inc()
 			// One background refresh per key; the caller is not kept waiting.
-			go cp.refresh(key, fetch)
+			cp.bg.Go(func() { cp.refresh(key, fetch) })
 			return writeCached(w, e, "STALE", age)
 		}
 	}

@@ -44,6 +44,7 @@ type Compiler struct {
 
 	mu      sync.Mutex
 	budgets map[string]*retryBudget
+	bg      sync.WaitGroup // stale-while-revalidate refreshes
 }
 
 // NewCompiler prepares the stores named by cfg; nothing connects until used.
@@ -81,6 +82,7 @@ func (c *Compiler) Start(ctx context.Context) error { return c.auth.Start(ctx) }
 // Stop ends background work and closes the Redis client.
 func (c *Compiler) Stop() error {
 	c.auth.Stop()
+	c.bg.Wait()
 	if c.rdb != nil {
 		return c.rdb.Close()
 	}
@@ -434,7 +436,7 @@ func (c *Compiler) Bind(mp *MethodPolicy, httpMethod, template string) *Policy {
 			ttl:   ca.GetTtl().AsDuration(), swr: ca.GetStaleWhileRevalidate().AsDuration(),
 			vary: canonical(ca.GetVaryHeaders()), public: ca.GetPublic(), allowNoCache: ca.GetAllowClientNoCache(),
 			maxEntry: c.cfg.Cache.MaxEntryBytes, timeout: timeout, store: c.cacheStore, flight: &c.flight,
-			metrics: c.metrics, errLog: c.errLog, log: c.log,
+			metrics: c.metrics, errLog: c.errLog, log: c.log, bg: &c.bg,
 		}
 	}
 	rt := mp.retryOpt

@@ -3,6 +3,7 @@ package policies
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,7 +33,7 @@ func validateCORS(origins []string, credentials bool) error {
 			}
 			continue
 		}
-		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") || strings.HasSuffix(o, "/") {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 			return errors.New("origin " + strconv.Quote(o) + ` must be "*" or scheme://host[:port] without a path`)
 		}
 	}

@@ -76,18 +76,24 @@ func (m *memoryLimiter) allow(_ context.Context, key string, l limit) (decision,
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.tat) > 2*s.lastSweep {
-		for k, t := range s.tat {
-			if !t.After(now) {
-				delete(s.tat, k)
-			}
-		}
-		s.lastSweep = max(len(s.tat), 1024)
+		s.sweep(now)
 	}
 	d, tat := gcra(now, s.tat[key], l)
 	if d.allowed {
 		s.tat[key] = tat
 	}
 	return d, nil
+}
+
+// sweep drops buckets that have refilled completely (same as no bucket), so
+// memory follows the callers active within one period; s.mu is held.
+func (s *memShard) sweep(now time.Time) {
+	for k, t := range s.tat {
+		if !t.After(now) {
+			delete(s.tat, k)
+		}
+	}
+	s.lastSweep = max(len(s.tat), 1024)
 }
 
 // gcra decides one call at now for a bucket whose theoretical arrival time

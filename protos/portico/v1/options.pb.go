@@ -118,8 +118,8 @@ func (RateLimit_Key) EnumDescriptor() ([]byte, []int) {
 // Policy is what a service or a method declares.
 type Policy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Who may call. Unset means the operator's default (`policies.default_auth`
-	// in Portico's config; anonymous access when that is unset too).
+	// Who may call. Unset: anyone; credentials are not looked at and no
+	// identity is forwarded (any x-portico-* a client sends is still removed).
 	Auth *Auth `protobuf:"bytes,1,opt,name=auth,proto3" json:"auth,omitempty"`
 	// How often a caller may call. Unset: only the operator's global limit.
 	RateLimit *RateLimit `protobuf:"bytes,2,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
