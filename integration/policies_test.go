@@ -154,7 +154,7 @@ func TestValidationAndInternalFields(t *testing.T) {
 	for _, v := range d["fieldViolations"].([]any) {
 		fields = append(fields, v.(map[string]any)["field"].(string))
 	}
-	if got := strings.Join(fields, ","); got != "id,email,display_name,age,plan" {
+	if got := strings.Join(fields, ","); got != "id,email,displayName,age,plan" {
 		t.Fatalf("violations on %s; want every invalid field: %s", got, r.body)
 	}
 	if n := env.calls.get("CreateAccount"); n != 0 {

@@ -3,19 +3,22 @@ package policies
 import (
 	"errors"
 	"net/http"
+	"strings"
 
+	validatepb "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/portico-dev/portico/transcode"
 )
 
 // validationError renders protovalidate violations as 400 INVALID_ARGUMENT
 // with one google.rpc.BadRequest field violation each.
-func validationError(err error) error {
+func validationError(md protoreflect.MessageDescriptor, err error) error {
 	var verr *protovalidate.ValidationError
 	if !errors.As(err, &verr) {
 		// A runtime error evaluating a rule is the service's bug, not the
@@ -25,7 +28,7 @@ func validationError(err error) error {
 	br := &errdetails.BadRequest{}
 	first := ""
 	for _, v := range verr.Violations {
-		field := protovalidate.FieldPathString(v.Proto.GetField())
+		field := jsonPath(md, v.Proto.GetField())
 		desc := v.Proto.GetMessage()
 		if first == "" {
 			first = field + ": " + desc
@@ -42,13 +45,42 @@ func validationError(err error) error {
 	return &transcode.Error{HTTPCode: http.StatusBadRequest, Status: st}
 }
 
+// jsonPath names a violation's field as clients wrote it: JSON names
+// ("displayName", "items[2].sku"), where protovalidate uses proto names.
+func jsonPath(md protoreflect.MessageDescriptor, path *validatepb.FieldPath) string {
+	var b strings.Builder
+	for i, el := range path.GetElements() {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		renamed := proto.CloneOf(el)
+		var fd protoreflect.FieldDescriptor
+		if md != nil {
+			fd = md.Fields().ByNumber(protoreflect.FieldNumber(el.GetFieldNumber()))
+		}
+		if fd != nil {
+			renamed.SetFieldName(fd.JSONName())
+			switch {
+			case fd.IsMap():
+				md = fd.MapValue().Message()
+			default:
+				md = fd.Message()
+			}
+		} else {
+			md = nil
+		}
+		b.WriteString(protovalidate.FieldPathString(validatepb.FieldPath_builder{Elements: []*validatepb.FieldPathElement{renamed}}.Build()))
+	}
+	return b.String()
+}
+
 // validate checks req with v; nil v (no rules anywhere) passes.
 func validate(v protovalidate.Validator, req proto.Message) error {
 	if v == nil {
 		return nil
 	}
 	if err := v.Validate(req); err != nil {
-		return validationError(err)
+		return validationError(req.ProtoReflect().Descriptor(), err)
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/mesh/native"
+	"github.com/portico-dev/portico/policies"
 )
 
 // Topology is the demo's set of instances: service name and how many.
@@ -37,6 +38,7 @@ var Topology = []struct {
 	{"users", 1},
 	{"orders", 1},
 	{"products", 2},
+	{"accounts", 1},
 }
 
 func main() {
@@ -103,10 +105,20 @@ func run() error {
 		return err
 	}
 
+	dir, err := os.MkdirTemp("", "portico-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	idp, err := newDemoIDP(dir)
+	if err != nil {
+		return err
+	}
 	cfg := app.DefaultConfig()
 	cfg.Edge.Listen = *listen
 	cfg.Edge.AdminListen = *admin
 	cfg.Mesh.Consul.Address = agent.HTTPAddr
+	cfg.Policies.JWT = []policies.JWTProvider{{Name: "demo", Issuer: demoIssuer, JWKSFile: idp.jwks}}
 	cfg.Log.Format = "console"
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -122,6 +134,19 @@ func run() error {
 		return err
 	}
 	printTour("http://"+*listen, "http://"+*admin, agent.HTTPAddr)
+	alice, err := idp.token("alice", "paid", []string{})
+	if err != nil {
+		return err
+	}
+	bob, err := idp.token("bob", "free", []string{})
+	if err != nil {
+		return err
+	}
+	admin2, err := idp.token("root", "paid", []string{"admin"})
+	if err != nil {
+		return err
+	}
+	printPolicyTour("http://"+*listen, alice, bob, admin2)
 	<-ctx.Done()
 	fmt.Println("\nstopping…")
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), 20*time.Second)
