@@ -1,7 +1,6 @@
 package policies
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +11,7 @@ func TestMemoryLimiterGCRA(t *testing.T) {
 	m := newMemoryLimiter()
 	m.now = func() time.Time { return now }
 	l := limit{name: "default", rate: 10, period: time.Second, burst: 5}
-	ctx := context.Background()
+	ctx := t.Context()
 	for i := range 5 {
 		d, _ := m.allow(ctx, "k", l)
 		if !d.allowed || d.remaining != 4-i {
@@ -76,7 +75,7 @@ func TestMemoryCacheBudget(t *testing.T) {
 	c := newMemoryCache(10_000)
 	now := time.Unix(1000, 0)
 	c.now = func() time.Time { return now }
-	ctx := context.Background()
+	ctx := t.Context()
 	body := make([]byte, 1000)
 	for i := range 20 {
 		_ = c.set(ctx, "k"+itoa(i), &Response{Body: body}, time.Minute)
