@@ -44,6 +44,7 @@ type policyEnv struct {
 	edge   *harness.Edge
 	calls  *counter
 	client *http.Client
+	addr   string // the accounts backend
 }
 
 func withIDP(idp *harness.IDP) func(*app.Config) {
@@ -56,6 +57,7 @@ func newPolicyEnv(t *testing.T, mutate ...func(*app.Config)) *policyEnv {
 	t.Helper()
 	env := &policyEnv{idp: harness.NewIDP(t), calls: &counter{calls: map[string]int{}}, client: harness.Client(t)}
 	b := harness.Services(t, []string{"accounts"}, nil, env.calls.interceptor())
+	env.addr = b.Addr
 	env.edge = harness.Portico(t, func(cfg *app.Config) {
 		withIDP(env.idp)(cfg)
 		cfg.Edge.ForwardHeaders = append(cfg.Edge.ForwardHeaders, "X-Portico-Subject")
@@ -256,5 +258,33 @@ func TestCORS(t *testing.T) {
 	r = do(t, env.client, "GET", env.edge.URL+"/v1/accounts/alice", "", append(bearer(tok), "Origin", "https://app.example.com")...)
 	if r.code != 200 || r.header.Get("Access-Control-Allow-Origin") != "https://app.example.com" || r.header.Get("Access-Control-Expose-Headers") == "" {
 		t.Fatalf("actual request: %d %v", r.code, r.header)
+	}
+}
+
+// TestSharedRedisCache: two edges share one Redis cache; Redis stopping
+// turns the cache off without failing a request.
+func TestSharedRedisCache(t *testing.T) {
+	redis := harness.StartRedis(t)
+	shared := func(cfg *app.Config) {
+		cfg.Policies.Redis.Address = redis.Addr
+		cfg.Policies.Cache.Store = "redis"
+	}
+	env := newPolicyEnv(t, shared)
+	second := harness.Portico(t, func(cfg *app.Config) { withIDP(env.idp)(cfg); shared(cfg) }, env.addr)
+	if r := do(t, env.client, "GET", env.edge.URL+"/v1/plans", ""); r.header.Get(policies.CacheStatusHeader) != "MISS" {
+		t.Fatalf("first edge: %d %s", r.code, r.header.Get(policies.CacheStatusHeader))
+	}
+	r := do(t, env.client, "GET", second.URL+"/v1/plans", "")
+	if r.code != 200 || r.header.Get(policies.CacheStatusHeader) != "HIT" {
+		t.Fatalf("second edge: %d %s", r.code, r.header.Get(policies.CacheStatusHeader))
+	}
+	if n := env.calls.get("ListPlans"); n != 1 {
+		t.Fatalf("%d upstream calls for two edges; want 1", n)
+	}
+	redis.Stop()
+	for range 5 {
+		if r := do(t, env.client, "GET", second.URL+"/v1/plans", ""); r.code != 200 || r.header.Get(policies.CacheStatusHeader) != "MISS" {
+			t.Fatalf("with Redis down: %d %s", r.code, r.header.Get(policies.CacheStatusHeader))
+		}
 	}
 }
