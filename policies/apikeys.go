@@ -14,8 +14,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// consulKV is the part of Consul's KV API the key source uses.
-type consulKV interface {
+// ConsulKV is the part of Consul's KV API the Consul key source uses
+// (*api.KV implements it).
+type ConsulKV interface {
 	List(prefix string, q *api.QueryOptions) (api.KVPairs, *api.QueryMeta, error)
 }
 

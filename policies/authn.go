@@ -387,12 +387,10 @@ func HashAPIKey(key string) string {
 
 // Authenticator holds every configured provider and their background work.
 type Authenticator struct {
-	jwt       []*jwtVerifier
-	byIssuer  map[string]*jwtVerifier
-	apiKeys   []*apiKeySet
-	keyHeader []string // distinct API key headers
-	consul    consulKV
-	log       *zap.Logger
+	jwt     []*jwtVerifier
+	apiKeys []*apiKeySet
+	consul  ConsulKV
+	log     *zap.Logger
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -401,13 +399,12 @@ type Authenticator struct {
 }
 
 // NewAuthenticator prepares the providers of cfg; Start fetches and watches.
-func NewAuthenticator(cfg Config, kv consulKV, log *zap.Logger) *Authenticator {
-	a := &Authenticator{byIssuer: map[string]*jwtVerifier{}, consul: kv, log: log}
+func NewAuthenticator(cfg Config, kv ConsulKV, log *zap.Logger) *Authenticator {
+	a := &Authenticator{consul: kv, log: log}
 	client := &http.Client{Timeout: 10 * time.Second}
 	for _, p := range cfg.JWT {
 		v := newJWTVerifier(p, client, log)
 		a.jwt = append(a.jwt, v)
-		a.byIssuer[v.cfg.Issuer] = v
 	}
 	for _, s := range cfg.APIKeys {
 		if s.Header == "" {
@@ -415,20 +412,8 @@ func NewAuthenticator(cfg Config, kv consulKV, log *zap.Logger) *Authenticator {
 		}
 		s.Header = http.CanonicalHeaderKey(s.Header)
 		a.apiKeys = append(a.apiKeys, &apiKeySet{cfg: s})
-		if !containsString(a.keyHeader, s.Header) {
-			a.keyHeader = append(a.keyHeader, s.Header)
-		}
 	}
 	return a
-}
-
-func containsString(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Providers lists the configured provider names.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,7 +50,7 @@ type Compiler struct {
 
 // NewCompiler prepares the stores named by cfg; nothing connects until used.
 // kv may be nil (no Consul API key sources).
-func NewCompiler(cfg Config, kv consulKV, metrics *Metrics, log *zap.Logger) *Compiler {
+func NewCompiler(cfg Config, kv ConsulKV, metrics *Metrics, log *zap.Logger) *Compiler {
 	if metrics == nil {
 		metrics = NewMetrics(nil)
 	}
@@ -257,11 +258,11 @@ func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.Met
 	acc := &accepted{byIssuer: map[string]*jwtVerifier{}, maxToken: c.cfg.MaxTokenBytes}
 	names := a.GetProviders()
 	for _, n := range names {
-		if !c.AnyProvider && !containsString(c.auth.Providers(), n) {
+		if !c.AnyProvider && !slices.Contains(c.auth.Providers(), n) {
 			return fmt.Errorf("providers: %q is not a configured provider (configured: %v)", n, c.auth.Providers())
 		}
 	}
-	take := func(n string) bool { return len(names) == 0 || containsString(names, n) }
+	take := func(n string) bool { return len(names) == 0 || slices.Contains(names, n) }
 	for _, v := range c.auth.jwt {
 		if take(v.cfg.Name) {
 			acc.jwt = append(acc.jwt, v)
@@ -271,7 +272,7 @@ func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.Met
 	for _, s := range c.auth.apiKeys {
 		if take(s.cfg.Name) {
 			acc.apiKeys = append(acc.apiKeys, s)
-			if !containsString(acc.keyHeaders, s.cfg.Header) {
+			if !slices.Contains(acc.keyHeaders, s.cfg.Header) {
 				acc.keyHeaders = append(acc.keyHeaders, s.cfg.Header)
 			}
 		}

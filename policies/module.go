@@ -16,7 +16,7 @@ var Module = fx.Module("policies",
 )
 
 func newCompiler(lc fx.Lifecycle, cfg Config, m *mesh.Mesh, reg *prometheus.Registry, log *zap.Logger) *Compiler {
-	var kv consulKV
+	var kv ConsulKV
 	if m.Consul != nil {
 		kv = m.Consul.KV()
 	}
