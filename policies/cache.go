@@ -190,8 +190,16 @@ func (cp *cachePolicy) key(r *http.Request, c *Caller, req proto.Message) (strin
 	}
 	if !cp.public {
 		h.Write([]byte{1})
-		if c != nil {
+		if !c.Anonymous() {
 			h.Write([]byte(c.Provider + "\x00" + c.Subject))
+		} else {
+			// No identity the edge verified, but the upstream may tell
+			// callers apart by the credentials it is forwarded: keep them
+			// apart here too.
+			for _, name := range []string{"Authorization", "Cookie", "X-Api-Key"} {
+				h.Write([]byte{0})
+				h.Write([]byte(strings.Join(r.Header.Values(name), ",")))
+			}
 		}
 	}
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)), nil

@@ -72,3 +72,34 @@ func TestCacheStaleWhileRevalidateAndNoCache(t *testing.T) {
 		t.Fatalf("no-cache allowed: %s %s; want BYPASS 4", st, body)
 	}
 }
+
+// A private (non-public) cache never serves one caller's entry to another:
+// verified callers by identity, anonymous ones by the credentials the
+// upstream would see.
+func TestCacheKeySeparatesCallers(t *testing.T) {
+	cp := &cachePolicy{route: "GET /x"}
+	req := wrapperspb.String("same")
+	key := func(c *Caller, hdr ...string) string {
+		r := httptest.NewRequest(http.MethodGet, "/x", nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			r.Header.Set(hdr[i], hdr[i+1])
+		}
+		k, err := cp.key(r, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	alice := &Caller{Subject: "alice", Provider: "corp"}
+	bob := &Caller{Subject: "bob", Provider: "corp"}
+	if key(alice) == key(bob) || key(alice) != key(alice, "Authorization", "Bearer other") {
+		t.Fatal("verified callers: keyed by identity only")
+	}
+	if key(nil, "Authorization", "Bearer a") == key(nil, "Authorization", "Bearer b") || key(nil, "Cookie", "s=1") == key(nil) {
+		t.Fatal("anonymous callers with different credentials share an entry")
+	}
+	cp.public = true
+	if key(alice) != key(bob) {
+		t.Fatal("public: one entry for everyone")
+	}
+}
