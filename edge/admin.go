@@ -28,21 +28,44 @@ type Admin struct {
 	ready func() (bool, []mesh.Check)
 }
 
-// NewMetrics returns the registry every component registers on, with the Go
-// runtime and process collectors, and the mesh gauges.
-func NewMetrics(m *mesh.Mesh, tables *Tables) *prometheus.Registry {
+// NewRegistry returns the registry every component registers on, with the
+// Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "portico_route_table_routes",
-		Help: "Routes in the current route table.",
-	}, func() float64 {
-		if t := tables.Load(); t != nil {
-			return float64(len(t.routes))
+	return reg
+}
+
+// RegisterMetrics adds the route-table and mesh gauges to reg.
+func RegisterMetrics(reg *prometheus.Registry, m *mesh.Mesh, tables *Tables) {
+	table := func(f func(*RouteTable) float64) func() float64 {
+		return func() float64 {
+			if t := tables.Load(); t != nil {
+				return f(t)
+			}
+			return 0
 		}
-		return 0
-	}))
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portico_route_table_routes",
+			Help: "Routes in the current route table.",
+		}, table(func(t *RouteTable) float64 { return float64(len(t.routes)) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portico_route_table_rejected_services",
+			Help: "Services left out of the current route table (invalid annotations, route conflicts); the log names each.",
+		}, table(func(t *RouteTable) float64 { return float64(len(t.Rejected)) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portico_route_table_last_build_timestamp_seconds",
+			Help: "When the current route table was built (Unix time).",
+		}, table(func(t *RouteTable) float64 { return float64(t.Built.UnixNano()) / 1e9 })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "portico_route_table_builds_total",
+			Help: "Route tables built and swapped in.",
+		}, func() float64 { return float64(tables.builds.Load()) }),
+	)
 	if m.Catalog != nil {
+		reg.MustRegister(instancesCollector{m.Catalog})
 		reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "portico_consul_watch_healthy",
@@ -70,7 +93,24 @@ func NewMetrics(m *mesh.Mesh, tables *Tables) *prometheus.Registry {
 			return 0
 		}))
 	}
-	return reg
+}
+
+// instancesCollector reports each exposed service's passing instances by
+// state: healthy (in the balancer) or ejected (outlier detection).
+type instancesCollector struct{ c *mesh.Catalog }
+
+var instancesDesc = prometheus.NewDesc("portico_upstream_instances",
+	"Passing Consul instances of each exposed service, by state: healthy (receiving calls) or ejected (outlier detection).",
+	[]string{"service", "state"}, nil)
+
+func (instancesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- instancesDesc }
+
+func (ic instancesCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, svc := range ic.c.Services() {
+		n, ejected := ic.c.Instances(svc), len(ic.c.Ejected(svc))
+		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(max(n-ejected, 0)), svc, "healthy")
+		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(ejected), svc, "ejected")
+	}
 }
 
 // NewAdmin prepares the admin listener on addr.
@@ -148,9 +188,12 @@ func (a *Admin) Stop(ctx context.Context) error {
 	return err
 }
 
-// Readiness combines the route table and the mesh checks.
-func Readiness(tables *Tables, m *mesh.Mesh) func() (bool, []mesh.Check) {
+// Readiness combines draining, the route table and the mesh checks.
+func Readiness(tables *Tables, m *mesh.Mesh, d *Drain) func() (bool, []mesh.Check) {
 	return func() (bool, []mesh.Check) {
+		if d.Draining() {
+			return false, []mesh.Check{{Name: "draining", Detail: "shutting down: finishing in-flight requests"}}
+		}
 		rt := mesh.Check{Name: "routes", OK: tables.Load() != nil}
 		if t := tables.Load(); t != nil {
 			rt.Detail = fmt.Sprintf("%d routes, %d services rejected, built %s", len(t.routes), len(t.Rejected), t.Built.UTC().Format(time.RFC3339))

@@ -50,6 +50,30 @@ func NewBuilder(sources []mesh.Discovery, c *transcode.Compiler, pc *policies.Co
 func (b *Builder) Refresh(ctx context.Context, force bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.refresh(ctx, force)
+}
+
+// Reconfigure runs apply between two refreshes (apply changes what the
+// compilers produce: the policies' operator config), then rebuilds the
+// table from the descriptors it has and swaps it in. apply's result runs
+// after the swap (stopping what the old table used). An error from apply
+// keeps the current table.
+func (b *Builder) Reconfigure(ctx context.Context, apply func() (after func(), err error)) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	after, err := apply()
+	if err != nil {
+		return err
+	}
+	b.key = "" // rebuild even though no descriptor changed
+	b.refresh(ctx, false)
+	if after != nil {
+		after()
+	}
+	return nil
+}
+
+func (b *Builder) refresh(ctx context.Context, force bool) bool {
 	allOK := true
 	var targets []string
 	for _, src := range b.sources {

@@ -27,6 +27,15 @@ const (
 	DefaultMaxStreamDuration = time.Hour
 	// DefaultShutdownGrace is how long a stop waits for in-flight requests.
 	DefaultShutdownGrace = 15 * time.Second
+	// DefaultDrainDelay is how long a stopping Portico keeps serving while
+	// failing readiness, so that load balancers and Consul stop sending new
+	// connections before the listener closes.
+	DefaultDrainDelay = 5 * time.Second
+	// DefaultTLSReloadInterval is how often the listener's certificate
+	// files are checked for a change.
+	DefaultTLSReloadInterval = 5 * time.Second
+	// DefaultTraceHeader returns the trace id to clients.
+	DefaultTraceHeader = "X-Trace-Id"
 )
 
 // DefaultForwardHeaders are the request headers passed to upstreams as gRPC
@@ -55,16 +64,70 @@ type Config struct {
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// MaxStreamDuration bounds a server-streaming call.
 	MaxStreamDuration time.Duration `yaml:"max_stream_duration"`
-	// ShutdownGrace bounds the drain of in-flight requests on stop.
+	// ShutdownGrace bounds the drain of in-flight requests on stop, after
+	// DrainDelay; server streams still open when it starts are ended with
+	// a final UNAVAILABLE message.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// DrainDelay is how long a stopping Portico fails /readyz (and has left
+	// Consul) while it still serves, closing keep-alive connections after
+	// their next response.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 	// ForwardHeaders lists request headers forwarded as metadata.
 	ForwardHeaders []string `yaml:"forward_headers"`
+	// AccessLog is the per-request JSON log.
+	AccessLog AccessLogConfig `yaml:"access_log"`
+	// Tracing is OpenTelemetry tracing.
+	Tracing TracingConfig `yaml:"tracing"`
 }
 
 // TLSConfig names the certificate and key files of the public listener.
 type TLSConfig struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// ReloadInterval is how often the files are checked; a changed pair is
+	// loaded for new handshakes (a broken pair keeps the old one).
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// ClientCAFile turns on client certificate verification against the
+	// PEM CAs in the file (partner APIs).
+	ClientCAFile string `yaml:"client_ca_file"`
+	// ClientAuth is "require" (default with a client CA: no valid client
+	// certificate, no handshake) or "optional" (verified when presented).
+	ClientAuth string `yaml:"client_auth"`
+}
+
+// AccessLogConfig is `edge.access_log`.
+type AccessLogConfig struct {
+	// Enabled writes one JSON line per request (default true).
+	Enabled *bool `yaml:"enabled"`
+	// SampleRatio is the share of requests answered below 500 that are
+	// logged, 0 to 1 (default 1); 5xx answers are always logged.
+	SampleRatio float64 `yaml:"sample_ratio"`
+}
+
+// On reports whether the access log is written.
+func (c AccessLogConfig) On() bool { return c.Enabled == nil || *c.Enabled }
+
+// TracingConfig is `edge.tracing`.
+type TracingConfig struct {
+	// Exporter is "none" (default: trace ids are still made, propagated
+	// and returned, nothing is exported) or "otlp" (OTLP over gRPC).
+	Exporter string `yaml:"exporter"`
+	// Endpoint is the OTLP collector, host:port.
+	Endpoint string `yaml:"endpoint"`
+	// Insecure talks to the collector without TLS.
+	Insecure bool `yaml:"insecure"`
+	// SampleRatio is the share of new traces sampled (default 1); a trusted
+	// incoming traceparent's sampled flag is followed.
+	SampleRatio float64 `yaml:"sample_ratio"`
+	// TrustIncoming lists the client networks whose W3C traceparent is
+	// continued (CIDRs, or "private" for loopback and private ranges,
+	// "any", "none"); others start a new trace. Default ["private"].
+	TrustIncoming []string `yaml:"trust_incoming"`
+	// ResponseHeader carries the trace id back to the client (default
+	// X-Trace-Id; "-" turns it off).
+	ResponseHeader string `yaml:"response_header"`
+	// ServiceName is the resource's service.name (default "portico").
+	ServiceName string `yaml:"service_name"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -79,7 +142,14 @@ func DefaultConfig() Config {
 		UpstreamTimeout:   DefaultUpstreamTimeout,
 		MaxStreamDuration: DefaultMaxStreamDuration,
 		ShutdownGrace:     DefaultShutdownGrace,
+		DrainDelay:        DefaultDrainDelay,
 		ForwardHeaders:    append([]string(nil), DefaultForwardHeaders...),
+		TLS:               TLSConfig{ReloadInterval: DefaultTLSReloadInterval},
+		AccessLog:         AccessLogConfig{SampleRatio: 1},
+		Tracing: TracingConfig{
+			Exporter: "none", SampleRatio: 1, TrustIncoming: []string{"private"},
+			ResponseHeader: DefaultTraceHeader, ServiceName: "portico",
+		},
 	}
 }
 
@@ -95,6 +165,26 @@ func (c Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return fmt.Errorf("edge.tls: cert_file and key_file go together")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		return fmt.Errorf("edge.tls.client_ca_file needs cert_file and key_file")
+	}
+	switch c.TLS.ClientAuth {
+	case "", "require", "optional":
+	default:
+		return fmt.Errorf("edge.tls.client_auth must be require or optional, got %q", c.TLS.ClientAuth)
+	}
+	if c.TLS.CertFile != "" && c.TLS.ReloadInterval <= 0 {
+		return fmt.Errorf("edge.tls.reload_interval must be > 0, got %s", c.TLS.ReloadInterval)
+	}
+	if c.DrainDelay < 0 {
+		return fmt.Errorf("edge.drain_delay must be >= 0, got %s", c.DrainDelay)
+	}
+	if r := c.AccessLog.SampleRatio; r < 0 || r > 1 {
+		return fmt.Errorf("edge.access_log.sample_ratio must be within [0, 1], got %g", r)
+	}
+	if err := c.Tracing.validate(); err != nil {
+		return err
 	}
 	for name, d := range map[string]time.Duration{
 		"read_header_timeout": c.ReadHeaderTimeout, "read_timeout": c.ReadTimeout,

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -24,17 +25,22 @@ import (
 type Handler struct {
 	tables            *Tables
 	md                *metadataMapper
+	tel               *Telemetry
+	drain             *Drain
 	upstreamTimeout   time.Duration
 	maxStreamDuration time.Duration
 	streamIdle        time.Duration
 	log               *zap.Logger
 }
 
-// NewHandler returns the public handler.
-func NewHandler(cfg Config, tcfg transcode.Config, tables *Tables, log *zap.Logger) *Handler {
+// NewHandler returns the public handler; tel reports every request, drain
+// ends server streams when Portico stops.
+func NewHandler(cfg Config, tcfg transcode.Config, tables *Tables, tel *Telemetry, drain *Drain, log *zap.Logger) *Handler {
 	return &Handler{
 		tables:            tables,
 		md:                newMetadataMapper(cfg.ForwardHeaders),
+		tel:               tel,
+		drain:             drain,
 		upstreamTimeout:   cfg.UpstreamTimeout,
 		maxStreamDuration: cfg.MaxStreamDuration,
 		streamIdle:        tcfg.StreamIdleTimeout,
@@ -42,16 +48,32 @@ func NewHandler(cfg Config, tcfg transcode.Config, tables *Tables, log *zap.Logg
 	}
 }
 
-var varsPool = sync.Pool{New: func() any { s := make([]string, 0, 8); return &s }}
+var (
+	varsPool     = sync.Pool{New: func() any { s := make([]string, 0, 8); return &s }}
+	exchangePool = sync.Pool{New: func() any { return new(exchange) }}
+)
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	reqID := requestID(r)
-	w.Header().Set(requestIDHeader, reqID)
-	var (
-		route *Route
-		err   error
-	)
+	ex := exchangePool.Get().(*exchange)
+	*ex = exchange{start: time.Now(), rec: recorder{ResponseWriter: w}}
+	h.tel.inFlight.Inc()
+	defer h.tel.inFlight.Dec()
+	ctx, span := h.tel.startSpan(r)
+	r = r.WithContext(ctx)
+	ex.reqID = requestID(r)
+	hdr := w.Header()
+	hdr.Set(requestIDHeader, ex.reqID)
+	if sc := span.SpanContext(); h.tel.traceHeader != "" && sc.HasTraceID() {
+		hdr.Set(h.tel.traceHeader, sc.TraceID().String())
+	}
+	h.handle(&ex.rec, r, ex)
+	h.tel.finish(r, ex, span)
+	*ex = exchange{}
+	exchangePool.Put(ex)
+}
+
+func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
+	var err error
 	t := h.tables.Load()
 	if t == nil {
 		err = status.Error(codes.Unavailable, "no route table yet: upstreams are still being reflected")
@@ -63,10 +85,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			varsPool.Put(vp)
 			return
 		}
-		route, vars, err = t.Match(r.Method, r.URL.EscapedPath(), (*vp)[:0])
+		ex.route, vars, err = t.Match(r.Method, r.URL.EscapedPath(), (*vp)[:0])
 		if err == nil {
-			err = h.serve(w, r, route, vars, reqID)
+			err = h.serve(w, r, ex, vars)
 		} else {
+			ex.route = nil
 			err = matchError(r, err)
 		}
 		clear(vars)
@@ -77,17 +100,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var types transcode.Resolver
-	if route != nil {
-		types = route.Codec.Types()
+	if ex.route != nil {
+		types = ex.route.Codec.Types()
 	}
 	if errors.Is(err, transcode.ErrResponseStarted) {
 		if ce := h.log.Check(zapcore.DebugLevel, "response cut short"); ce != nil {
-			ce.Write(zap.String("path", r.URL.Path), zap.String("request_id", reqID), zap.Error(err))
+			ce.Write(zap.String("path", r.URL.Path), zap.String("request_id", ex.reqID), zap.Error(err))
 		}
 		return
 	}
-	code, st := transcode.WriteError(w, err, types)
-	h.logError(r, route, code, st, reqID, start)
+	_, st := transcode.WriteError(w, err, types)
+	ex.code, ex.message = st.Code(), st.Message()
 }
 
 // preflight answers a CORS preflight with the policy of the route the
@@ -118,32 +141,18 @@ func matchError(r *http.Request, err error) error {
 	}
 }
 
-func (h *Handler) logError(r *http.Request, route *Route, code int, st *status.Status, reqID string, start time.Time) {
-	lvl := zapcore.DebugLevel
-	if code >= 500 {
-		lvl = zapcore.WarnLevel
-	}
-	ce := h.log.Check(lvl, "request failed")
-	if ce == nil {
-		return
-	}
-	method := ""
-	if route != nil {
-		method = route.FullMethod
-	}
-	ce.Write(zap.String("http_method", r.Method), zap.String("path", r.URL.Path), zap.String("grpc_method", method),
-		zap.Int("status", code), zap.Stringer("grpc_code", st.Code()), zap.String("message", st.Message()),
-		zap.String("request_id", reqID), zap.Duration("latency", time.Since(start)))
-}
-
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, vars []string, reqID string) error {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ex *exchange, vars []string) error {
 	// The policy stages run in the order policies' package comment gives:
 	// those that need only headers first, so a rejected request is never
 	// decoded; then the ones that need the request message.
+	route := ex.route
 	pol := route.Policy
 	caller, err := pol.Admit(r.Context(), w, r)
 	if err != nil {
 		return err
+	}
+	if caller != nil {
+		ex.subject = caller.Subject
 	}
 	req, err := route.Codec.DecodeRequest(r, vars)
 	if err != nil {
@@ -152,14 +161,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, va
 	if err := pol.Check(r.Context(), r, caller, req); err != nil {
 		return err
 	}
-	md, err := h.md.outgoing(r, reqID)
+	md, err := h.md.outgoing(r, ex.reqID)
 	if err != nil {
 		return err
 	}
 	pol.Identify(md, caller)
 	ctx := metadata.NewOutgoingContext(r.Context(), md)
 	if route.streamDesc != nil {
-		return h.serveStream(ctx, w, r, route, req)
+		return h.serveStream(ctx, w, r, ex, req)
 	}
 	timeout := pol.Timeout(h.upstreamTimeout)
 	if v := r.Header.Get(grpcTimeoutInput); v != "" {
@@ -173,7 +182,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, va
 		return pol.ServeCached(ctx, w, r, caller, req, func(ctx context.Context) (*policies.Response, error) {
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			resp, header, trailer, err := h.invoke(ctx, route, req)
+			// The fetch may outlive this request (stale-while-revalidate,
+			// coalesced callers): it reports into an exchange of its own.
+			resp, header, trailer, err := h.invoke(ctx, &exchange{route: route}, req)
 			if err != nil {
 				return nil, upstreamError(ctx, err)
 			}
@@ -192,7 +203,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, va
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, header, trailer, err := h.invoke(ctx, route, req)
+	resp, header, trailer, err := h.invoke(ctx, ex, req)
 	writeMetadata(w.Header(), header)
 	writeMetadata(w.Header(), trailer)
 	if err != nil {
@@ -205,23 +216,33 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route *Route, va
 // repeat are retried (GET bindings and methods declared idempotent), on
 // UNAVAILABLE and the codes the method lists, within the retry budget.
 // round_robin sends each retry to the next instance.
-func (h *Handler) invoke(ctx context.Context, route *Route, req proto.Message) (resp proto.Message, header, trailer metadata.MD, err error) {
+// Each attempt's duration and the instance that answered are recorded.
+func (h *Handler) invoke(ctx context.Context, ex *exchange, req proto.Message) (resp proto.Message, header, trailer metadata.MD, err error) {
+	route := ex.route
+	var p peer.Peer
 	err = route.Policy.Call(ctx, func(ctx context.Context) error {
 		resp, header, trailer = route.Codec.NewResponse(), nil, nil
-		return route.Conn.Invoke(ctx, route.FullMethod, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
+		start := time.Now()
+		err := route.Conn.Invoke(ctx, route.FullMethod, req, resp, grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&p))
+		h.tel.observeUpstream(route.FullMethod, status.Code(err), time.Since(start))
+		return err
 	})
+	if p.Addr != nil {
+		ex.upstream = p.Addr.String()
+	}
 	return resp, header, trailer, err
 }
 
 var (
 	errStreamIdle    = status.Error(codes.DeadlineExceeded, "stream ended: upstream sent nothing for transcode.stream_idle_timeout")
 	errStreamTooLong = status.Error(codes.DeadlineExceeded, "stream ended: edge.max_stream_duration reached")
+	errDraining      = status.Error(codes.Unavailable, "stream ended: this Portico instance is shutting down; reconnect to continue")
 )
 
 // upstreamError keeps the upstream's status, naming deadline and
 // cancellation by the edge's own context.
 func upstreamError(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); cause == errStreamIdle || cause == errStreamTooLong {
+	if cause := context.Cause(ctx); cause == errStreamIdle || cause == errStreamTooLong || cause == errDraining {
 		return cause
 	}
 	if st, ok := status.FromError(err); ok {
@@ -233,18 +254,29 @@ func upstreamError(ctx context.Context, err error) error {
 	return transcode.FromContextError(err)
 }
 
-func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *http.Request, route *Route, req any) error {
+func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *exchange, req any) error {
+	route := ex.route
 	ctx, cancelMax := context.WithTimeoutCause(ctx, h.maxStreamDuration, errStreamTooLong)
 	defer cancelMax()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	// The idle timer ends the call when the upstream goes quiet.
+	// The idle timer ends the call when the upstream goes quiet; a drain
+	// ends it with a final UNAVAILABLE message the client can act on.
 	idle := time.AfterFunc(h.streamIdle, func() { cancel(errStreamIdle) })
 	defer idle.Stop()
+	stopDrain := context.AfterFunc(h.drain.Context(), func() { cancel(errDraining) })
+	defer stopDrain()
+	start := time.Now()
 	cs, err := route.Conn.NewStream(ctx, route.streamDesc, route.FullMethod)
 	if err != nil {
 		return upstreamError(ctx, err)
 	}
+	defer func() {
+		if p, ok := peer.FromContext(cs.Context()); ok && p.Addr != nil {
+			ex.upstream = p.Addr.String()
+		}
+		h.tel.observeUpstream(route.FullMethod, ex.code, time.Since(start))
+	}()
 	if err := cs.SendMsg(req); err != nil {
 		return upstreamError(ctx, cs.RecvMsg(route.Codec.NewResponse()))
 	}
@@ -274,6 +306,7 @@ func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *htt
 			if !started {
 				return err
 			}
+			ex.code = status.Code(err)
 			sw.SendError(err)
 			return transcode.ErrResponseStarted
 		}

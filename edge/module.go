@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/policies"
@@ -17,35 +18,43 @@ import (
 )
 
 // Module provides the route tables, the builder, the handler, the public and
-// admin servers, and runs them: the first table is built before the listener
-// opens; with Consul, Portico registers itself once both listen and
-// deregisters first on stop.
+// admin servers, telemetry, and runs them: the first table is built before
+// the listener opens; with Consul, Portico registers itself once both
+// listen. Stopping follows Drain's order: fail readiness and leave Consul,
+// keep serving for edge.drain_delay while connections move away, end
+// streams, close the listener and drain in-flight requests.
 var Module = fx.Module("edge",
 	fx.Decorate(func(l *zap.Logger) *zap.Logger { return l.Named("edge") }),
 	fx.Provide(
 		NewTables,
+		NewDrain,
 		newBuilder,
+		newTelemetry,
 		newHandler,
 		newServer,
-		NewMetrics,
+		NewRegistry,
 		newAdmin,
+		fx.Annotate(func(t *Telemetry) grpc.DialOption { return t.ClientHandler() }, fx.ResultTags(mesh.DialOptionsGroup)),
 	),
-	fx.Invoke(func(lc fx.Lifecycle, b *Builder, s *Server, a *Admin, m *mesh.Mesh, cfg Config, mc mesh.Config, log *zap.Logger) {
+	fx.Invoke(RegisterMetrics),
+	fx.Invoke(func(lc fx.Lifecycle, b *Builder, s *Server, a *Admin, d *Drain, tel *Telemetry, m *mesh.Mesh, cfg Config, mc mesh.Config, log *zap.Logger) {
 		lc.Append(fx.StartStopHook(func(ctx context.Context) error {
 			b.Start(ctx)
 			return nil
 		}, b.Stop))
-		lc.Append(fx.StartStopHook(s.Start, s.Stop))
-		if a == nil {
-			return
-		}
-		lc.Append(fx.StartStopHook(a.Start, a.Stop))
-		if m.Consul == nil || !mc.Consul.RegisterEnabled() {
-			return
+		lc.Append(fx.StopHook(tel.Shutdown))
+		if a != nil {
+			lc.Append(fx.StartStopHook(a.Start, a.Stop))
 		}
 		var r *mesh.Registrar
 		lc.Append(fx.Hook{
-			OnStart: func(context.Context) error {
+			OnStart: func(ctx context.Context) error {
+				if err := s.Start(ctx); err != nil {
+					return err
+				}
+				if a == nil || m.Consul == nil || !mc.Consul.RegisterEnabled() {
+					return nil
+				}
 				reg, err := selfRegistration(mc, s.Addr().String(), a.Addr().String())
 				if err != nil {
 					return err
@@ -53,11 +62,26 @@ var Module = fx.Module("edge",
 				r = mesh.StartRegistrar(m.Consul, reg, log)
 				return nil
 			},
-			OnStop: func(context.Context) error {
-				if err := r.Deregister(5 * time.Second); err != nil {
-					log.Warn("leaving consul", zap.Error(err))
+			OnStop: func(ctx context.Context) error {
+				start := time.Now()
+				d.Begin()
+				log.Info("draining: readiness fails from now on", zap.Duration("drain_delay", cfg.DrainDelay), zap.Duration("shutdown_grace", cfg.ShutdownGrace))
+				if r != nil {
+					if err := r.Deregister(5 * time.Second); err != nil {
+						log.Warn("leaving consul", zap.Error(err))
+					}
 				}
-				return nil
+				s.BeginDrain()
+				if wait := cfg.DrainDelay - time.Since(start); wait > 0 {
+					t := time.NewTimer(wait)
+					select {
+					case <-t.C:
+					case <-ctx.Done():
+						t.Stop()
+					}
+				}
+				d.EndStreams()
+				return s.Stop(ctx)
 			},
 		})
 	}),
@@ -79,8 +103,13 @@ func selfRegistration(mc mesh.Config, public, admin string) (*api.AgentServiceRe
 	if err != nil {
 		return nil, err
 	}
-	if ip := net.ParseIP(ah); ip != nil && ip.IsUnspecified() {
+	if ip := net.ParseIP(ah); ah == "" || (ip != nil && ip.IsUnspecified()) {
+		// The agent reaches the admin listener where it reaches the public
+		// one (a container's name), or on loopback.
 		ah = "127.0.0.1"
+		if rc.Address != "" {
+			ah = host
+		}
 	}
 	id := rc.ID
 	if id == "" {
@@ -107,16 +136,53 @@ func newBuilder(m *mesh.Mesh, c *transcode.Compiler, pc *policies.Compiler, t *T
 	return NewBuilder(m.Sources(), c, pc, t, mc.RefreshInterval, log)
 }
 
-func newHandler(cfg Config, tc transcode.Config, t *Tables, log *zap.Logger) *Handler {
-	return NewHandler(cfg, tc, t, log)
+func newHandler(cfg Config, tc transcode.Config, t *Tables, tel *Telemetry, d *Drain, log *zap.Logger) *Handler {
+	return NewHandler(cfg, tc, t, tel, d, log)
 }
 
-func newServer(cfg Config, h *Handler, log *zap.Logger) *Server { return NewServer(cfg, h, log) }
+// AccessLogger is where the access log goes when the process supplies
+// one (`portico serve`: JSON lines on stdout at info, whatever log.level);
+// otherwise it goes to the process log, as "access", when that logs info.
+type AccessLogger struct{ *zap.Logger }
+
+type telemetryIn struct {
+	fx.In
+	Cfg    Config
+	Reg    *prometheus.Registry
+	Log    *zap.Logger
+	Access *AccessLogger `optional:"true"`
+}
+
+func newTelemetry(in telemetryIn) (*Telemetry, error) {
+	access := in.Log.Named("access")
+	if in.Access != nil {
+		access = in.Access.Logger
+	}
+	return NewTelemetry(in.Cfg, in.Reg, access)
+}
+
+func newServer(cfg Config, h *Handler, reg *prometheus.Registry, log *zap.Logger) *Server {
+	s := NewServer(cfg, h, log)
+	if cfg.TLS.CertFile != "" {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portico_tls_certificate_expiry_timestamp_seconds",
+			Help: "When the public listener's certificate expires (Unix time); 0 before it is loaded.",
+		}, func() float64 {
+			if s.TLS != nil {
+				if l := s.TLS.Leaf(); l != nil {
+					return float64(l.NotAfter.Unix())
+				}
+			}
+			return 0
+		}))
+	}
+	return s
+}
 
 // newAdmin returns nil when edge.admin_listen is empty.
-func newAdmin(cfg Config, reg *prometheus.Registry, t *Tables, m *mesh.Mesh, log *zap.Logger) *Admin {
+func newAdmin(cfg Config, reg *prometheus.Registry, t *Tables, m *mesh.Mesh, d *Drain, log *zap.Logger) *Admin {
 	if cfg.AdminListen == "" {
 		return nil
 	}
-	return NewAdmin(cfg.AdminListen, reg, Readiness(t, m), log)
+	return NewAdmin(cfg.AdminListen, reg, Readiness(t, m, d), log)
 }

@@ -7,17 +7,22 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
 	"go.uber.org/zap"
 )
 
-// Server is the public HTTP listener.
+// Server is the public HTTP listener: HTTP/1.1 and HTTP/2 (ALPN over TLS,
+// prior knowledge in cleartext).
 type Server struct {
 	cfg  Config
 	srv  *http.Server
 	log  *zap.Logger
 	ln   net.Listener
 	done chan struct{}
+	// TLS is the listener's certificate (nil without TLS); Reload and the
+	// file watch swap it in place.
+	TLS *CertReloader
 }
 
 // NewServer prepares the server; Start binds and serves.
@@ -37,20 +42,23 @@ func NewServer(cfg Config, h http.Handler, log *zap.Logger) *Server {
 	}}
 }
 
-// Start binds the listener (a bad address fails here) and serves in a
-// goroutine owned by the server.
+// Start loads the TLS files (a broken pair fails here), binds the listener
+// and serves in a goroutine owned by the server.
 func (s *Server) Start(context.Context) error {
+	if s.cfg.TLS.CertFile != "" {
+		r, err := NewCertReloader(s.cfg.TLS, s.log.Named("tls"))
+		if err != nil {
+			return fmt.Errorf("edge.tls: %w", err)
+		}
+		s.TLS = r
+	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
+		s.TLS.Close()
 		return fmt.Errorf("edge: listen %s: %w", s.cfg.Listen, err)
 	}
-	if s.cfg.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile)
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("edge: tls: %w", err)
-		}
-		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	if s.TLS != nil {
+		ln = tls.NewListener(ln, &tls.Config{GetConfigForClient: s.TLS.configFor})
 	}
 	s.ln = ln
 	s.done = make(chan struct{})
@@ -60,24 +68,35 @@ func (s *Server) Start(context.Context) error {
 			s.log.Error("server stopped", zap.Error(err))
 		}
 	}()
-	s.log.Info("listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", s.cfg.TLS.CertFile != ""))
+	s.log.Info("listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", s.TLS != nil),
+		zap.Bool("client_certificates", s.cfg.TLS.ClientCAFile != ""))
 	return nil
 }
 
 // Addr is the bound address (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Stop stops accepting and drains in-flight requests until ctx ends.
+// BeginDrain answers each request from now on with "Connection: close" and
+// closes idle keep-alive connections, so clients reconnect (elsewhere,
+// once readiness fails) while in-flight requests go on.
+func (s *Server) BeginDrain() { s.srv.SetKeepAlivesEnabled(false) }
+
+// Stop stops accepting and waits for in-flight requests for at most
+// edge.shutdown_grace (or until ctx ends), then closes what is left.
 func (s *Server) Stop(ctx context.Context) error {
+	defer s.TLS.Close()
 	if s.ln == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
 	defer cancel()
+	start := time.Now()
 	err := s.srv.Shutdown(ctx)
 	if err != nil {
+		s.log.Warn("grace period over: closing the requests still running", zap.Duration("grace", s.cfg.ShutdownGrace))
 		err = errors.Join(err, s.srv.Close())
 	}
 	<-s.done
+	s.log.Info("listener closed", zap.Duration("drained_in", time.Since(start)))
 	return err
 }

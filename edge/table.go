@@ -48,7 +48,10 @@ func (t *RouteTable) Match(method, path string, vars []string) (*Route, []string
 }
 
 // Tables holds the current route table; readers never block.
-type Tables struct{ cur atomic.Pointer[RouteTable] }
+type Tables struct {
+	cur    atomic.Pointer[RouteTable]
+	builds atomic.Uint64
+}
 
 // NewTables returns an empty holder: Load returns nil until the first Store.
 func NewTables() *Tables { return &Tables{} }
@@ -57,7 +60,10 @@ func NewTables() *Tables { return &Tables{} }
 func (t *Tables) Load() *RouteTable { return t.cur.Load() }
 
 // Store swaps in a new table.
-func (t *Tables) Store(rt *RouteTable) { t.cur.Store(rt) }
+func (t *Tables) Store(rt *RouteTable) {
+	t.cur.Store(rt)
+	t.builds.Add(1)
+}
 
 // BuildTable compiles the services of every reflection (in order; the first
 // upstream to offer a service name serves it) into a route table. Services

@@ -31,6 +31,7 @@ type Catalog struct {
 	cfg    Config
 	client *api.Client
 	creds  credentials.TransportCredentials
+	dial   []grpc.DialOption // added to every service connection
 	log    *zap.Logger
 	health *watchHealth
 
@@ -71,11 +72,12 @@ type catalogService struct {
 
 // NewCatalog returns a catalog; Start begins watching. creds secure the
 // calls (ClientCredentials in the mesh modes, which expect each instance to
-// prove its service's SPIFFE ID in the local trust domain).
-func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCredentials, log *zap.Logger) *Catalog {
+// prove its service's SPIFFE ID in the local trust domain); opts are added
+// to every service connection.
+func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCredentials, log *zap.Logger, opts ...grpc.DialOption) *Catalog {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Catalog{
-		cfg: cfg, client: client, creds: creds, log: log, health: newWatchHealth(),
+		cfg: cfg, client: client, creds: creds, dial: opts, log: log, health: newWatchHealth(),
 		changed: make(chan struct{}, 1), listed: make(chan struct{}), services: map[string]*catalogService{},
 		draining: map[*grpc.ClientConn]*time.Timer{}, ctx: ctx, cancel: cancel,
 	}
@@ -199,7 +201,7 @@ func (c *Catalog) startService(name string) (*catalogService, error) {
 	if c.cfg.LoadBalancing.For(name) == BalancerLeastRequest {
 		lb = "least_request_experimental"
 	}
-	conn, err := grpc.NewClient("portico-consul:///"+name,
+	conn, err := grpc.NewClient("portico-consul:///"+name, append([]grpc.DialOption{
 		grpc.WithResolvers(&serviceResolver{svc: svc}),
 		grpc.WithTransportCredentials(c.creds),
 		grpc.WithChainUnaryInterceptor(svc.outliers.unary()),
@@ -209,7 +211,7 @@ func (c *Catalog) startService(name string) (*catalogService, error) {
 			grpc.MaxCallSendMsgSize(c.cfg.MaxSendMessageBytes),
 			grpc.ForceCodecV2(dynamicCodec{}),
 		),
-	)
+	}, c.dial...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -353,6 +355,18 @@ func (c *Catalog) Instances(service string) int {
 	svc.mu.Lock()
 	defer svc.mu.Unlock()
 	return svc.instances
+}
+
+// Services lists the exposed service names, sorted.
+func (c *Catalog) Services() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := make([]string, 0, len(c.services))
+	for n := range c.services {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Ejected lists the instance addresses of service ejected as outliers now.

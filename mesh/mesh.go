@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -30,10 +31,11 @@ type Mesh struct {
 	closers []func()
 }
 
-// New builds the mesh for cfg; nothing is contacted until Start.
-func New(cfg Config, log *zap.Logger) (*Mesh, error) {
+// New builds the mesh for cfg; nothing is contacted until Start. opts are
+// added to every upstream connection (the edge's tracing stats handler).
+func New(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Mesh, error) {
 	m := &Mesh{cfg: cfg, log: log}
-	static, err := NewUpstreams(cfg, log)
+	static, err := NewUpstreams(cfg, log, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +74,7 @@ func New(cfg Config, log *zap.Logger) (*Mesh, error) {
 		creds = insecure.NewCredentials()
 	}
 	if m.Consul != nil {
-		m.Catalog = NewCatalog(cfg, m.Consul, creds, log)
+		m.Catalog = NewCatalog(cfg, m.Consul, creds, log, opts...)
 	}
 	return m, nil
 }

@@ -3,14 +3,24 @@ package mesh
 import (
 	"go.uber.org/fx"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
+
+// DialOptionsGroup is the fx value group whose grpc.DialOptions are added to
+// every upstream connection (the edge contributes its tracing handler).
+const DialOptionsGroup = `group:"mesh.dial_options"`
+
+type dialOptions struct {
+	fx.In
+	Options []grpc.DialOption `group:"mesh.dial_options"`
+}
 
 // Module provides the mesh (static upstreams, and with Consul the catalog and
 // Portico's identity), starts its watches and closes everything on stop.
 var Module = fx.Module("mesh",
 	fx.Decorate(func(l *zap.Logger) *zap.Logger { return l.Named("mesh") }),
-	fx.Provide(func(lc fx.Lifecycle, cfg Config, log *zap.Logger) (*Mesh, error) {
-		m, err := New(cfg, log)
+	fx.Provide(func(lc fx.Lifecycle, cfg Config, log *zap.Logger, in dialOptions) (*Mesh, error) {
+		m, err := New(cfg, log, in.Options...)
 		if err != nil {
 			return nil, err
 		}

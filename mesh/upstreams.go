@@ -28,7 +28,7 @@ type Upstreams struct {
 }
 
 // NewUpstreams creates (but does not connect) a client per upstream.
-func NewUpstreams(cfg Config, log *zap.Logger) (*Upstreams, error) {
+func NewUpstreams(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Upstreams, error) {
 	u := &Upstreams{cfg: cfg, log: log, conns: map[string]*grpc.ClientConn{}}
 	for _, up := range cfg.Upstreams {
 		creds, err := transportCredentials(up)
@@ -39,7 +39,7 @@ func NewUpstreams(cfg Config, log *zap.Logger) (*Upstreams, error) {
 		if up.Plaintext {
 			log.Warn("plaintext upstream: calls are neither encrypted nor authenticated", zap.String("upstream", up.Address))
 		}
-		cc, err := grpc.NewClient(up.Address,
+		cc, err := grpc.NewClient(up.Address, append([]grpc.DialOption{
 			grpc.WithTransportCredentials(creds),
 			grpc.WithDefaultServiceConfig(roundRobin),
 			grpc.WithDefaultCallOptions(
@@ -47,7 +47,7 @@ func NewUpstreams(cfg Config, log *zap.Logger) (*Upstreams, error) {
 				grpc.MaxCallSendMsgSize(cfg.MaxSendMessageBytes),
 				grpc.ForceCodecV2(dynamicCodec{}),
 			),
-		)
+		}, opts...)...)
 		if err != nil {
 			_ = u.Close()
 			return nil, fmt.Errorf("upstream %s: %w", up.Address, err)

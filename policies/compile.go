@@ -33,6 +33,7 @@ type Compiler struct {
 	AnyProvider bool
 
 	cfg     Config
+	kv      ConsulKV
 	auth    *Authenticator
 	metrics *Metrics
 	log     *zap.Logger
@@ -55,7 +56,7 @@ func NewCompiler(cfg Config, kv ConsulKV, metrics *Metrics, log *zap.Logger) *Co
 		metrics = NewMetrics(nil)
 	}
 	c := &Compiler{
-		cfg: cfg, metrics: metrics, log: log,
+		cfg: cfg, kv: kv, metrics: metrics, log: log,
 		auth:    NewAuthenticator(cfg, kv, log),
 		errLog:  rate.NewLimiter(rate.Every(time.Second), 1),
 		budgets: map[string]*retryBudget{},
@@ -88,6 +89,43 @@ func (c *Compiler) Stop() error {
 		return c.rdb.Close()
 	}
 	return nil
+}
+
+// Reconfigure applies a new operator config to what the next compile
+// produces: credential providers (started before they are used, so their
+// keys are loaded), CORS defaults, retry settings, the global rate limit,
+// the store failure mode and token limits. The stores themselves (Redis
+// address, rate-limit and cache store, cache size) are kept: changing them
+// needs a restart, and each such change is returned in ignored. Call it
+// with the route-table builder held (edge.Builder.Reconfigure), and call
+// after once the new table serves: it stops the old providers.
+func (c *Compiler) Reconfigure(ctx context.Context, cfg Config) (after func(), ignored []string, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	keep := func(name string, changed bool) {
+		if changed {
+			ignored = append(ignored, "policies."+name)
+		}
+	}
+	keep("redis", cfg.Redis != c.cfg.Redis)
+	keep("rate_limit.store", cfg.RateLimit.Store != c.cfg.RateLimit.Store)
+	keep("cache.store", cfg.Cache.Store != c.cfg.Cache.Store)
+	keep("cache.max_bytes", cfg.Cache.MaxBytes != c.cfg.Cache.MaxBytes)
+	cfg.Redis, cfg.RateLimit.Store = c.cfg.Redis, c.cfg.RateLimit.Store
+	cfg.Cache.Store, cfg.Cache.MaxBytes = c.cfg.Cache.Store, c.cfg.Cache.MaxBytes
+
+	auth := NewAuthenticator(cfg, c.kv, c.log)
+	if err := auth.Start(ctx); err != nil {
+		auth.Stop()
+		return nil, nil, err
+	}
+	old := c.auth
+	c.mu.Lock()
+	c.cfg, c.auth = cfg, auth
+	c.budgets = map[string]*retryBudget{} // new retry settings, fresh budgets
+	c.mu.Unlock()
+	return old.Stop, ignored, nil
 }
 
 // Authenticator exposes the providers (for tests and tooling).

@@ -13,7 +13,9 @@ import (
 
 	"go.uber.org/fx"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 
 	"github.com/portico-dev/portico/cmd/examples/services"
@@ -72,11 +74,28 @@ type Edge struct {
 // Portico starts Portico on 127.0.0.1:0 with plaintext upstreams; mutate may
 // change the configuration first. It returns once the first route table is
 // built (or the first reflection failed).
+//
+// Tests stop Portico without edge.drain_delay unless mutate sets one.
 func Portico(tb testing.TB, mutate func(*app.Config), upstreams ...string) *Edge {
+	tb.Helper()
+	return start(tb, mutate, zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel)), upstreams)
+}
+
+// PorticoLogged is Portico that also records every log entry at info and
+// above (the access log among them) for the test to inspect.
+func PorticoLogged(tb testing.TB, mutate func(*app.Config), upstreams ...string) (*Edge, *observer.ObservedLogs) {
+	tb.Helper()
+	core, logs := observer.New(zap.InfoLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel)).Core(), core))
+	return start(tb, mutate, log, upstreams), logs
+}
+
+func start(tb testing.TB, mutate func(*app.Config), log *zap.Logger, upstreams []string) *Edge {
 	tb.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Edge.Listen = "127.0.0.1:0"
 	cfg.Edge.AdminListen = "127.0.0.1:0"
+	cfg.Edge.DrainDelay = 0
 	for _, u := range upstreams {
 		cfg.Mesh.Upstreams = append(cfg.Mesh.Upstreams, app.PlaintextUpstream(u))
 	}
@@ -93,7 +112,7 @@ func Portico(tb testing.TB, mutate func(*app.Config), upstreams ...string) *Edge
 		admin   *edge.Admin
 		m       *mesh.Mesh
 	)
-	a := fx.New(app.Options(cfg, zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))), fx.Populate(&srv, &tables, &handler, &admin, &m))
+	a := fx.New(app.Options(cfg, log), fx.Populate(&srv, &tables, &handler, &admin, &m))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := a.Start(ctx); err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
@@ -20,6 +21,9 @@ import (
 func Options(cfg Config, log *zap.Logger) fx.Option {
 	return fx.Options(
 		fx.Supply(cfg.Edge, cfg.Mesh, cfg.Transcode, cfg.Policies, log),
+		// A stop drains for edge.drain_delay, then for at most
+		// edge.shutdown_grace; the rest (Consul, stores) is quick.
+		fx.StopTimeout(cfg.Edge.DrainDelay+cfg.Edge.ShutdownGrace+15*time.Second),
 		fx.WithLogger(func() fxevent.Logger {
 			l := &fxevent.ZapLogger{Logger: log.Named("fx")}
 			l.UseLogLevel(-1) // fx's own events at debug

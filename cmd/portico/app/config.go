@@ -109,6 +109,26 @@ func (l LogConfig) NewLogger() (*zap.Logger, error) {
 	return zc.Build()
 }
 
+// NewAccessLogger builds the access log: one line per request on stdout at
+// info whatever log.level, in log.format, never sampled by zap (the
+// edge.access_log.sample_ratio knob decides).
+func (l LogConfig) NewAccessLogger() (*zap.Logger, error) {
+	zc := zap.NewProductionConfig()
+	if l.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(zapcore.InfoLevel)
+	zc.Sampling = nil
+	zc.DisableCaller = true
+	zc.DisableStacktrace = true
+	zc.OutputPaths = []string{"stdout"}
+	log, err := zc.Build()
+	if err != nil {
+		return nil, err
+	}
+	return log.Named("access"), nil
+}
+
 // PlaintextUpstream is a static upstream reached without TLS.
 func PlaintextUpstream(addr string) mesh.Upstream {
 	return mesh.Upstream{Address: addr, Plaintext: true}

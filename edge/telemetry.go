@@ -1,0 +1,355 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// Telemetry is what every request reports: Prometheus request metrics, one
+// access-log line, and OpenTelemetry spans (a server span per request; the
+// upstream connections add a client span per call through ClientHandler).
+type Telemetry struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	upstream *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+
+	access      *zap.Logger // nil: no access log
+	sample      float64
+	tp          *sdktrace.TracerProvider
+	tracer      trace.Tracer
+	prop        propagation.TextMapPropagator
+	trust       trustNets
+	traceHeader string
+}
+
+// latencyBuckets span loopback calls (sub-millisecond) to slow upstreams.
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// NewTelemetry registers the request metrics on reg and builds the tracer
+// provider: with the "none" exporter spans are never exported, but trace
+// ids are made, propagated and returned all the same.
+//
+// access receives the access log at info; nil means none.
+func NewTelemetry(cfg Config, reg prometheus.Registerer, access *zap.Logger) (*Telemetry, error) {
+	tc := cfg.Tracing
+	t := &Telemetry{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_http_requests_total",
+			Help: "Requests answered, by route template (\"unmatched\" without one), HTTP method, HTTP status code and gRPC status code.",
+		}, []string{"route", "method", "code", "grpc_code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "portico_http_request_duration_seconds",
+			Help:    "Time from the request's arrival to its last response byte, by route template and HTTP method.",
+			Buckets: latencyBuckets,
+		}, []string{"route", "method"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "portico_upstream_request_duration_seconds",
+			Help:    "Duration of each upstream gRPC call attempt, by gRPC method and status code.",
+			Buckets: latencyBuckets,
+		}, []string{"grpc_method", "grpc_code"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portico_http_requests_in_flight",
+			Help: "Requests being served now.",
+		}),
+		sample:      cfg.AccessLog.SampleRatio,
+		prop:        propagation.TraceContext{},
+		traceHeader: tc.ResponseHeader,
+	}
+	if t.traceHeader == "-" {
+		t.traceHeader = ""
+	}
+	if reg != nil {
+		reg.MustRegister(t.requests, t.duration, t.upstream, t.inFlight)
+	}
+	if cfg.AccessLog.On() && access != nil && access.Core().Enabled(zapcore.InfoLevel) {
+		t.access = access
+	}
+	var err error
+	if t.trust, err = parseTrust(tc.TrustIncoming); err != nil {
+		return nil, err
+	}
+	opts := []sdktrace.TracerProviderOption{
+		sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", tc.ServiceName))),
+	}
+	switch tc.Exporter {
+	case "otlp":
+		eopts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(tc.Endpoint), otlptracegrpc.WithTimeout(10 * time.Second)}
+		if tc.Insecure {
+			eopts = append(eopts, otlptracegrpc.WithInsecure())
+		}
+		// New does not wait for the collector: it connects in the background.
+		exp, err := otlptracegrpc.New(context.Background(), eopts...)
+		if err != nil {
+			return nil, fmt.Errorf("edge.tracing: %w", err)
+		}
+		opts = append(opts,
+			sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)),
+			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(tc.SampleRatio))),
+		)
+	default:
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	}
+	t.tp = sdktrace.NewTracerProvider(opts...)
+	t.tracer = t.tp.Tracer("github.com/portico-dev/portico/edge")
+	return t, nil
+}
+
+// ClientHandler is the stats handler the upstream connections use: a
+// client span per call, its context sent as traceparent metadata.
+func (t *Telemetry) ClientHandler() grpc.DialOption {
+	return grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+		otelgrpc.WithTracerProvider(t.tp),
+		otelgrpc.WithPropagators(t.prop),
+		otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
+	))
+}
+
+// Shutdown exports the spans still buffered.
+func (t *Telemetry) Shutdown(ctx context.Context) error { return t.tp.Shutdown(ctx) }
+
+// startSpan continues a trusted client's trace or starts one, and returns
+// the trace id to send back.
+func (t *Telemetry) startSpan(r *http.Request) (context.Context, trace.Span) {
+	ctx := r.Context()
+	if t.trust.trusts(r.RemoteAddr) {
+		ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
+	return t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+}
+
+// exchange is what one request reports when it ends.
+type exchange struct {
+	start    time.Time
+	route    *Route
+	reqID    string
+	code     codes.Code // the gRPC status the answer carries
+	message  string     // its message, for errors
+	upstream string     // the instance that answered, host:port
+	subject  string
+	rec      recorder
+}
+
+// finish records the request's metrics, span attributes and access log.
+func (t *Telemetry) finish(r *http.Request, ex *exchange, span trace.Span) {
+	elapsed := time.Since(ex.start)
+	route := "unmatched"
+	if ex.route != nil {
+		route = ex.route.Binding.Template.Raw
+	}
+	method := metricMethod(r.Method)
+	status := ex.rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	code := ex.code.String()
+	t.requests.WithLabelValues(route, method, statusText(status), code).Inc()
+	t.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+	sc := span.SpanContext()
+	if span.IsRecording() {
+		if ex.route != nil {
+			span.SetName(r.Method + " " + route)
+		}
+		span.SetAttributes(
+			attribute.String("http.request.method", r.Method),
+			attribute.String("http.route", route),
+			attribute.String("url.path", r.URL.Path),
+			attribute.Int("http.response.status_code", status),
+			attribute.String("rpc.grpc.status", code),
+			attribute.String("portico.request_id", ex.reqID),
+		)
+		if ex.upstream != "" {
+			span.SetAttributes(attribute.String("portico.upstream", ex.upstream))
+		}
+		if status >= 500 {
+			span.SetStatus(otelcodes.Error, code)
+		}
+	}
+	span.End()
+	if t.access == nil || (status < 500 && t.sample < 1 && rand.Float64() >= t.sample) {
+		return
+	}
+	ce := t.access.Check(zapcore.InfoLevel, "request")
+	if ce == nil {
+		return
+	}
+	traceID := ""
+	if sc.HasTraceID() {
+		traceID = sc.TraceID().String()
+	}
+	ce.Write(
+		zap.String("route", route),
+		zap.String("http_method", r.Method),
+		zap.String("path", r.URL.Path), // never the query: it may carry keys
+		zap.Int("status", status),
+		zap.String("grpc_code", code),
+		zap.String("upstream", ex.upstream),
+		zap.Duration("latency", elapsed),
+		zap.Int64("bytes_in", max(r.ContentLength, 0)),
+		zap.Int64("bytes_out", ex.rec.bytes),
+		zap.String("request_id", ex.reqID),
+		zap.String("trace_id", traceID),
+		zap.String("subject", ex.subject),
+		zap.String("client", clientIP(r.RemoteAddr)),
+		zap.String("proto", r.Proto),
+		zap.String("error", ex.message),
+	)
+}
+
+// observeUpstream records one upstream attempt.
+func (t *Telemetry) observeUpstream(method string, code codes.Code, d time.Duration) {
+	t.upstream.WithLabelValues(method, code.String()).Observe(d.Seconds())
+}
+
+// metricMethod bounds the method label to the standard methods.
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete,
+		http.MethodHead, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
+}
+
+var statusTexts = func() (s [600]string) {
+	for i := range s {
+		s[i] = fmt.Sprint(i)
+	}
+	return s
+}()
+
+func statusText(code int) string {
+	if code >= 0 && code < len(statusTexts) {
+		return statusTexts[code]
+	}
+	return fmt.Sprint(code)
+}
+
+func clientIP(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
+	}
+	return remote
+}
+
+// recorder remembers the status and counts the body bytes of a response.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Flush keeps streaming working through the recorder.
+func (w *recorder) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// trustNets decides whose traceparent is continued.
+type trustNets struct {
+	any      bool
+	prefixes []netip.Prefix
+}
+
+var privateNets = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("fc00::/7"),
+}
+
+func parseTrust(list []string) (trustNets, error) {
+	var t trustNets
+	for _, s := range list {
+		switch strings.ToLower(strings.TrimSpace(s)) {
+		case "any":
+			t.any = true
+		case "none":
+		case "private":
+			t.prefixes = append(t.prefixes, privateNets...)
+		default:
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return t, fmt.Errorf("edge.tracing.trust_incoming %q: want a CIDR, private, any or none", s)
+			}
+			t.prefixes = append(t.prefixes, p.Masked())
+		}
+	}
+	return t, nil
+}
+
+func (t trustNets) trusts(remote string) bool {
+	if t.any {
+		return true
+	}
+	if len(t.prefixes) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, p := range t.prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c TracingConfig) validate() error {
+	switch c.Exporter {
+	case "", "none":
+	case "otlp":
+		if _, _, err := net.SplitHostPort(c.Endpoint); err != nil {
+			return fmt.Errorf("edge.tracing.endpoint %q: want host:port of an OTLP/gRPC collector", c.Endpoint)
+		}
+	default:
+		return fmt.Errorf("edge.tracing.exporter must be none or otlp, got %q", c.Exporter)
+	}
+	if c.SampleRatio < 0 || c.SampleRatio > 1 {
+		return fmt.Errorf("edge.tracing.sample_ratio must be within [0, 1], got %g", c.SampleRatio)
+	}
+	if c.ServiceName == "" {
+		return fmt.Errorf("edge.tracing.service_name must not be empty")
+	}
+	_, err := parseTrust(c.TrustIncoming)
+	return err
+}
