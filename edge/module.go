@@ -65,13 +65,13 @@ var Module = fx.Module("edge",
 			OnStop: func(ctx context.Context) error {
 				start := time.Now()
 				d.Begin()
+				s.BeginDrain()
 				log.Info("draining: readiness fails from now on", zap.Duration("drain_delay", cfg.DrainDelay), zap.Duration("shutdown_grace", cfg.ShutdownGrace))
 				if r != nil {
 					if err := r.Deregister(5 * time.Second); err != nil {
 						log.Warn("leaving consul", zap.Error(err))
 					}
 				}
-				s.BeginDrain()
 				if wait := cfg.DrainDelay - time.Since(start); wait > 0 {
 					t := time.NewTimer(wait)
 					select {

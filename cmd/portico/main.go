@@ -34,6 +34,7 @@ commands:
   routes   print the route table serve would build, then exit
   lint     check .proto files or descriptor sets offline (HTTP rules,
            portico.v1 options, CEL, buf.validate, route conflicts)
+  probe    exit 0 if a health endpoint is healthy (http(s):// 2xx, grpc:// SERVING)
 
 run "portico <command> -h" for the flags of a command
 `
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRoutes(args[1:], stdout, stderr)
 	case "lint":
 		return cmdLint(args[1:], stdout, stderr)
+	case "probe":
+		return cmdProbe(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -67,6 +70,12 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 // loadFlags parses the flags shared by serve and routes: the file first,
 // then flags override it.
 func loadFlags(name string, args []string, stderr io.Writer) (app.Config, error) {
+	cfg, _, err := loadFlagsFile(name, args, stderr)
+	return cfg, err
+}
+
+// loadFlagsFile is loadFlags that also returns the --config path.
+func loadFlagsFile(name string, args []string, stderr io.Writer) (app.Config, string, error) {
 	fs := flag.NewFlagSet("portico "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -81,15 +90,15 @@ func loadFlags(name string, args []string, stderr io.Writer) (app.Config, error)
 	)
 	fs.Var(&upstreams, "upstream", "gRPC upstream host:port; repeatable (adds to mesh.upstreams)")
 	if err := fs.Parse(args); err != nil {
-		return app.Config{}, err
+		return app.Config{}, "", err
 	}
 	if fs.NArg() > 0 {
-		return app.Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return app.Config{}, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	cfg := app.DefaultConfig()
 	if *configPath != "" {
 		if err := app.LoadConfigFile(*configPath, &cfg); err != nil {
-			return app.Config{}, err
+			return app.Config{}, "", err
 		}
 	}
 	if *listen != "" {
@@ -111,13 +120,13 @@ func loadFlags(name string, args []string, stderr io.Writer) (app.Config, error)
 		cfg.Mesh.Upstreams = append(cfg.Mesh.Upstreams, mesh.Upstream{Address: u, Plaintext: *plaintext})
 	}
 	if len(cfg.Mesh.Upstreams) == 0 && cfg.Mesh.Consul.Address == "" {
-		return app.Config{}, errors.New("no upstream: give --consul, --upstream, or mesh.consul / mesh.upstreams in --config")
+		return app.Config{}, "", errors.New("no upstream: give --consul, --upstream, or mesh.consul / mesh.upstreams in --config")
 	}
-	return cfg, cfg.Validate()
+	return cfg, *configPath, cfg.Validate()
 }
 
 func cmdServe(args []string, stderr io.Writer) int {
-	cfg, err := loadFlags("serve", args, stderr)
+	cfg, path, err := loadFlagsFile("serve", args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -131,7 +140,23 @@ func cmdServe(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	app := fx.New(app.Options(cfg, log))
+	access, err := cfg.Log.NewAccessLogger()
+	if err != nil {
+		fmt.Fprintln(stderr, "portico serve:", err)
+		return 2
+	}
+	defer func() { _ = access.Sync() }()
+	opts := []fx.Option{app.Options(cfg, log), fx.Supply(&edge.AccessLogger{Logger: access})}
+	if path != "" {
+		// SIGHUP re-reads the file; the flags stay as given.
+		fileCfg := app.DefaultConfig()
+		if err := app.LoadConfigFile(path, &fileCfg); err != nil {
+			fmt.Fprintln(stderr, "portico serve:", err)
+			return 2
+		}
+		opts = append(opts, app.WithReload(path, fileCfg))
+	}
+	app := fx.New(opts...)
 	app.Run()
 	if err := app.Err(); err != nil {
 		return 1
