@@ -166,6 +166,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ex *exchange, va
 		return err
 	}
 	pol.Identify(md, caller)
+	h.tel.propagate(r.Context(), md)
 	ctx := metadata.NewOutgoingContext(r.Context(), md)
 	if route.streamDesc != nil {
 		return h.serveStream(ctx, w, r, ex, req)

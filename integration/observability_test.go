@@ -373,3 +373,25 @@ func TestTracingToOTLP(t *testing.T) {
 }
 
 func hexEq(a, b []byte) bool { return hex.EncodeToString(a) == hex.EncodeToString(b) }
+
+// TestTraceContextWithoutExporter: with tracing off (the default) a trusted
+// trace id still reaches the service and comes back to the client, and a
+// request without one gets a fresh id, so logs on both sides correlate.
+func TestTraceContextWithoutExporter(t *testing.T) {
+	md := newMDRecorder()
+	b := harness.Services(t, []string{"products"}, nil, md.options()...)
+	e := harness.Portico(t, nil, b.Addr)
+	c := harness.Client(t)
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	r := do(t, c, "GET", e.URL+"/v1/products/p-1", "", "Traceparent", "00-"+traceID+"-b7ad6b7169203331-01")
+	tp := md.get(r.header.Get("X-Request-Id")).Get("traceparent")
+	if r.code != 200 || r.header.Get("X-Trace-Id") != traceID || len(tp) != 1 || !strings.HasPrefix(tp[0], "00-"+traceID+"-") || len(tp[0]) != 55 {
+		t.Fatalf("%d, X-Trace-Id %q, upstream traceparent %v", r.code, r.header.Get("X-Trace-Id"), tp)
+	}
+	r = do(t, c, "GET", e.URL+"/v1/products/p-1", "")
+	id := r.header.Get("X-Trace-Id")
+	tp = md.get(r.header.Get("X-Request-Id")).Get("traceparent")
+	if len(id) != 32 || id == traceID || len(tp) != 1 || !strings.Contains(tp[0], id) {
+		t.Fatalf("new trace: X-Trace-Id %q, upstream traceparent %v", id, tp)
+	}
+}
