@@ -46,6 +46,15 @@ func TestRetryBudgetAndOutlierEjection(t *testing.T) {
 	if n := broken.Calls.Load(); n > 10 {
 		t.Fatalf("the broken instance got %d calls; ejection should stop them after 5", n)
 	}
+	fams := scrape(t, e.AdminURL)
+	for state, want := range map[string]float64{"healthy": 1, "ejected": 1} {
+		if got := value(fams, "portico_upstream_instances", map[string]string{"service": "accounts", "state": state}); got != want {
+			t.Errorf("portico_upstream_instances{service=accounts,state=%s} = %v, want %v", state, got, want)
+		}
+	}
+	if got := value(fams, "portico_upstream_retries_total", map[string]string{"outcome": "retried"}); got < 1 {
+		t.Errorf("portico_upstream_retries_total{outcome=retried} = %v", got)
+	}
 
 	// Phase 2: the healthy instance leaves and a second broken one joins.
 	// The ejection cap (50 %) keeps the new one in rotation: every call
