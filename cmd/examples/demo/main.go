@@ -1,10 +1,13 @@
 // Command demo runs the local demo environment on loopback: a real Consul
 // agent (built once from the pinned module), the example services as
-// mesh-native Consul services (users, orders, and two products instances;
-// mTLS with Connect certificates, intentions, gRPC health checks) and
-// Portico in consul mode in front of them, composed exactly as
-// `portico serve --consul` composes it. It prints curl lines that work, and
-// stops everything on Ctrl-C.
+// mesh-native Consul services (mTLS with Connect certificates, intentions,
+// gRPC health checks) and Portico in consul mode in front of them, composed
+// exactly as `portico serve --consul` composes it. It prints curl lines that
+// work, and stops everything on Ctrl-C.
+//
+// Which example services run, and how many instances of each, comes from
+// docker-compose.yml (-compose), so the demo and `docker compose up` have
+// the same topology: users, orders, accounts and two products instances.
 package main
 
 import (
@@ -24,22 +27,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/portico-dev/portico/cmd/examples/services"
+	"github.com/portico-dev/portico/cmd/examples/topology"
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/mesh/native"
 	"github.com/portico-dev/portico/policies"
 )
-
-// Topology is the demo's set of instances: service name and how many.
-var Topology = []struct {
-	Service   string
-	Instances int
-}{
-	{"users", 1},
-	{"orders", 1},
-	{"products", 2},
-	{"accounts", 1},
-}
 
 func main() {
 	if err := run(); err != nil {
@@ -53,10 +46,16 @@ func run() error {
 	admin := flag.String("admin-listen", "127.0.0.1:9901", "Portico's admin address (/readyz, /metrics)")
 	host := flag.String("host", "127.0.0.1", "address the example services listen on")
 	firstPort := flag.Int("first-port", 9001, "port of the first example instance; the others follow")
+	compose := flag.String("compose", "docker-compose.yml", "compose file whose example services (label "+topology.Label+") the demo starts")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	topo, err := topology.FromFile(ctx, *compose)
+	if err != nil {
+		return err
+	}
 
 	fmt.Println("starting a Consul agent on loopback…")
 	agent, err := consulagent.Start(ctx, consulagent.Options{})
@@ -75,7 +74,7 @@ func run() error {
 	svcCtx, stopServices := context.WithCancel(context.Background())
 	defer stopServices()
 	port := *firstPort
-	for _, t := range Topology {
+	for _, t := range topo {
 		for i := range t.Instances {
 			addr := net.JoinHostPort(*host, fmt.Sprint(port))
 			port++
@@ -101,7 +100,7 @@ func run() error {
 			fmt.Printf("example service %-8s instance %d: mTLS gRPC on %s\n", t.Service, i+1, addr)
 		}
 	}
-	if err := waitPassing(ctx, agent); err != nil {
+	if err := waitPassing(ctx, agent, topo); err != nil {
 		return err
 	}
 
@@ -157,12 +156,12 @@ func run() error {
 }
 
 // waitPassing waits until every instance of the topology passes its check.
-func waitPassing(ctx context.Context, agent *consulagent.Agent) error {
+func waitPassing(ctx context.Context, agent *consulagent.Agent, topo []topology.Example) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for _, t := range Topology {
+	for _, t := range topo {
 		for {
 			entries, _, err := agent.Client().Health().Service(t.Service, "portico", true, (&api.QueryOptions{}).WithContext(ctx))
 			if err == nil && len(entries) == t.Instances {

@@ -1,5 +1,5 @@
 // Package serve runs one example service as a standalone gRPC server; it is
-// the body of the users, orders and products commands.
+// the body of the users, orders, products and accounts commands.
 package serve
 
 import (
@@ -40,6 +40,11 @@ type Options struct {
 	HealthListen string
 	// ID is the Consul instance id in mesh mode (default name-host:port).
 	ID string
+	// Advertise is the host:port registered in Consul in mesh mode (default
+	// the bound Listen address, which must then not be 0.0.0.0). Consul's
+	// health check uses its host too when HealthListen's host is
+	// unspecified, so in a container give the name other containers resolve.
+	Advertise string
 }
 
 // Run serves until ctx ends, then stops gracefully within Grace. It returns
@@ -89,7 +94,7 @@ func runNative(ctx context.Context, log *zap.Logger, o Options) error {
 	cc := api.DefaultNonPooledConfig()
 	cc.Address = o.Consul
 	srv, err := native.New(native.Config{
-		Service: o.Name, ID: o.ID, Listen: o.Listen, HealthListen: o.HealthListen, Consul: cc, Grace: o.Grace,
+		Service: o.Name, ID: o.ID, Listen: o.Listen, HealthListen: o.HealthListen, Advertise: o.Advertise, Consul: cc, Grace: o.Grace,
 	}, log)
 	if err != nil {
 		return err
@@ -109,6 +114,7 @@ func Main(name, listen string) {
 	flag.StringVar(&o.Consul, "consul", "", "Consul agent address: run mesh-native and register there")
 	flag.StringVar(&o.HealthListen, "health-listen", "", "plaintext gRPC health address for Consul's check (mesh mode; default: listen host, any port)")
 	flag.StringVar(&o.ID, "id", "", "Consul instance id (mesh mode; default <name>-host:port)")
+	flag.StringVar(&o.Advertise, "advertise", "", "host:port registered in Consul, also the health check's host (mesh mode; default the bound listen address)")
 	flag.Parse()
 
 	log, err := zap.NewProduction()

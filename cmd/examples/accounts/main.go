@@ -1,0 +1,16 @@
+// Command accounts runs the accounts example service on its own until SIGINT
+// or SIGTERM: plaintext gRPC with health and reflection, or, with -consul, as
+// a mesh-native Consul service (mTLS with its Connect leaf certificate,
+// intentions checked per call, registered with the portico tag and a gRPC
+// health check on a separate plaintext port). Its policies (authentication,
+// scopes, rate limits, cache) are declared in accounts.proto and enforced by
+// Portico, which needs a credential provider configured to let calls in.
+//
+// Usage:
+//
+//	accounts [-listen 127.0.0.1:9004] [-grace 5s] [-consul 127.0.0.1:8500 [-health-listen ADDR] [-advertise HOST:PORT] [-id ID]]
+package main
+
+import "github.com/portico-dev/portico/cmd/examples/internal/serve"
+
+func main() { serve.Main("accounts", "127.0.0.1:9004") }

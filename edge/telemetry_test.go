@@ -1,0 +1,73 @@
+package edge
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTrustIncoming(t *testing.T) {
+	for _, tc := range []struct {
+		list   []string
+		remote string
+		want   bool
+	}{
+		{[]string{"private"}, "127.0.0.1:5000", true},
+		{[]string{"private"}, "10.1.2.3:5000", true},
+		{[]string{"private"}, "[::1]:5000", true},
+		{[]string{"private"}, "[::ffff:192.168.1.9]:5000", true},
+		{[]string{"private"}, "203.0.113.7:5000", false},
+		{[]string{"203.0.113.0/24"}, "203.0.113.7:5000", true},
+		{[]string{"203.0.113.0/24"}, "198.51.100.7:5000", false},
+		{[]string{"any"}, "198.51.100.7:5000", true},
+		{[]string{"none"}, "127.0.0.1:5000", false},
+		{nil, "127.0.0.1:5000", false},
+		{[]string{"private"}, "not an address", false},
+	} {
+		tr, err := parseTrust(tc.list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tr.trusts(tc.remote); got != tc.want {
+			t.Errorf("trust %v, remote %s: %v, want %v", tc.list, tc.remote, got, tc.want)
+		}
+	}
+	if _, err := parseTrust([]string{"10.0.0.0/33"}); err == nil || !strings.Contains(err.Error(), "trust_incoming") {
+		t.Errorf("bad CIDR: %v", err)
+	}
+}
+
+func TestObservabilityConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		mutate func(*Config)
+		want   string
+	}{
+		{func(c *Config) { c.Tracing.Exporter = "zipkin" }, "edge.tracing.exporter"},
+		{func(c *Config) { c.Tracing.Exporter = "otlp" }, "edge.tracing.endpoint"},
+		{func(c *Config) { c.Tracing.SampleRatio = 1.5 }, "edge.tracing.sample_ratio"},
+		{func(c *Config) { c.Tracing.TrustIncoming = []string{"everyone"} }, "trust_incoming"},
+		{func(c *Config) { c.AccessLog.SampleRatio = -0.1 }, "edge.access_log.sample_ratio"},
+		{func(c *Config) { c.DrainDelay = -time.Second }, "edge.drain_delay"},
+		{func(c *Config) { c.TLS.ClientCAFile = "ca.pem" }, "client_ca_file needs cert_file"},
+		{func(c *Config) { c.TLS.CertFile, c.TLS.KeyFile, c.TLS.ClientAuth = "c", "k", "sometimes" }, "client_auth"},
+		{func(c *Config) { c.TLS.CertFile, c.TLS.KeyFile, c.TLS.ReloadInterval = "c", "k", 0 }, "reload_interval"},
+	} {
+		c := DefaultConfig()
+		tc.mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want an error naming %q, got %v", tc.want, err)
+		}
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+}
+
+func TestMetricLabelsAreBounded(t *testing.T) {
+	if metricMethod("GET") != "GET" || metricMethod("BREW") != "OTHER" || metricMethod(strings.Repeat("X", 1000)) != "OTHER" {
+		t.Error("methods outside the standard set must share one label value")
+	}
+	if statusText(204) != "204" || statusText(999) != "999" {
+		t.Error("status text")
+	}
+}
