@@ -119,6 +119,7 @@ func run() error {
 	cfg.Mesh.Consul.Address = agent.HTTPAddr
 	cfg.Policies.JWT = []policies.JWTProvider{{Name: "demo", Issuer: demoIssuer, JWKSFile: idp.jwks}}
 	cfg.Log.Format = "console"
+	cfg.Edge.DrainDelay = time.Second // nothing balances over the demo: a short drain on Ctrl-C
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
