@@ -140,12 +140,8 @@ func cmdServe(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	access, err := cfg.Log.NewAccessLogger()
-	if err != nil {
-		fmt.Fprintln(stderr, "portico serve:", err)
-		return 2
-	}
-	defer func() { _ = access.Sync() }()
+	access, flush := cfg.Log.NewAccessLogger()
+	defer func() { _ = flush() }()
 	opts := []fx.Option{app.Options(cfg, log), fx.Supply(&edge.AccessLogger{Logger: access})}
 	if path != "" {
 		// SIGHUP re-reads the file; the flags stay as given.

@@ -69,16 +69,17 @@ func main() {
 	warmup := flag.Duration("warmup", time.Second, "unmeasured load before each measurement")
 	concurrency := flag.Int("concurrency", 8, "closed-loop clients")
 	casesFlag := flag.String("cases", "get1k,post1k,list20k", "cases to run")
+	accessLog := flag.Bool("access-log", false, "keep Portico's access log on (written to a discarded stdout); grpc-gateway has none")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *duration, *warmup, *concurrency, *casesFlag); err != nil {
+	if err := run(ctx, *duration, *warmup, *concurrency, *casesFlag, *accessLog); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, duration, warmup time.Duration, conc int, casesFlag string) error {
+func run(ctx context.Context, duration, warmup time.Duration, conc int, casesFlag string, accessLog bool) error {
 	var cases []benchCase
 	for _, name := range strings.Split(casesFlag, ",") {
 		found := false
@@ -121,12 +122,16 @@ func run(ctx context.Context, duration, warmup time.Duration, conc int, casesFla
 	baddr := lis.Addr().String()
 
 	pAddr, gAddr := freeAddr(), freeAddr()
+	cfg := filepath.Join(dir, "portico.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "edge:\n  access_log:\n    enabled: %t\n", accessLog), 0o600); err != nil {
+		return err
+	}
 	gws := []*gateway{
-		{name: "portico", url: "http://" + pAddr, cmd: exec.Command(filepath.Join(dir, "portico"), "serve", "--listen", pAddr, "--upstream", baddr, "--plaintext-upstream", "--log-level", "warn")},
+		{name: "portico", url: "http://" + pAddr, cmd: exec.Command(filepath.Join(dir, "portico"), "serve", "--config", cfg, "--listen", pAddr, "--upstream", baddr, "--plaintext-upstream", "--log-level", "warn")},
 		{name: "grpc-gateway", url: "http://" + gAddr, cmd: exec.Command(filepath.Join(dir, "gateway"), "-listen", gAddr, "-backend", baddr)},
 	}
 	for _, g := range gws {
-		g.cmd.Stdout, g.cmd.Stderr = os.Stderr, os.Stderr
+		g.cmd.Stdout, g.cmd.Stderr = io.Discard, os.Stderr // stdout: Portico's access log
 		if err := g.cmd.Start(); err != nil {
 			return err
 		}
