@@ -143,15 +143,16 @@ func cmdServe(args []string, stderr io.Writer) int {
 	access, flush := cfg.Log.NewAccessLogger()
 	defer func() { _ = flush() }()
 	opts := []fx.Option{app.Options(cfg, log), fx.Supply(&edge.AccessLogger{Logger: access})}
+	// SIGHUP re-reads the file; the flags stay as given. Without --config
+	// it is caught all the same (its default would end the process).
+	fileCfg := app.DefaultConfig()
 	if path != "" {
-		// SIGHUP re-reads the file; the flags stay as given.
-		fileCfg := app.DefaultConfig()
 		if err := app.LoadConfigFile(path, &fileCfg); err != nil {
 			fmt.Fprintln(stderr, "portico serve:", err)
 			return 2
 		}
-		opts = append(opts, app.WithReload(path, fileCfg))
 	}
+	opts = append(opts, app.WithReload(path, fileCfg))
 	app := fx.New(opts...)
 	app.Run()
 	if err := app.Err(); err != nil {

@@ -35,7 +35,7 @@ type Reloader struct {
 }
 
 // WithReload reloads path on SIGHUP; fileCfg is what the running config
-// was loaded from (before flags).
+// was loaded from (before flags). An empty path only logs.
 func WithReload(path string, fileCfg Config) fx.Option {
 	return fx.Options(
 		fx.Provide(func(b *edge.Builder, pc *policies.Compiler, srv *edge.Server, log *zap.Logger) *Reloader {
@@ -78,6 +78,10 @@ func WithReload(path string, fileCfg Config) fx.Option {
 func (r *Reloader) Reload(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.path == "" {
+		r.log.Warn("SIGHUP: nothing to reload, portico serve was started without --config")
+		return nil
+	}
 	cfg := DefaultConfig()
 	err := LoadConfigFile(r.path, &cfg)
 	if err == nil {
