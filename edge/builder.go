@@ -2,6 +2,9 @@ package edge
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,24 +56,66 @@ func (b *Builder) Refresh(ctx context.Context, force bool) bool {
 	return b.refresh(ctx, force)
 }
 
-// Reconfigure runs apply between two refreshes (apply changes what the
-// compilers produce: the policies' operator config), then rebuilds the
-// table from the descriptors it has and swaps it in. apply's result runs
-// after the swap (stopping what the old table used). An error from apply
-// keeps the current table.
-func (b *Builder) Reconfigure(ctx context.Context, apply func() (after func(), err error)) error {
+// Reconfigure runs apply (which changes what the compilers produce: the
+// policies' operator config) between two refreshes and compiles a new table
+// from the descriptors it has. If that table would drop a service the
+// current one serves (a provider its options name is gone), it calls
+// rollback and keeps the current table; otherwise it swaps the table in and
+// calls commit (which stops what the old table used). An error from apply
+// changes nothing.
+func (b *Builder) Reconfigure(ctx context.Context, apply func() (commit, rollback func(), err error)) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	after, err := apply()
+	commit, rollback, err := apply()
 	if err != nil {
 		return err
 	}
-	b.key = "" // rebuild even though no descriptor changed
-	b.refresh(ctx, false)
-	if after != nil {
-		after()
+	t := BuildTable(b.ordered(), b.compiler, b.policies)
+	if lost := lostServices(b.tables.Load(), t); len(lost) > 0 {
+		rollback()
+		return fmt.Errorf("the new config would stop serving %s: %w", strings.Join(lost, ", "), errors.Join(t.Rejected...))
 	}
+	b.tables.Store(t)
+	b.log.Info("route table rebuilt for the new config", zap.Int("routes", len(t.routes)), zap.Int("rejected", len(t.Rejected)))
+	commit()
 	return nil
+}
+
+// ordered lists the last good reflections in the sources' target order.
+func (b *Builder) ordered() []*mesh.Reflection {
+	var out []*mesh.Reflection
+	for _, src := range b.sources {
+		for _, t := range src.Targets() {
+			if r := b.last[t]; r != nil {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// lostServices lists the gRPC services with routes in old and none in new.
+func lostServices(old, new *RouteTable) []string {
+	if old == nil {
+		return nil
+	}
+	serves := func(t *RouteTable) map[string]bool {
+		m := map[string]bool{}
+		for _, r := range t.routes {
+			svc, _, _ := strings.Cut(strings.TrimPrefix(r.FullMethod, "/"), "/")
+			m[svc] = true
+		}
+		return m
+	}
+	now := serves(new)
+	var lost []string
+	for svc := range serves(old) {
+		if !now[svc] {
+			lost = append(lost, svc)
+		}
+	}
+	slices.Sort(lost)
+	return lost
 }
 
 func (b *Builder) refresh(ctx context.Context, force bool) bool {

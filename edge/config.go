@@ -121,7 +121,9 @@ type TracingConfig struct {
 	SampleRatio float64 `yaml:"sample_ratio"`
 	// TrustIncoming lists the client networks whose W3C traceparent is
 	// continued (CIDRs, or "private" for loopback and private ranges,
-	// "any", "none"); others start a new trace. Default ["private"].
+	// "any", "none"); others start a new trace. Default none: behind a
+	// load balancer every client comes from its private address, so name
+	// the networks of your internal callers.
 	TrustIncoming []string `yaml:"trust_incoming"`
 	// ResponseHeader carries the trace id back to the client (default
 	// X-Trace-Id; "-" turns it off).
@@ -147,7 +149,7 @@ func DefaultConfig() Config {
 		TLS:               TLSConfig{ReloadInterval: DefaultTLSReloadInterval},
 		AccessLog:         AccessLogConfig{SampleRatio: 1},
 		Tracing: TracingConfig{
-			Exporter: "none", SampleRatio: 1, TrustIncoming: []string{"private"},
+			Exporter: "none", SampleRatio: 1,
 			ResponseHeader: DefaultTraceHeader, ServiceName: "portico",
 		},
 	}

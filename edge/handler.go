@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -80,7 +81,8 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	} else {
 		vp := varsPool.Get().(*[]string)
 		var vars []string
-		if h.preflight(w, r, t) {
+		if route := h.preflight(w, r, t); route != nil {
+			ex.route = route
 			*vp = (*vp)[:0]
 			varsPool.Put(vp)
 			return
@@ -114,17 +116,21 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
 }
 
 // preflight answers a CORS preflight with the policy of the route the
-// browser asks about; without one it falls through (405 for OPTIONS).
-func (h *Handler) preflight(w http.ResponseWriter, r *http.Request, t *RouteTable) bool {
+// browser asks about, and returns that route; without one it returns nil
+// and the request falls through (405 for OPTIONS).
+func (h *Handler) preflight(w http.ResponseWriter, r *http.Request, t *RouteTable) *Route {
 	if r.Method != http.MethodOptions || r.Header.Get("Origin") == "" {
-		return false
+		return nil
 	}
 	want := r.Header.Get("Access-Control-Request-Method")
 	if want == "" {
-		return false
+		return nil
 	}
 	route, _, err := t.Match(want, r.URL.EscapedPath(), nil)
-	return err == nil && route.Policy.Preflight(w, r, want)
+	if err != nil || !route.Policy.Preflight(w, r, want) {
+		return nil
+	}
+	return route
 }
 
 func matchError(r *http.Request, err error) error {
@@ -180,12 +186,21 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ex *exchange, va
 		timeout = min(timeout, d)
 	}
 	if pol.Cached() {
+		// The fetch may outlive this request (stale-while-revalidate,
+		// coalesced callers): it reports into an exchange of its own and
+		// hands the instance that answered back through an atomic.
+		var answered atomic.Pointer[string]
+		defer func() {
+			if p := answered.Load(); p != nil {
+				ex.upstream = *p
+			}
+		}()
 		return pol.ServeCached(ctx, w, r, caller, req, func(ctx context.Context) (*policies.Response, error) {
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			// The fetch may outlive this request (stale-while-revalidate,
-			// coalesced callers): it reports into an exchange of its own.
-			resp, header, trailer, err := h.invoke(ctx, &exchange{route: route}, req)
+			fx := &exchange{route: route}
+			resp, header, trailer, err := h.invoke(ctx, fx, req)
+			answered.Store(&fx.upstream)
 			if err != nil {
 				return nil, upstreamError(ctx, err)
 			}
@@ -255,7 +270,7 @@ func upstreamError(ctx context.Context, err error) error {
 	return transcode.FromContextError(err)
 }
 
-func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *exchange, req any) error {
+func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *exchange, req any) (err error) {
 	route := ex.route
 	ctx, cancelMax := context.WithTimeoutCause(ctx, h.maxStreamDuration, errStreamTooLong)
 	defer cancelMax()
@@ -268,21 +283,34 @@ func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *htt
 	stopDrain := context.AfterFunc(h.drain.Context(), func() { cancel(errDraining) })
 	defer stopDrain()
 	start := time.Now()
+	// code is how the upstream call ended, for the metrics and the access
+	// log (a stream that started answers 200 whatever happens next).
+	code := codes.OK
+	defer func() {
+		h.tel.observeUpstream(route.FullMethod, code, time.Since(start))
+		if code != codes.OK && errors.Is(err, transcode.ErrResponseStarted) {
+			ex.code = code
+		}
+	}()
+	fail := func(e error) error {
+		e = upstreamError(ctx, e)
+		code = status.Code(e)
+		return e
+	}
 	cs, err := route.Conn.NewStream(ctx, route.streamDesc, route.FullMethod)
 	if err != nil {
-		return upstreamError(ctx, err)
+		return fail(err)
 	}
 	defer func() {
 		if p, ok := peer.FromContext(cs.Context()); ok && p.Addr != nil {
 			ex.upstream = p.Addr.String()
 		}
-		h.tel.observeUpstream(route.FullMethod, ex.code, time.Since(start))
 	}()
 	if err := cs.SendMsg(req); err != nil {
-		return upstreamError(ctx, cs.RecvMsg(route.Codec.NewResponse()))
+		return fail(cs.RecvMsg(route.Codec.NewResponse()))
 	}
 	if err := cs.CloseSend(); err != nil {
-		return upstreamError(ctx, err)
+		return fail(err)
 	}
 	sw := route.Codec.NewStreamWriter(w, r)
 	started := false
@@ -303,17 +331,18 @@ func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *htt
 				writeTrailers(w, cs.Trailer())
 				return nil
 			}
-			err = upstreamError(ctx, err)
+			err = fail(err)
 			if !started {
 				return err
 			}
-			ex.code = status.Code(err)
+			ex.message = status.Convert(err).Message()
 			sw.SendError(err)
 			return transcode.ErrResponseStarted
 		}
 		started = true
 		if err := sw.Send(msg); err != nil {
 			// The client went away: returning cancels the upstream call.
+			code, ex.message = codes.Canceled, "client went away mid-stream"
 			return transcode.ErrResponseStarted
 		}
 	}

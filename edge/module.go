@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -57,7 +58,8 @@ var Module = fx.Module("edge",
 				}
 				reg, err := selfRegistration(mc, s.Addr().String(), a.Addr().String())
 				if err != nil {
-					return err
+					// This hook's stop will not run: close what started.
+					return errors.Join(err, s.Stop(ctx))
 				}
 				r = mesh.StartRegistrar(m.Consul, reg, log)
 				return nil
@@ -168,8 +170,8 @@ func newServer(cfg Config, h *Handler, reg *prometheus.Registry, log *zap.Logger
 			Name: "portico_tls_certificate_expiry_timestamp_seconds",
 			Help: "When the public listener's certificate expires (Unix time); 0 before it is loaded.",
 		}, func() float64 {
-			if s.TLS != nil {
-				if l := s.TLS.Leaf(); l != nil {
+			if c := s.Certs(); c != nil {
+				if l := c.Leaf(); l != nil {
 					return float64(l.NotAfter.Unix())
 				}
 			}

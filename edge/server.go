@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,10 +21,14 @@ type Server struct {
 	log  *zap.Logger
 	ln   net.Listener
 	done chan struct{}
-	// TLS is the listener's certificate (nil without TLS); Reload and the
-	// file watch swap it in place.
-	TLS *CertReloader
+	// certs serve the listener's TLS configuration (nil without TLS),
+	// set by Start; the admin listener's metrics read it meanwhile.
+	certs atomic.Pointer[CertReloader]
 }
+
+// Certs is the listener's TLS configuration, nil without TLS or before
+// Start; SetFiles swaps the files it serves.
+func (s *Server) Certs() *CertReloader { return s.certs.Load() }
 
 // NewServer prepares the server; Start binds and serves.
 func NewServer(cfg Config, h http.Handler, log *zap.Logger) *Server {
@@ -45,20 +50,21 @@ func NewServer(cfg Config, h http.Handler, log *zap.Logger) *Server {
 // Start loads the TLS files (a broken pair fails here), binds the listener
 // and serves in a goroutine owned by the server.
 func (s *Server) Start(context.Context) error {
+	var certs *CertReloader
 	if s.cfg.TLS.CertFile != "" {
-		r, err := NewCertReloader(s.cfg.TLS, s.log.Named("tls"))
-		if err != nil {
+		var err error
+		if certs, err = NewCertReloader(s.cfg.TLS, s.log.Named("tls")); err != nil {
 			return fmt.Errorf("edge.tls: %w", err)
 		}
-		s.TLS = r
 	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
-		s.TLS.Close()
+		certs.Close()
 		return fmt.Errorf("edge: listen %s: %w", s.cfg.Listen, err)
 	}
-	if s.TLS != nil {
-		ln = tls.NewListener(ln, &tls.Config{GetConfigForClient: s.TLS.configFor})
+	if certs != nil {
+		s.certs.Store(certs)
+		ln = tls.NewListener(ln, &tls.Config{GetConfigForClient: certs.configFor})
 	}
 	s.ln = ln
 	s.done = make(chan struct{})
@@ -68,7 +74,7 @@ func (s *Server) Start(context.Context) error {
 			s.log.Error("server stopped", zap.Error(err))
 		}
 	}()
-	s.log.Info("listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", s.TLS != nil),
+	s.log.Info("listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", certs != nil),
 		zap.Bool("client_certificates", s.cfg.TLS.ClientCAFile != ""))
 	return nil
 }
@@ -84,7 +90,7 @@ func (s *Server) BeginDrain() { s.srv.SetKeepAlivesEnabled(false) }
 // Stop stops accepting and waits for in-flight requests for at most
 // edge.shutdown_grace (or until ctx ends), then closes what is left.
 func (s *Server) Stop(ctx context.Context) error {
-	defer s.TLS.Close()
+	defer s.Certs().Close()
 	if s.ln == nil {
 		return nil
 	}

@@ -145,7 +145,8 @@ func (t *Telemetry) startSpan(r *http.Request) (context.Context, trace.Span) {
 	if t.trust.trusts(r.RemoteAddr) {
 		ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	}
-	return t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+	// Named by the bounded method until a route names it better.
+	return t.tracer.Start(ctx, metricMethod(r.Method), trace.WithSpanKind(trace.SpanKindServer))
 }
 
 // propagate adds the request's trace context to the upstream metadata when

@@ -71,3 +71,23 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 		t.Error("status text")
 	}
 }
+
+func TestLostServices(t *testing.T) {
+	table := func(methods ...string) *RouteTable {
+		t := &RouteTable{}
+		for _, m := range methods {
+			t.routes = append(t.routes, &Route{FullMethod: m})
+		}
+		return t
+	}
+	old := table("/a.v1.Users/Get", "/a.v1.Users/List", "/b.v1.Orders/Get")
+	if got := lostServices(old, table("/a.v1.Users/Get", "/b.v1.Orders/Get", "/c.v1.New/X")); len(got) != 0 {
+		t.Errorf("nothing lost, got %v", got)
+	}
+	if got := lostServices(old, table("/a.v1.Users/Get")); len(got) != 1 || got[0] != "b.v1.Orders" {
+		t.Errorf("want b.v1.Orders lost, got %v", got)
+	}
+	if got := lostServices(nil, table()); got != nil {
+		t.Errorf("no table before: %v", got)
+	}
+}

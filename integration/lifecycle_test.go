@@ -222,6 +222,16 @@ func TestReloadWithBrokenFile(t *testing.T) {
 		t.Fatalf("invalid value not rejected:\n%s", p.Output())
 	}
 
+	// So is a provider whose keys cannot be fetched: every token would fail.
+	write("policies:\n  jwt:\n    - name: corp\n      issuer: " + idpA.Issuer + "\n      jwks_url: http://" + harness.FreePort(t) + "/jwks\n")
+	_ = p.Signal(syscall.SIGHUP)
+	if !waitCount(p, "config reload rejected", 3, 15*time.Second) {
+		t.Fatalf("unreachable JWKS not rejected:\n%s", p.Output())
+	}
+	if code := reused(tokA); code != 200 {
+		t.Fatalf("after a rejected reload, provider A's token: %d", code)
+	}
+
 	write(provider(idpB))
 	_ = p.Signal(syscall.SIGHUP)
 	if !p.WaitOutput("config reloaded", 10*time.Second) {

@@ -375,12 +375,12 @@ func TestTracingToOTLP(t *testing.T) {
 func hexEq(a, b []byte) bool { return hex.EncodeToString(a) == hex.EncodeToString(b) }
 
 // TestTraceContextWithoutExporter: with tracing off (the default) a trusted
-// trace id still reaches the service and comes back to the client, and a
+// client's trace id still reaches the service and comes back to it, and a
 // request without one gets a fresh id, so logs on both sides correlate.
 func TestTraceContextWithoutExporter(t *testing.T) {
 	md := newMDRecorder()
 	b := harness.Services(t, []string{"products"}, nil, md.options()...)
-	e := harness.Portico(t, nil, b.Addr)
+	e := harness.Portico(t, func(cfg *app.Config) { cfg.Edge.Tracing.TrustIncoming = []string{"127.0.0.0/8"} }, b.Addr)
 	c := harness.Client(t)
 	const traceID = "0af7651916cd43dd8448eb211c80319c"
 	r := do(t, c, "GET", e.URL+"/v1/products/p-1", "", "Traceparent", "00-"+traceID+"-b7ad6b7169203331-01")
@@ -393,5 +393,45 @@ func TestTraceContextWithoutExporter(t *testing.T) {
 	tp = md.get(r.header.Get("X-Request-Id")).Get("traceparent")
 	if len(id) != 32 || id == traceID || len(tp) != 1 || !strings.Contains(tp[0], id) {
 		t.Fatalf("new trace: X-Trace-Id %q, upstream traceparent %v", id, tp)
+	}
+}
+
+// TestStreamMetrics: a stream that fails before its first message and one
+// that fails after it are counted with the upstream's code, and a preflight
+// with its route.
+func TestStreamMetrics(t *testing.T) {
+	b := harness.Services(t, []string{"orders"}, nil)
+	e, logs := harness.PorticoLogged(t, nil, b.Addr)
+	c := harness.Client(t)
+	if r := do(t, c, "GET", e.URL+"/v1/orders:stream?count=0&failCode=7", ""); r.code != 403 {
+		t.Fatalf("failing before the first message: %d", r.code)
+	}
+	r := do(t, c, "GET", e.URL+"/v1/orders:stream?count=2&failCode=14", "")
+	if r.code != 200 || !strings.Contains(r.body, `"code":14`) {
+		t.Fatalf("failing after two messages: %d %s", r.code, r.body)
+	}
+	fams := scrape(t, e.AdminURL)
+	const method = "/portico.examples.orders.v1.OrderService/StreamOrders"
+	for _, w := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"portico_http_requests_total", map[string]string{"route": "/v1/orders:stream", "code": "403", "grpc_code": "PermissionDenied"}},
+		{"portico_http_requests_total", map[string]string{"route": "/v1/orders:stream", "code": "200", "grpc_code": "Unavailable"}},
+		{"portico_upstream_request_duration_seconds", map[string]string{"grpc_method": method, "grpc_code": "PermissionDenied"}},
+		{"portico_upstream_request_duration_seconds", map[string]string{"grpc_method": method, "grpc_code": "Unavailable"}},
+	} {
+		if got := value(fams, w.name, w.labels); got != 1 {
+			t.Errorf("%s%v = %v, want 1", w.name, w.labels, got)
+		}
+	}
+	var line map[string]any
+	for _, en := range logs.FilterMessage("request").All() {
+		if f := en.ContextMap(); f["request_id"] == r.header.Get("X-Request-Id") {
+			line = f
+		}
+	}
+	if line["grpc_code"] != "Unavailable" || !strings.Contains(fmt.Sprint(line["error"]), "stream failed") || line["upstream"] != b.Addr {
+		t.Errorf("access log of the stream that failed midway: %v", line)
 	}
 }

@@ -92,16 +92,18 @@ func (c *Compiler) Stop() error {
 }
 
 // Reconfigure applies a new operator config to what the next compile
-// produces: credential providers (started before they are used, so their
-// keys are loaded), CORS defaults, retry settings, the global rate limit,
-// the store failure mode and token limits. The stores themselves (Redis
-// address, rate-limit and cache store, cache size) are kept: changing them
-// needs a restart, and each such change is returned in ignored. Call it
-// with the route-table builder held (edge.Builder.Reconfigure), and call
-// after once the new table serves: it stops the old providers.
-func (c *Compiler) Reconfigure(ctx context.Context, cfg Config) (after func(), ignored []string, err error) {
+// produces: credential providers (started before they are used: a JWT
+// provider whose keys cannot be fetched fails the reconfigure), CORS
+// defaults, retry settings, the global rate limit, the store failure mode
+// and token limits. The stores themselves (Redis address, rate-limit and
+// cache store, cache size) are kept: changing them needs a restart, and each
+// such change is returned in ignored. Call it with the route-table builder
+// held (edge.Builder.Reconfigure); then either commit, once the new table
+// serves (it stops the old providers), or rollback, which restores the
+// previous config and stops the new providers.
+func (c *Compiler) Reconfigure(ctx context.Context, cfg Config) (commit, rollback func(), ignored []string, err error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	keep := func(name string, changed bool) {
 		if changed {
@@ -118,14 +120,27 @@ func (c *Compiler) Reconfigure(ctx context.Context, cfg Config) (after func(), i
 	auth := NewAuthenticator(cfg, c.kv, c.log)
 	if err := auth.Start(ctx); err != nil {
 		auth.Stop()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	old := c.auth
+	for _, v := range auth.jwt {
+		if v.keys.Load() == nil {
+			auth.Stop()
+			return nil, nil, nil, fmt.Errorf("jwt provider %s: no keys could be fetched from its JWKS", v.cfg.Name)
+		}
+	}
+	oldCfg, oldAuth := c.cfg, c.auth
 	c.mu.Lock()
+	oldBudgets := c.budgets
 	c.cfg, c.auth = cfg, auth
 	c.budgets = map[string]*retryBudget{} // new retry settings, fresh budgets
 	c.mu.Unlock()
-	return old.Stop, ignored, nil
+	rollback = func() {
+		c.mu.Lock()
+		c.cfg, c.auth, c.budgets = oldCfg, oldAuth, oldBudgets
+		c.mu.Unlock()
+		auth.Stop()
+	}
+	return oldAuth.Stop, rollback, ignored, nil
 }
 
 // Authenticator exposes the providers (for tests and tooling).

@@ -24,11 +24,11 @@ func TestReconfigure(t *testing.T) {
 	next.JWT = []JWTProvider{provider("b", b)}
 	next.Redis.Address = "127.0.0.1:1"
 	next.Cache.MaxBytes = cfg.Cache.MaxBytes * 2
-	after, ignored, err := c.Reconfigure(t.Context(), next)
+	commit, _, ignored, err := c.Reconfigure(t.Context(), next)
 	if err != nil {
 		t.Fatal(err)
 	}
-	after()
+	commit()
 	if got := c.Authenticator().Providers(); !slices.Equal(got, []string{"b"}) {
 		t.Fatalf("providers after reconfigure: %v", got)
 	}
@@ -45,15 +45,29 @@ func TestReconfigure(t *testing.T) {
 
 	bad := DefaultConfig()
 	bad.JWT = []JWTProvider{{Name: "x", Issuer: issuer, JWKSURL: b.srv.URL, Algorithms: []string{"HS256"}}}
-	if _, _, err := c.Reconfigure(t.Context(), bad); err == nil || !strings.Contains(err.Error(), "HS256") {
+	if _, _, _, err := c.Reconfigure(t.Context(), bad); err == nil || !strings.Contains(err.Error(), "HS256") {
 		t.Fatalf("invalid config: %v", err)
 	}
 	missing := DefaultConfig()
 	missing.APIKeys = []APIKeySource{{Name: "partners", File: t.TempDir() + "/absent.yaml"}}
-	if _, _, err := c.Reconfigure(t.Context(), missing); err == nil {
+	if _, _, _, err := c.Reconfigure(t.Context(), missing); err == nil {
 		t.Fatal("a key file that cannot be read was accepted")
+	}
+	down := DefaultConfig()
+	down.JWT = []JWTProvider{{Name: "down", Issuer: issuer, JWKSURL: "http://127.0.0.1:1/jwks"}}
+	if _, _, _, err := c.Reconfigure(t.Context(), down); err == nil || !strings.Contains(err.Error(), "no keys") {
+		t.Fatalf("a provider whose JWKS cannot be fetched: %v", err)
 	}
 	if got := c.Authenticator().Providers(); !slices.Equal(got, []string{"b"}) {
 		t.Fatalf("providers after rejected configs: %v", got)
+	}
+	// A rollback (the new table would drop a service) restores the config.
+	_, rollback, _, err := c.Reconfigure(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rollback()
+	if got := c.Authenticator().Providers(); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("providers after a rollback: %v", got)
 	}
 }

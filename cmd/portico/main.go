@@ -153,12 +153,26 @@ func cmdServe(args []string, stderr io.Writer) int {
 		}
 	}
 	opts = append(opts, app.WithReload(path, fileCfg))
-	app := fx.New(opts...)
-	app.Run()
-	if err := app.Err(); err != nil {
+	// fx's Run would os.Exit on a failed stop, skipping the deferred
+	// flushes; this is Run without that.
+	a := fx.New(opts...)
+	if err := a.Err(); err != nil {
 		return 1
 	}
-	return 0
+	startCtx, cancel := context.WithTimeout(context.Background(), a.StartTimeout())
+	defer cancel()
+	if err := a.Start(startCtx); err != nil {
+		return 1
+	}
+	sig := <-a.Wait()
+	log.Info("stopping", zap.Any("signal", sig.Signal))
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), a.StopTimeout())
+	defer cancelStop()
+	if err := a.Stop(stopCtx); err != nil {
+		log.Error("stopped with an error", zap.Error(err))
+		return 1
+	}
+	return sig.ExitCode
 }
 
 func cmdRoutes(args []string, stdout, stderr io.Writer) int {

@@ -43,7 +43,9 @@ func WithReload(path string, fileCfg Config) fx.Option {
 		}),
 		fx.Invoke(func(lc fx.Lifecycle, r *Reloader) {
 			sig := make(chan os.Signal, 1)
-			stop := make(chan struct{})
+			// Stopping cancels a reload in progress (a JWKS that does not
+			// answer must not eat into the drain).
+			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			lc.Append(fx.Hook{
 				OnStart: func(context.Context) error {
@@ -52,12 +54,12 @@ func WithReload(path string, fileCfg Config) fx.Option {
 						defer close(done)
 						for {
 							select {
-							case <-stop:
+							case <-ctx.Done():
 								return
 							case <-sig:
-								ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-								_ = r.Reload(ctx)
-								cancel()
+								rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+								_ = r.Reload(rctx)
+								rcancel()
 							}
 						}
 					}()
@@ -65,7 +67,7 @@ func WithReload(path string, fileCfg Config) fx.Option {
 				},
 				OnStop: func(context.Context) error {
 					signal.Stop(sig)
-					close(stop)
+					cancel()
 					<-done
 					return nil
 				},
@@ -109,7 +111,7 @@ func (r *Reloader) Reload(ctx context.Context) error {
 	applyTLS := false
 	if (cfg.Edge.TLS.CertFile == "") != (r.last.Edge.TLS.CertFile == "") || cfg.Edge.TLS.ReloadInterval != r.last.Edge.TLS.ReloadInterval {
 		restart = append(restart, "edge.tls (turning TLS on or off, reload_interval)")
-	} else if r.srv.TLS != nil {
+	} else if r.srv.Certs() != nil {
 		applyTLS = true
 		// Checked before anything applies, so a broken file set changes
 		// nothing at all.
@@ -120,10 +122,10 @@ func (r *Reloader) Reload(ctx context.Context) error {
 	}
 	var ignored []string
 	if !reflect.DeepEqual(cfg.Policies, r.last.Policies) {
-		err = r.b.Reconfigure(ctx, func() (func(), error) {
-			after, ign, err := r.pc.Reconfigure(ctx, cfg.Policies)
+		err = r.b.Reconfigure(ctx, func() (func(), func(), error) {
+			commit, rollback, ign, err := r.pc.Reconfigure(ctx, cfg.Policies)
 			ignored = ign
-			return after, err
+			return commit, rollback, err
 		})
 		if err != nil {
 			r.log.Error("config reload rejected: policies; the running config stays", zap.String("file", r.path), zap.Error(err))
@@ -131,7 +133,7 @@ func (r *Reloader) Reload(ctx context.Context) error {
 		}
 	}
 	if applyTLS {
-		if err := r.srv.TLS.SetFiles(cfg.Edge.TLS); err != nil {
+		if err := r.srv.Certs().SetFiles(cfg.Edge.TLS); err != nil {
 			r.log.Error("TLS files changed between check and use; serving the previous certificate", zap.Error(err))
 		}
 	}
