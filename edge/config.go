@@ -34,6 +34,25 @@ const (
 	// DefaultTLSReloadInterval is how often the listener's certificate
 	// files are checked for a change.
 	DefaultTLSReloadInterval = 5 * time.Second
+	// DefaultWriteTimeout ends a response whose client takes no bytes for
+	// this long: every write to a client has this deadline.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultMaxInflightBodyBytes is the budget of request-body bytes held in
+	// memory by all requests together; a request that would go past it gets
+	// 503 with Retry-After.
+	DefaultMaxInflightBodyBytes = 64 << 20
+	// DefaultHTTP2MaxConcurrentStreams caps the open streams of one HTTP/2
+	// connection.
+	DefaultHTTP2MaxConcurrentStreams = 100
+	// DefaultHTTP2MaxReadFrameSize is the largest HTTP/2 frame accepted.
+	DefaultHTTP2MaxReadFrameSize = 16 << 10
+	// DefaultHTTP2MaxReceiveBufferPerStream is the flow-control window of one
+	// stream: what a client can make the edge buffer for one request before
+	// the handler reads it.
+	DefaultHTTP2MaxReceiveBufferPerStream = 256 << 10
+	// DefaultHTTP2MaxReceiveBufferPerConnection is the window of one whole
+	// connection, all its streams together.
+	DefaultHTTP2MaxReceiveBufferPerConnection = 1 << 20
 	// DefaultTraceHeader returns the trace id to clients.
 	DefaultTraceHeader = "X-Trace-Id"
 )
@@ -60,6 +79,20 @@ type Config struct {
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// IdleTimeout closes idle keep-alive connections.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// WriteTimeout bounds every write to a client: a response (or a server
+	// stream) whose client takes no bytes for this long is ended and its
+	// upstream call cancelled.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// MaxInflightBodyBytes is the global budget of request-body bytes held
+	// in memory at once; past it a request gets 503 with Retry-After.
+	MaxInflightBodyBytes int64 `yaml:"max_inflight_body_bytes"`
+	// TrustedProxies lists the networks (CIDRs or addresses) whose
+	// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host are believed.
+	// From any other peer those headers are replaced: the peer is the
+	// client. Empty by default.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// HTTP2 holds the HTTP/2 limits.
+	HTTP2 HTTP2Config `yaml:"http2"`
 	// UpstreamTimeout is the deadline of a unary upstream call.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// MaxStreamDuration bounds a server-streaming call.
@@ -78,6 +111,18 @@ type Config struct {
 	AccessLog AccessLogConfig `yaml:"access_log"`
 	// Tracing is OpenTelemetry tracing.
 	Tracing TracingConfig `yaml:"tracing"`
+}
+
+// HTTP2Config is `edge.http2`: what one HTTP/2 connection may cost.
+type HTTP2Config struct {
+	// MaxConcurrentStreams caps the open streams of one connection.
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// MaxReadFrameSize is the largest frame read, 16 KiB to 16 MiB.
+	MaxReadFrameSize int `yaml:"max_read_frame_size"`
+	// MaxReceiveBufferPerStream is one stream's flow-control window.
+	MaxReceiveBufferPerStream int `yaml:"max_receive_buffer_per_stream"`
+	// MaxReceiveBufferPerConnection is the whole connection's window.
+	MaxReceiveBufferPerConnection int `yaml:"max_receive_buffer_per_connection"`
 }
 
 // TLSConfig names the certificate and key files of the public listener.
@@ -135,13 +180,21 @@ type TracingConfig struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:            DefaultListen,
-		AdminListen:       DefaultAdminListen,
-		MaxHeaderBytes:    DefaultMaxHeaderBytes,
-		ReadHeaderTimeout: DefaultReadHeaderTimeout,
-		ReadTimeout:       DefaultReadTimeout,
-		IdleTimeout:       DefaultIdleTimeout,
-		UpstreamTimeout:   DefaultUpstreamTimeout,
+		Listen:               DefaultListen,
+		AdminListen:          DefaultAdminListen,
+		MaxHeaderBytes:       DefaultMaxHeaderBytes,
+		ReadHeaderTimeout:    DefaultReadHeaderTimeout,
+		ReadTimeout:          DefaultReadTimeout,
+		IdleTimeout:          DefaultIdleTimeout,
+		UpstreamTimeout:      DefaultUpstreamTimeout,
+		WriteTimeout:         DefaultWriteTimeout,
+		MaxInflightBodyBytes: DefaultMaxInflightBodyBytes,
+		HTTP2: HTTP2Config{
+			MaxConcurrentStreams:          DefaultHTTP2MaxConcurrentStreams,
+			MaxReadFrameSize:              DefaultHTTP2MaxReadFrameSize,
+			MaxReceiveBufferPerStream:     DefaultHTTP2MaxReceiveBufferPerStream,
+			MaxReceiveBufferPerConnection: DefaultHTTP2MaxReceiveBufferPerConnection,
+		},
 		MaxStreamDuration: DefaultMaxStreamDuration,
 		ShutdownGrace:     DefaultShutdownGrace,
 		DrainDelay:        DefaultDrainDelay,
@@ -192,10 +245,28 @@ func (c Config) Validate() error {
 		"read_header_timeout": c.ReadHeaderTimeout, "read_timeout": c.ReadTimeout,
 		"idle_timeout": c.IdleTimeout, "upstream_timeout": c.UpstreamTimeout,
 		"max_stream_duration": c.MaxStreamDuration, "shutdown_grace": c.ShutdownGrace,
+		"write_timeout": c.WriteTimeout,
 	} {
 		if d <= 0 {
 			return fmt.Errorf("edge.%s must be > 0, got %s", name, d)
 		}
+	}
+	if c.MaxInflightBodyBytes <= 0 {
+		return fmt.Errorf("edge.max_inflight_body_bytes must be > 0, got %d", c.MaxInflightBodyBytes)
+	}
+	if _, err := parseNets(c.TrustedProxies); err != nil {
+		return fmt.Errorf("edge.trusted_proxies: %w", err)
+	}
+	h2 := c.HTTP2
+	switch {
+	case h2.MaxConcurrentStreams < 1:
+		return fmt.Errorf("edge.http2.max_concurrent_streams must be >= 1, got %d", h2.MaxConcurrentStreams)
+	case h2.MaxReadFrameSize < 16<<10 || h2.MaxReadFrameSize > 16<<20:
+		return fmt.Errorf("edge.http2.max_read_frame_size must be within 16384..16777216, got %d", h2.MaxReadFrameSize)
+	case h2.MaxReceiveBufferPerStream < 16<<10 || h2.MaxReceiveBufferPerStream >= 4<<20:
+		return fmt.Errorf("edge.http2.max_receive_buffer_per_stream must be within 16 KiB..4 MiB, got %d", h2.MaxReceiveBufferPerStream)
+	case h2.MaxReceiveBufferPerConnection < 64<<10 || h2.MaxReceiveBufferPerConnection >= 4<<20:
+		return fmt.Errorf("edge.http2.max_receive_buffer_per_connection must be within 64 KiB..4 MiB, got %d", h2.MaxReceiveBufferPerConnection)
 	}
 	if c.MaxHeaderBytes < 1024 {
 		return fmt.Errorf("edge.max_header_bytes must be >= 1024, got %d", c.MaxHeaderBytes)

@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -31,6 +36,9 @@ type Handler struct {
 	upstreamTimeout   time.Duration
 	maxStreamDuration time.Duration
 	streamIdle        time.Duration
+	writeTimeout      time.Duration
+	proxies           proxies
+	budget            *bodyBudget
 	log               *zap.Logger
 }
 
@@ -45,6 +53,9 @@ func NewHandler(cfg Config, tcfg transcode.Config, tables *Tables, tel *Telemetr
 		upstreamTimeout:   cfg.UpstreamTimeout,
 		maxStreamDuration: cfg.MaxStreamDuration,
 		streamIdle:        tcfg.StreamIdleTimeout,
+		writeTimeout:      cfg.WriteTimeout,
+		proxies:           newProxies(cfg.TrustedProxies),
+		budget:            &bodyBudget{limit: cfg.MaxInflightBodyBytes},
 		log:               log,
 	}
 }
@@ -56,11 +67,23 @@ var (
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := exchangePool.Get().(*exchange)
-	*ex = exchange{start: time.Now(), rec: recorder{ResponseWriter: w}}
+	*ex = exchange{start: time.Now()}
+	ex.rec.init(w, h.writeTimeout)
 	h.tel.inFlight.Inc()
 	defer h.tel.inFlight.Dec()
+	// The client is the peer unless a trusted proxy speaks for it; rate
+	// limits, trace trust and the access log all see that address.
+	ex.fwd = h.proxies.resolve(r)
+	if ex.fwd.client != ex.fwd.peer {
+		r = r.WithContext(r.Context())
+		r.RemoteAddr = net.JoinHostPort(ex.fwd.client, "0")
+	}
 	ctx, span := h.tel.startSpan(r)
 	r = r.WithContext(ctx)
+	if r.Body != nil && r.Body != http.NoBody {
+		ex.body = budgetedBody{rc: r.Body, budget: h.budget}
+		r.Body = &ex.body
+	}
 	ex.reqID = requestID(r)
 	hdr := w.Header()
 	hdr.Set(requestIDHeader, ex.reqID)
@@ -69,6 +92,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.handle(&ex.rec, r, ex)
 	h.tel.finish(r, ex, span)
+	ex.body.release()
 	*ex = exchange{}
 	exchangePool.Put(ex)
 }
@@ -76,7 +100,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	var err error
 	t := h.tables.Load()
-	if t == nil {
+	if flaw := requestFlaw(r.Context()); flaw != "" {
+		// RFC 9112 §6.1: a request framed two ways may be read differently
+		// by a proxy in front; answer it alone and close the connection so
+		// that nothing pipelined behind it is served.
+		w.Header().Set("Connection", "close")
+		err = transcode.NewError(http.StatusBadRequest, codes.InvalidArgument, "malformed request framing: "+flaw+"; the connection is closed")
+	} else if t == nil {
 		err = status.Error(codes.Unavailable, "no route table yet: upstreams are still being reflected")
 	} else {
 		vp := varsPool.Get().(*[]string)
@@ -87,7 +117,14 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
 			varsPool.Put(vp)
 			return
 		}
-		ex.route, vars, err = t.Match(r.Method, r.URL.EscapedPath(), (*vp)[:0])
+		method := r.Method
+		if method == http.MethodHead {
+			// RFC 9110 §9.3.2: HEAD is GET without the body; the servers
+			// (HTTP/1.1 and HTTP/2) drop the body bytes and keep the
+			// Content-Length the GET would have sent.
+			method = http.MethodGet
+		}
+		ex.route, vars, err = t.Match(method, r.URL.EscapedPath(), (*vp)[:0])
 		if err == nil {
 			err = h.serve(w, r, ex, vars)
 		} else {
@@ -107,12 +144,53 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	}
 	if errors.Is(err, transcode.ErrResponseStarted) {
 		if ce := h.log.Check(zapcore.DebugLevel, "response cut short"); ce != nil {
-			ce.Write(zap.String("path", r.URL.Path), zap.String("request_id", ex.reqID), zap.Error(err))
+			ce.Write(zap.String("path", truncateLog(r.URL.Path)), zap.String("request_id", ex.reqID), zap.Error(err))
 		}
 		return
 	}
+	err = h.public(err, ex)
 	_, st := transcode.WriteError(w, err, types)
 	ex.code, ex.message = st.Code(), st.Message()
+}
+
+// public is the error the client gets. Errors the edge wrote for clients
+// pass as they are; what came from grpc-go's transport or from Go (dial
+// errors with the instance's address, TLS and reset errors, Go error
+// chains) becomes a plain sentence for its code plus a
+// google.rpc.RequestInfo with the request id, and the detail goes to the
+// access log only.
+func (h *Handler) public(err error, ex *exchange) error {
+	var te *transcode.Error
+	if errors.As(err, &te) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		ex.detail = err.Error()
+		return withRequestInfo(status.New(codes.Internal, "the edge could not complete the request"), ex.reqID)
+	}
+	var internal *internalError
+	if errors.As(err, &internal) {
+		ex.detail = internal.detail
+		return withRequestInfo(st, ex.reqID)
+	}
+	return err
+}
+
+// internalError is an upstream failure whose message is not for clients.
+type internalError struct {
+	st     *status.Status
+	detail string
+}
+
+func (e *internalError) Error() string              { return e.detail }
+func (e *internalError) GRPCStatus() *status.Status { return e.st }
+
+func withRequestInfo(st *status.Status, reqID string) error {
+	if d, err := st.WithDetails(&errdetails.RequestInfo{RequestId: reqID}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 // preflight answers a CORS preflight with the policy of the route the
@@ -135,15 +213,20 @@ func (h *Handler) preflight(w http.ResponseWriter, r *http.Request, t *RouteTabl
 
 func matchError(r *http.Request, err error) error {
 	var mna *transcode.MethodNotAllowedError
+	path := truncateLog(r.URL.Path)
 	switch {
 	case errors.As(err, &mna):
-		e := transcode.NewError(http.StatusMethodNotAllowed, codes.Unimplemented, "method "+r.Method+" is not allowed on "+r.URL.Path)
+		e := transcode.NewError(http.StatusMethodNotAllowed, codes.Unimplemented, "method "+truncateLog(r.Method)+" is not allowed on "+path)
 		e.Allow = mna.Allow
+		if slices.Contains(e.Allow, http.MethodGet) && !slices.Contains(e.Allow, http.MethodHead) {
+			e.Allow = append(slices.Clone(e.Allow), http.MethodHead)
+			slices.Sort(e.Allow)
+		}
 		return e
-	case errors.Is(err, transcode.ErrBadPathEncoding):
+	case errors.Is(err, transcode.ErrBadPathEncoding), errors.Is(err, transcode.ErrDotSegment):
 		return transcode.NewError(http.StatusBadRequest, codes.InvalidArgument, "invalid path: "+err.Error())
 	default:
-		return transcode.NewError(http.StatusNotFound, codes.NotFound, "no route for "+r.Method+" "+r.URL.Path)
+		return transcode.NewError(http.StatusNotFound, codes.NotFound, "no route for "+truncateLog(r.Method)+" "+path)
 	}
 }
 
@@ -167,7 +250,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ex *exchange, va
 	if err := pol.Check(r.Context(), r, caller, req); err != nil {
 		return err
 	}
-	md, err := h.md.outgoing(r, ex.reqID)
+	md, err := h.md.outgoing(r, ex.reqID, &ex.fwd, r.TLS != nil || connTLS(r.Context()) != nil)
 	if err != nil {
 		return err
 	}
@@ -256,7 +339,10 @@ var (
 )
 
 // upstreamError keeps the upstream's status, naming deadline and
-// cancellation by the edge's own context.
+// cancellation by the edge's own context. Errors grpc-go made on this side
+// of the connection (no instance, dial and TLS failures, resets, messages
+// over the size limit) carry addresses and Go error chains: they keep their
+// code with a plain sentence, the detail going to the log.
 func upstreamError(ctx context.Context, err error) error {
 	if cause := context.Cause(ctx); cause == errStreamIdle || cause == errStreamTooLong || cause == errDraining {
 		return cause
@@ -265,9 +351,84 @@ func upstreamError(ctx context.Context, err error) error {
 		if st.Code() == codes.DeadlineExceeded && ctx.Err() != nil {
 			return status.Error(codes.DeadlineExceeded, "upstream call exceeded its deadline")
 		}
+		if msg, internal := transportMessage(st); internal {
+			return &internalError{st: status.New(st.Code(), msg), detail: st.Message()}
+		}
 		return err
 	}
 	return transcode.FromContextError(err)
+}
+
+// transportMessage recognises a status made by the gRPC client rather than
+// returned by the service, and gives the sentence clients get instead.
+func transportMessage(st *status.Status) (string, bool) {
+	msg := st.Message()
+	if !looksInternal(msg) {
+		return "", false
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return "the upstream service is unavailable; retry later", true
+	case codes.ResourceExhausted:
+		return "the upstream message is larger than the edge accepts", true
+	case codes.DeadlineExceeded:
+		return "upstream call exceeded its deadline", true
+	case codes.Canceled:
+		return "the upstream call was cancelled", true
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return "the edge could not authenticate to the upstream service", true
+	default:
+		return "the upstream call failed", true
+	}
+}
+
+// internalMarkers are phrases of grpc-go's and Go's own errors; a service's
+// message containing one (or an IP address with a port) is not shown
+// either: an edge never tells clients about its network.
+var internalMarkers = []string{
+	"transport:", "transport is closing", "connection error", "dial tcp", "dial unix", "connect:",
+	"grpc:", "subconn", "name resolver", "resolver error", "produced zero addresses", "connection refused",
+	"connection reset", "broken pipe", "i/o timeout", "eof", "rst_stream", "goaway", "tls:", "x509:",
+	"handshake", "no such host", "read tcp", "write tcp", "desc =",
+}
+
+func looksInternal(msg string) bool {
+	lower := strings.ToLower(msg)
+	for _, m := range internalMarkers {
+		if strings.Contains(lower, m) {
+			return true
+		}
+	}
+	return hasAddrPort(msg)
+}
+
+// hasAddrPort finds an IPv4 address with a port ("10.1.2.3:9000") or a
+// bracketed IPv6 one.
+func hasAddrPort(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '[' {
+			if j := strings.Index(s[i:], "]:"); j > 1 {
+				if _, err := netip.ParseAddr(s[i+1 : i+j]); err == nil {
+					return true
+				}
+			}
+			continue
+		}
+		if s[i] < '0' || s[i] > '9' || (i > 0 && (s[i-1] == '.' || (s[i-1] >= '0' && s[i-1] <= '9'))) {
+			continue
+		}
+		j := i
+		for j < len(s) && (s[j] == '.' || (s[j] >= '0' && s[j] <= '9')) {
+			j++
+		}
+		if j < len(s) && s[j] == ':' && j+1 < len(s) && s[j+1] >= '0' && s[j+1] <= '9' {
+			if _, err := netip.ParseAddr(s[i:j]); err == nil {
+				return true
+			}
+		}
+		i = j
+	}
+	return false
 }
 
 func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *exchange, req any) (err error) {
@@ -341,9 +502,14 @@ func (h *Handler) serveStream(ctx context.Context, w http.ResponseWriter, r *htt
 		}
 		started = true
 		if err := sw.Send(msg); err != nil {
-			// The client went away: returning cancels the upstream call.
-			code, ex.message = codes.Canceled, "client went away mid-stream"
+			// The client went away, or stopped reading for edge.write_timeout:
+			// returning cancels the upstream call.
+			code, ex.message = codes.Canceled, "client went away or stopped reading mid-stream"
 			return transcode.ErrResponseStarted
+		}
+		if r.Method == http.MethodHead {
+			// The status and headers are known: HEAD wants nothing more.
+			return nil
 		}
 	}
 }

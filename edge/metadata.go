@@ -4,8 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -53,8 +53,19 @@ func newMetadataMapper(headers []string) *metadataMapper {
 	return m
 }
 
-// outgoing builds the metadata for one call.
-func (m *metadataMapper) outgoing(r *http.Request, reqID string) (metadata.MD, error) {
+// untrustedKeys are the trace-context keys a client may not set through
+// Grpc-Metadata-*: joining a trace (and carrying baggage into it) is for
+// callers in edge.tracing.trust_incoming, through the tracer.
+var untrustedKeys = map[string]bool{
+	"traceparent": true, "tracestate": true, "baggage": true,
+	"b3": true, "uber-trace-id": true, "x-cloud-trace-context": true,
+}
+
+// outgoing builds the metadata for one call. A client's header never makes
+// a server error: a forwarded header whose value gRPC cannot carry
+// (anything but printable ASCII) is left out; a Grpc-Metadata-* header
+// gRPC cannot carry is the client's mistake, 400 naming it.
+func (m *metadataMapper) outgoing(r *http.Request, reqID string, fwd *forwarded, secure bool) (metadata.MD, error) {
 	md := make(metadata.MD, 8)
 	var connHeaders []string
 	for _, v := range r.Header.Values("Connection") {
@@ -71,7 +82,11 @@ func (m *metadataMapper) outgoing(r *http.Request, reqID string) (metadata.MD, e
 		}
 		if key, ok := m.forward[k]; ok {
 			if !strings.HasPrefix(key, policies.IdentityPrefix) {
-				md[key] = append(md[key], vs...)
+				for _, v := range vs {
+					if printableValue(v) {
+						md[key] = append(md[key], v)
+					}
+				}
 			}
 			continue
 		}
@@ -82,38 +97,76 @@ func (m *metadataMapper) outgoing(r *http.Request, reqID string) (metadata.MD, e
 		key := strings.ToLower(rest)
 		// Identity keys are the edge's to set (policies.Identify), never a
 		// client's.
-		if reservedKey(key) || key == "x-request-id" || strings.HasPrefix(key, "x-forwarded-") || strings.HasPrefix(key, policies.IdentityPrefix) {
+		if reservedKey(key) || key == "x-request-id" || strings.HasPrefix(key, "x-forwarded-") ||
+			strings.HasPrefix(key, policies.IdentityPrefix) || untrustedKeys[key] || strings.HasPrefix(key, "x-b3-") {
 			continue
+		}
+		if !validKey(key) {
+			return nil, transcode.NewError(http.StatusBadRequest, codes.InvalidArgument,
+				"header "+truncateHeader(k)+": a metadata key may hold only 0-9, a-z, '-', '_' and '.'")
 		}
 		if strings.HasSuffix(key, "-bin") {
 			for _, v := range vs {
 				b, err := decodeBinHeader(v)
 				if err != nil {
-					return nil, transcode.NewError(http.StatusBadRequest, codes.InvalidArgument, "header "+k+": binary metadata must be base64")
+					return nil, transcode.NewError(http.StatusBadRequest, codes.InvalidArgument, "header "+truncateHeader(k)+": binary metadata must be base64")
 				}
 				md[key] = append(md[key], string(b))
 			}
 			continue
 		}
+		for _, v := range vs {
+			if !printableValue(v) {
+				return nil, transcode.NewError(http.StatusBadRequest, codes.InvalidArgument,
+					"header "+truncateHeader(k)+": a metadata value must be printable ASCII; send binary values base64-encoded in a -bin header")
+			}
+		}
 		md[key] = append(md[key], vs...)
 	}
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if prior := r.Header.Get("X-Forwarded-For"); prior != "" {
-			md["x-forwarded-for"] = []string{prior + ", " + host}
-		} else {
-			md["x-forwarded-for"] = []string{host}
-		}
-	}
+	md["x-forwarded-for"] = []string{fwd.chain}
 	proto := "http"
-	if r.TLS != nil {
+	if secure {
 		proto = "https"
 	}
+	if fwd.proto != "" {
+		proto = fwd.proto
+	}
 	md["x-forwarded-proto"] = []string{proto}
-	if r.Host != "" {
+	if fwd.host != "" {
+		md["x-forwarded-host"] = []string{fwd.host}
+	} else if r.Host != "" && printableValue(r.Host) {
 		md["x-forwarded-host"] = []string{r.Host}
 	}
 	md["x-request-id"] = []string{reqID}
 	return md, nil
+}
+
+// printableValue is gRPC's rule for a non-binary metadata value.
+func printableValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// validKey is gRPC's rule for a metadata key.
+func validKey(k string) bool {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z') && !(c >= '0' && c <= '9') && c != '.' && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return k != ""
+}
+
+func truncateHeader(k string) string {
+	if len(k) > 64 || !printableValue(k) {
+		return strconv.Quote(k[:min(len(k), 64)])
+	}
+	return k
 }
 
 func contains(s []string, v string) bool {
@@ -170,7 +223,9 @@ func printable(s string) bool {
 }
 
 // clientTimeout parses a Grpc-Timeout header ("100m", "5S"): the client
-// may shorten the configured deadline.
+// may shorten the configured deadline. The gRPC spec allows up to 8 digits
+// with any unit; values beyond what a time.Duration holds (from 2562048H)
+// mean "no shorter than the configured deadline", never an overflow.
 func clientTimeout(v string) (time.Duration, bool) {
 	if len(v) < 2 || len(v) > 9 {
 		return 0, false
@@ -179,9 +234,25 @@ func clientTimeout(v string) (time.Duration, bool) {
 	if err != nil || n < 0 {
 		return 0, false
 	}
-	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
-	if unit == 0 {
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
 		return 0, false
+	}
+	if n > int64(math.MaxInt64/unit) {
+		return time.Duration(math.MaxInt64), true
 	}
 	return time.Duration(n) * unit, true
 }

@@ -180,6 +180,9 @@ type exchange struct {
 	message  string     // its message, for errors
 	upstream string     // the instance that answered, host:port
 	subject  string
+	detail   string // what the client was not told (addresses, Go errors), for the log
+	fwd      forwarded
+	body     budgetedBody
 	rec      recorder
 }
 
@@ -233,21 +236,33 @@ func (t *Telemetry) finish(r *http.Request, ex *exchange, span trace.Span) {
 	ce.Write(
 		zap.String("route", route),
 		zap.String("http_method", r.Method),
-		zap.String("path", r.URL.Path), // never the query: it may carry keys
+		zap.String("path", truncateLog(r.URL.Path)), // never the query: it may carry keys
 		zap.Int("status", status),
 		zap.String("grpc_code", code),
 		zap.String("upstream", ex.upstream),
 		zap.Duration("latency", elapsed),
-		zap.Int64("bytes_in", max(r.ContentLength, 0)),
+		zap.Int64("bytes_in", ex.body.charged), // read, not declared
 		zap.Int64("bytes_out", ex.rec.bytes),
 		zap.String("request_id", ex.reqID),
 		zap.String("trace_id", traceID),
 		zap.String("subject", ex.subject),
 		zap.String("client", clientIP(r.RemoteAddr)),
 		zap.String("proto", r.Proto),
-		zap.String("error", ex.message),
+		zap.String("error", truncateLog(ex.message)),
+		// What the client was not told: the upstream's address, Go errors.
+		zap.String("detail", truncateLog(ex.detail)),
 	)
 }
+
+// truncateLog keeps an access log line short whatever the client sent.
+func truncateLog(s string) string {
+	if len(s) <= maxLogField {
+		return s
+	}
+	return s[:maxLogField] + "…"
+}
+
+const maxLogField = 512
 
 // observeUpstream records one upstream attempt.
 func (t *Telemetry) observeUpstream(method string, code codes.Code, d time.Duration) {
@@ -290,12 +305,43 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// dl sets the connection's (HTTP/1.1) or stream's (HTTP/2) write
+	// deadline: every write to a client gets edge.write_timeout to make
+	// progress, so a client that stops reading ends its response instead
+	// of holding a handler (and an upstream stream) forever.
+	dl      writeDeadliner
+	timeout time.Duration
+	armed   time.Time // when the deadline was last pushed out
+}
+
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
+
+// writeChunk is the most written under one deadline: a large response
+// to a slow client needs progress, not speed.
+const writeChunk = 64 << 10
+
+func (w *recorder) init(rw http.ResponseWriter, timeout time.Duration) {
+	*w = recorder{ResponseWriter: rw, timeout: timeout}
+	w.dl, _ = rw.(writeDeadliner)
+	w.arm(time.Now())
+}
+
+// arm pushes the write deadline out to now + timeout; it skips the call
+// while the last one is recent (an eighth of the timeout), because on
+// HTTP/2 each call is a message to the connection's goroutine.
+func (w *recorder) arm(now time.Time) {
+	if w.dl == nil || w.timeout <= 0 || now.Sub(w.armed) < w.timeout/8 {
+		return
+	}
+	w.armed = now
+	_ = w.dl.SetWriteDeadline(now.Add(w.timeout))
 }
 
 func (w *recorder) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code
 	}
+	w.arm(time.Now())
 	w.ResponseWriter.WriteHeader(code)
 }
 
@@ -303,9 +349,21 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	return n, err
+	total := 0
+	for {
+		chunk := b
+		if len(chunk) > writeChunk {
+			chunk = chunk[:writeChunk]
+		}
+		w.arm(time.Now())
+		n, err := w.ResponseWriter.Write(chunk)
+		total += n
+		w.bytes += int64(n)
+		b = b[n:]
+		if err != nil || len(b) == 0 {
+			return total, err
+		}
+	}
 }
 
 // Flush keeps streaming working through the recorder.

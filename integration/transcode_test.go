@@ -196,8 +196,15 @@ func TestRequestErrors(t *testing.T) {
 	wantStatus(t, do(t, e.c, "GET", e.url+"/v2/nothing", ""), 404, 5, "no route for GET /v2/nothing")
 	r := do(t, e.c, "DELETE", e.url+"/v1/users", "")
 	wantStatus(t, r, 405, 12, "not allowed")
-	if got := strings.Join(r.header.Values("Allow"), ","); got != "GET,POST" {
+	if got := strings.Join(r.header.Values("Allow"), ","); got != "GET,HEAD,POST" {
 		t.Fatalf("Allow = %q", got)
+	}
+	// HEAD on a GET route: the GET's status and headers, no body.
+	get := do(t, e.c, "GET", e.url+"/v1/users", "")
+	head := do(t, e.c, "HEAD", e.url+"/v1/users", "")
+	if head.code != 200 || head.body != "" || head.header.Get("Content-Length") != get.header.Get("Content-Length") ||
+		head.header.Get("Content-Type") != get.header.Get("Content-Type") {
+		t.Fatalf("HEAD: %d %q %v; GET: %d %v", head.code, head.body, head.header, get.code, get.header)
 	}
 	wantStatus(t, do(t, e.c, "POST", e.url+"/v1/orders", `{"userId":`), 400, 3, "invalid JSON body")
 	wantStatus(t, do(t, e.c, "POST", e.url+"/v1/orders", `{"userId":"a","bogus":1}`), 400, 3, `unknown field "bogus"`)

@@ -213,7 +213,7 @@ func (cp *cachePolicy) serve(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	if cp.allowNoCache && noCache(r.Header) {
 		cp.metrics.cache.WithLabelValues("bypass").Inc()
-		e, err := cp.fill(ctx, key, fetch)
+		e, err := cp.fill(ctx, key, fetch, false)
 		if err != nil {
 			return err
 		}
@@ -233,12 +233,16 @@ func (cp *cachePolicy) serve(ctx context.Context, w http.ResponseWriter, r *http
 		if age <= cp.ttl+cp.swr {
 			cp.metrics.cache.WithLabelValues("stale").Inc()
 			// One background refresh per key; the caller is not kept waiting.
-			cp.bg.Go(func() { cp.refresh(key, fetch) })
+			// It runs as this caller (its identity metadata, forwarded
+			// credentials, request id and trace: the context's values),
+			// which is whose private key it refreshes, but outlives it.
+			rctx := context.WithoutCancel(ctx)
+			cp.bg.Go(func() { cp.refresh(rctx, key, fetch) })
 			return writeCached(w, e, "STALE", age)
 		}
 	}
 	cp.metrics.cache.WithLabelValues("miss").Inc()
-	e, err = cp.fill(ctx, key, fetch)
+	e, err = cp.fill(ctx, key, fetch, true)
 	if err != nil {
 		return err
 	}
@@ -247,10 +251,20 @@ func (cp *cachePolicy) serve(ctx context.Context, w http.ResponseWriter, r *http
 
 // fill runs fetch once for all concurrent callers of key (detached from any
 // one caller, bounded by the route's timeout) and stores a success.
-func (cp *cachePolicy) fill(ctx context.Context, key string, fetch Fetch) (*Response, error) {
+//
+// With recheck, the flight first looks in the store again: a caller that
+// missed just before another caller's flight stored its answer and ended
+// would otherwise start a second upstream call for a key that is fresh by
+// now (the window that let 100 concurrent misses make 2 calls).
+func (cp *cachePolicy) fill(ctx context.Context, key string, fetch Fetch, recheck bool) (*Response, error) {
 	ch := cp.flight.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cp.timeout)
 		defer cancel()
+		if recheck {
+			if e, err := cp.store.get(fctx, key); err == nil && e != nil && time.Since(e.Stored) <= cp.ttl {
+				return e, nil
+			}
+		}
 		e, err := fetch(fctx)
 		if err != nil {
 			return nil, err
@@ -274,8 +288,8 @@ func (cp *cachePolicy) fill(ctx context.Context, key string, fetch Fetch) (*Resp
 	}
 }
 
-func (cp *cachePolicy) refresh(key string, fetch Fetch) {
-	if _, err := cp.fill(context.Background(), key, fetch); err != nil && cp.errLog.Allow() {
+func (cp *cachePolicy) refresh(ctx context.Context, key string, fetch Fetch) {
+	if _, err := cp.fill(ctx, key, fetch, false); err != nil && cp.errLog.Allow() {
 		cp.log.Info("background cache refresh failed; the stale response stays until it expires", zap.String("route", cp.route), zap.Error(err))
 	}
 }

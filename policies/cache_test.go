@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -101,5 +102,98 @@ func TestCacheKeySeparatesCallers(t *testing.T) {
 	cp.public = true
 	if key(alice) != key(bob) {
 		t.Fatal("public: one entry for everyone")
+	}
+}
+
+// The stale-while-revalidate refresh calls the upstream as the caller whose
+// request found the entry stale: with its outgoing metadata (identity,
+// forwarded credentials, request id) and its other context values, even
+// after that request ended.
+func TestCacheRefreshCarriesCallerMetadata(t *testing.T) {
+	var (
+		bg    sync.WaitGroup
+		group singleflight.Group
+		seen  = make(chan metadata.MD, 4)
+	)
+	type traceKey struct{}
+	fetch := func(ctx context.Context) (*Response, error) {
+		md, _ := metadata.FromOutgoingContext(ctx)
+		if ctx.Value(traceKey{}) != "trace-1" {
+			md = metadata.Join(md, metadata.Pairs("lost-context-value", "1"))
+		}
+		seen <- md
+		return &Response{Body: []byte("{}"), ContentType: "application/json"}, nil
+	}
+	cp := &cachePolicy{
+		route: "GET /x", ttl: 20 * time.Millisecond, swr: time.Minute, maxEntry: 1 << 20, timeout: time.Second,
+		store: newMemoryCache(1 << 20), flight: &group, metrics: NewMetrics(nil),
+		errLog: rate.NewLimiter(1, 1), log: zap.NewNop(), bg: &bg,
+	}
+	serve := func(id string) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel() // the request ends as soon as it is answered
+		ctx = context.WithValue(ctx, traceKey{}, "trace-1")
+		ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs("x-portico-subject", "alice", "authorization", "Bearer a", "x-request-id", id))
+		r := httptest.NewRequest(http.MethodGet, "/x", nil)
+		if err := cp.serve(ctx, httptest.NewRecorder(), r, &Caller{Provider: "corp", Subject: "alice"}, wrapperspb.String("k"), fetch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serve("fill")
+	<-seen
+	time.Sleep(40 * time.Millisecond)
+	serve("stale") // answered from the stale entry; the refresh runs behind
+	bg.Wait()
+	select {
+	case md := <-seen:
+		for k, want := range map[string]string{"x-portico-subject": "alice", "authorization": "Bearer a", "x-request-id": "stale"} {
+			if got := md.Get(k); len(got) != 1 || got[0] != want {
+				t.Errorf("refresh sent %s=%q, want %q", k, got, want)
+			}
+		}
+		if len(md.Get("lost-context-value")) > 0 {
+			t.Error("the refresh lost the caller's context values (its trace)")
+		}
+	default:
+		t.Fatal("no background refresh ran")
+	}
+}
+
+// Concurrent misses make one upstream call, even when a caller's store
+// lookup misses just before another caller's flight stores its answer and
+// ends (it then starts a flight of its own, which must find the answer).
+func TestCacheFillRechecksTheStore(t *testing.T) {
+	var (
+		bg    sync.WaitGroup
+		group singleflight.Group
+		calls atomic.Int64
+	)
+	cp := &cachePolicy{
+		route: "GET /x", ttl: time.Minute, maxEntry: 1 << 20, timeout: time.Second,
+		store: newMemoryCache(1 << 20), flight: &group, metrics: NewMetrics(nil),
+		errLog: rate.NewLimiter(1, 1), log: zap.NewNop(), bg: &bg,
+	}
+	fetch := func(context.Context) (*Response, error) {
+		calls.Add(1)
+		return &Response{Body: []byte("{}"), ContentType: "application/json"}, nil
+	}
+	key := "k"
+	// The first flight stores and ends; a late caller that had missed
+	// calls fill afterwards, exactly the window of the race.
+	if _, err := cp.fill(t.Context(), key, fetch, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.fill(t.Context(), key, fetch, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d upstream calls for one fresh key; want 1", n)
+	}
+	// A refresh (no recheck) does call again.
+	if _, err := cp.fill(t.Context(), key, fetch, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("refresh: %d calls, want 2", n)
 	}
 }

@@ -75,7 +75,7 @@ func TestDecodeRequest(t *testing.T) {
 		{desc: "body over the limit", router: rSmall, method: "POST", url: "/v1/sinks", ct: "application/json", body: `{"id":"0123456789abcdef"}`,
 			wantCode: codes.ResourceExhausted, wantHTTP: 413, wantErr: "exceeds the limit of 16 bytes"},
 		{desc: "nesting over the limit", router: rShallow, method: "POST", url: "/v1/sinks", ct: "application/json", body: `{"meta":{"a":{"b":{}}}}`,
-			wantCode: codes.InvalidArgument, wantHTTP: 400, wantErr: "invalid JSON body"},
+			wantCode: codes.InvalidArgument, wantHTTP: 400, wantErr: "nests deeper than the limit of 3 (transcode.max_json_depth) at meta.a.b"},
 		{desc: "both names accepted in", method: "POST", url: "/v1/sinks", body: `{"pageSize":2,"nested":{"note":"n"}}`, want: `{"page_size":2,"nested":{"note":"n"}}`},
 		{desc: "duplicate field under both names", method: "POST", url: "/v1/sinks", body: `{"pageSize":2,"page_size":3}`,
 			wantCode: codes.InvalidArgument, wantHTTP: 400, wantErr: "duplicate field"},

@@ -13,6 +13,10 @@ const (
 	DefaultMaxBodyBytes = 4 << 20
 	// DefaultMaxJSONDepth caps nesting in JSON bodies (400 beyond it).
 	DefaultMaxJSONDepth = 64
+	// DefaultMaxRepeatedElements caps the elements of repeated fields, map
+	// entries and free-form (Struct, Any) values in one request body: 400
+	// beyond it, before any message is built.
+	DefaultMaxRepeatedElements = 10000
 	// DefaultMaxQueryParams caps the number of query parameters (400 beyond it).
 	DefaultMaxQueryParams = 256
 	// DefaultStreamIdleTimeout ends a server stream that sends nothing for
@@ -33,6 +37,9 @@ type Config struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// MaxJSONDepth: deepest accepted JSON nesting in a request body.
 	MaxJSONDepth int `yaml:"max_json_depth"`
+	// MaxRepeatedElements: most repeated elements (array values, map
+	// entries, Struct and Any members) in one request body.
+	MaxRepeatedElements int `yaml:"max_repeated_elements"`
 	// MaxQueryParams: most query parameters accepted on one request.
 	MaxQueryParams int `yaml:"max_query_params"`
 	// StreamIdleTimeout ends a server stream silent for this long.
@@ -42,10 +49,11 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		MaxBodyBytes:      DefaultMaxBodyBytes,
-		MaxJSONDepth:      DefaultMaxJSONDepth,
-		MaxQueryParams:    DefaultMaxQueryParams,
-		StreamIdleTimeout: DefaultStreamIdleTimeout,
+		MaxBodyBytes:        DefaultMaxBodyBytes,
+		MaxJSONDepth:        DefaultMaxJSONDepth,
+		MaxQueryParams:      DefaultMaxQueryParams,
+		MaxRepeatedElements: DefaultMaxRepeatedElements,
+		StreamIdleTimeout:   DefaultStreamIdleTimeout,
 	}
 }
 
@@ -56,6 +64,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("transcode.max_body_bytes must be > 0, got %d", c.MaxBodyBytes)
 	case c.MaxJSONDepth <= 0 || c.MaxJSONDepth > 10000:
 		return fmt.Errorf("transcode.max_json_depth must be in 1..10000, got %d", c.MaxJSONDepth)
+	case c.MaxRepeatedElements <= 0:
+		return fmt.Errorf("transcode.max_repeated_elements must be > 0, got %d", c.MaxRepeatedElements)
 	case c.MaxQueryParams <= 0:
 		return fmt.Errorf("transcode.max_query_params must be > 0, got %d", c.MaxQueryParams)
 	case c.StreamIdleTimeout <= 0:

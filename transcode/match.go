@@ -14,6 +14,11 @@ var ErrNoRoute = errors.New("no route")
 // ErrBadPathEncoding: the path has invalid percent-encoding.
 var ErrBadPathEncoding = errors.New("bad percent-encoding in path")
 
+// ErrDotSegment: a path segment is "." or ".." (raw or percent-encoded).
+// Servers and proxies resolve them differently, so a path holding one could
+// name another resource behind the edge than the route it matched: refused.
+var ErrDotSegment = errors.New("path segments . and .. are not allowed")
+
 // MethodNotAllowedError: the path matches, but only for other methods.
 type MethodNotAllowedError struct{ Allow []string }
 
@@ -137,13 +142,16 @@ func (r *Router[T]) matchErr(m, path string, vars []string) (v T, outVars []stri
 	for i, s := range raw {
 		if strings.IndexByte(s, '%') < 0 {
 			dec[i] = s
-			continue
+		} else {
+			d, derr := url.PathUnescape(s)
+			if derr != nil {
+				return v, vars, fmt.Errorf("%w: segment %q", ErrBadPathEncoding, truncate(s, 64))
+			}
+			dec[i] = d
 		}
-		d, derr := url.PathUnescape(s)
-		if derr != nil {
-			return v, vars, fmt.Errorf("%w: segment %q", ErrBadPathEncoding, truncate(s, 64))
+		if d := dec[i]; d == "." || d == ".." || strings.HasPrefix(d, "..:") || strings.HasPrefix(d, ".:") {
+			return v, vars, fmt.Errorf("%w: segment %d is %q", ErrDotSegment, i+1, truncate(s, 64))
 		}
-		dec[i] = d
 	}
 	var candidates [2]rtTry
 	tries := candidates[:0]
