@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -264,7 +265,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ex *exchange, va
 	if v := r.Header.Get(grpcTimeoutInput); v != "" {
 		d, ok := clientTimeout(v)
 		if !ok {
-			return transcode.NewError(http.StatusBadRequest, codes.InvalidArgument, "Grpc-Timeout header "+v+" is malformed")
+			return transcode.NewError(http.StatusBadRequest, codes.InvalidArgument, "Grpc-Timeout header "+strconv.Quote(truncateLog(v[:min(len(v), 32)]))+" is malformed")
 		}
 		timeout = min(timeout, d)
 	}

@@ -70,9 +70,18 @@ func main() {
 	concurrency := flag.Int("concurrency", 8, "closed-loop clients")
 	casesFlag := flag.String("cases", "get1k,post1k,list20k", "cases to run")
 	accessLog := flag.Bool("access-log", false, "keep Portico's access log on (written to a discarded stdout); grpc-gateway has none")
+	attack := flag.Bool("attack", false, "instead: a normal client's throughput alone and beside four clients sending 2 MB repeated-element bodies (see attack.go)")
+	porticoBin := flag.String("portico-bin", "", "with -attack: run this portico binary instead of building one (to compare two versions)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *attack {
+		if err := runAttack(ctx, *duration, *porticoBin); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, *duration, *warmup, *concurrency, *casesFlag, *accessLog); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
