@@ -69,7 +69,7 @@ var (
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := exchangePool.Get().(*exchange)
 	*ex = exchange{start: time.Now()}
-	ex.rec.init(w, h.writeTimeout)
+	ex.rec.init(w, r, h.writeTimeout)
 	h.tel.inFlight.Inc()
 	defer h.tel.inFlight.Dec()
 	// The client is the peer unless a trusted proxy speaks for it; rate

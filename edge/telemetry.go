@@ -311,7 +311,11 @@ type recorder struct {
 	// of holding a handler (and an upstream stream) forever.
 	dl      writeDeadliner
 	timeout time.Duration
-	armed   time.Time // when the deadline was last pushed out
+	armed   time.Time // HTTP/1.1: when the deadline was last pushed out
+	// h2: on HTTP/2 a write deadline is a timer that resets the stream when
+	// it fires, writing or not, so it is set around each write and cleared
+	// after it; a slow upstream or a quiet stream is never cut by it.
+	h2 bool
 }
 
 type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
@@ -320,29 +324,40 @@ type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 // to a slow client needs progress, not speed.
 const writeChunk = 64 << 10
 
-func (w *recorder) init(rw http.ResponseWriter, timeout time.Duration) {
-	*w = recorder{ResponseWriter: rw, timeout: timeout}
+func (w *recorder) init(rw http.ResponseWriter, r *http.Request, timeout time.Duration) {
+	*w = recorder{ResponseWriter: rw, timeout: timeout, h2: r.ProtoMajor == 2}
 	w.dl, _ = rw.(writeDeadliner)
-	w.arm(time.Now())
+	if w.timeout <= 0 {
+		w.dl = nil
+	}
+	if !w.h2 {
+		w.arm(time.Now())
+	}
 }
 
-// arm pushes the write deadline out to now + timeout; it skips the call
-// while the last one is recent (an eighth of the timeout), because on
-// HTTP/2 each call is a message to the connection's goroutine.
+// arm pushes the write deadline out to now + timeout before a write. On
+// HTTP/1.1 the deadline only matters while a write is in progress, so it
+// is left set and refreshed at most every eighth of the timeout; on
+// HTTP/2 it is set for the write (and cleared by disarm after it).
 func (w *recorder) arm(now time.Time) {
-	if w.dl == nil || w.timeout <= 0 || now.Sub(w.armed) < w.timeout/8 {
+	if w.dl == nil || (!w.h2 && now.Sub(w.armed) < w.timeout/8) {
 		return
 	}
 	w.armed = now
 	_ = w.dl.SetWriteDeadline(now.Add(w.timeout))
 }
 
+func (w *recorder) disarm() {
+	if w.dl != nil && w.h2 {
+		_ = w.dl.SetWriteDeadline(time.Time{})
+	}
+}
+
 func (w *recorder) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code
 	}
-	w.arm(time.Now())
-	w.ResponseWriter.WriteHeader(code)
+	w.ResponseWriter.WriteHeader(code) // buffered: never blocks on the client
 }
 
 func (w *recorder) Write(b []byte) (int, error) {
@@ -350,6 +365,7 @@ func (w *recorder) Write(b []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	total := 0
+	defer w.disarm()
 	for {
 		chunk := b
 		if len(chunk) > writeChunk {
@@ -366,8 +382,13 @@ func (w *recorder) Write(b []byte) (int, error) {
 	}
 }
 
-// Flush keeps streaming working through the recorder.
-func (w *recorder) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+// Flush keeps streaming working through the recorder; flushing may wait
+// for the client, so it runs under the write deadline.
+func (w *recorder) Flush() {
+	w.arm(time.Now())
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+	w.disarm()
+}
 
 // Unwrap lets http.ResponseController reach the connection's writer.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/portico-dev/portico/cmd/portico/app"
@@ -180,6 +182,7 @@ type meshFixture struct {
 	agent *consulagent.Agent
 	a, b  *harness.Instance
 	edge  *harness.Edge
+	logs  *observer.ObservedLogs // Portico's, from info up
 	seen  *harness.CallLog
 }
 
@@ -191,12 +194,28 @@ func newMeshFixture(t *testing.T, extra ...string) *meshFixture {
 	for _, name := range extra {
 		harness.Native(t, f.agent, name, harness.NativeOptions{})
 	}
-	f.edge = harness.Portico(t, harness.ConsulConfig(f.agent))
+	f.edge, f.logs = harness.PorticoLogged(t, harness.ConsulConfig(f.agent))
+	logControlPathOnFailure(t, f.logs)
 	c := harness.Client(t)
 	eventually(t, 10*time.Second, "products routes", func() bool {
 		return do(t, c, "GET", f.edge.URL+"/v1/products/p-1", "").code == 200
 	})
 	return f
+}
+
+// logControlPathOnFailure logs, if t fails, what Portico logged about
+// Consul and its route table: the sequence a failure needs explaining.
+func logControlPathOnFailure(t *testing.T, logs *observer.ObservedLogs) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, l := range logs.All() {
+			if l.LoggerName != "edge.access" && (strings.Contains(l.Message, "consul") || strings.Contains(l.Message, "route") || strings.Contains(l.Message, "upstream")) {
+				t.Logf("portico %s %s: %s %v", l.Time.Format("15:04:05.000"), l.LoggerName, l.Message, l.ContextMap())
+			}
+		}
+	})
 }
 
 // lastCallAt is the latest call instance served, or zero.
@@ -285,7 +304,12 @@ func TestInstanceKilledUnderLoad(t *testing.T) {
 }
 
 // TestConsulRestartUnderLoad: Consul stops; Portico keeps serving the last
-// known instances, reports degraded, then recovers by itself.
+// known instances, reports degraded, then recovers by itself once the agent
+// is back. Then the agent loses the registrations, as one restarted without
+// its data does: the service leaves the catalog until its instances
+// register again (their registrar checks every 5 s), and their checks have
+// not run when they do. Not one call may fail throughout: the service
+// grace keeps the routes and the last known instances, which are up.
 func TestConsulRestartUnderLoad(t *testing.T) {
 	f := newMeshFixture(t)
 	c := harness.Client(t)
@@ -315,14 +339,112 @@ func TestConsulRestartUnderLoad(t *testing.T) {
 	})
 	t.Logf("FIGURE recovered %v after Consul came back", time.Since(restarted).Round(time.Millisecond))
 	time.Sleep(time.Second)
-	st := stop()
-	t.Logf("load across the Consul outage: %s", st)
-	if st.failed.Load() != 0 {
+	if st := stop(); st.failed.Load() != 0 {
 		t.Fatalf("calls failed while Consul was down or restarting: %s", st)
+	} else {
+		t.Logf("load across the Consul outage: %s", st)
 	}
 	m = do(t, c, "GET", f.edge.AdminURL+"/metrics", "")
 	if !strings.Contains(m.body, "portico_consul_watch_healthy 1") {
 		t.Fatalf("metric portico_consul_watch_healthy should be back to 1:\n%s", grepLines(m.body, "portico_consul"))
+	}
+
+	// The agent forgets both registrations.
+	cat := f.edge.Mesh.Catalog
+	eventually(t, 20*time.Second, "products confirmed by consul after the restart", func() bool { return len(cat.InGrace()) == 0 })
+	stop = runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
+	time.Sleep(300 * time.Millisecond)
+	lost := time.Now()
+	for _, id := range []string{f.a.ID, f.b.ID} {
+		if err := f.agent.Client().Agent().ServiceDeregister(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "products in its grace period", func() bool { return slices.Contains(cat.InGrace(), "products") })
+	if got := value(scrape(t, f.edge.AdminURL), "portico_consul_services_in_grace", nil); got != 1 {
+		t.Errorf("portico_consul_services_in_grace = %v during the grace, want 1", got)
+	}
+	harness.WaitInstance(t, f.agent, "products", f.a.ID, true)
+	harness.WaitInstance(t, f.agent, "products", f.b.ID, true)
+	back := eventually(t, 10*time.Second, "products confirmed by consul again", func() bool { return len(cat.InGrace()) == 0 })
+	t.Logf("FIGURE registrations lost: products kept for %v until consul confirmed both instances again", back.Sub(lost).Round(time.Millisecond))
+	time.Sleep(500 * time.Millisecond)
+	st := stop()
+	t.Logf("load across the lost registrations: %s", st)
+	if st.failed.Load() != 0 {
+		t.Fatalf("calls failed while the agent had lost the registrations: %s", st)
+	}
+	fams := scrape(t, f.edge.AdminURL)
+	for name, want := range map[string]float64{"portico_consul_services_in_grace": 0, "portico_consul_services_removed_total": 0} {
+		if got := value(fams, name, nil); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	kept := f.logs.FilterMessage("consul service missing; keeping its routes and last known instances for the grace period").FilterField(zap.String("service", "products"))
+	if kept.Len() == 0 || f.logs.FilterMessage("consul service back within the grace period").Len() == 0 {
+		t.Errorf("the grace was not logged: %d starts, %d ends", kept.Len(), f.logs.FilterMessage("consul service back within the grace period").Len())
+	}
+	for _, l := range kept.All() {
+		t.Logf("logged: %s %v", l.Message, l.ContextMap())
+	}
+}
+
+// TestConsulServiceGoneAfterGrace: a service whose instances all leave and
+// do not come back keeps its routes for mesh.consul.service_grace (its
+// calls fail with 503, not 404), then loses them: one log line names it and
+// how long it was gone, and the metrics count it. Another service's calls
+// run on undisturbed.
+func TestConsulServiceGoneAfterGrace(t *testing.T) {
+	const grace = 2 * time.Second
+	agent := harness.Consul(t)
+	a := harness.Native(t, agent, "products", harness.NativeOptions{})
+	b := harness.Native(t, agent, "products", harness.NativeOptions{})
+	harness.Native(t, agent, "users", harness.NativeOptions{})
+	e, logs := harness.PorticoLogged(t, func(cfg *app.Config) {
+		harness.ConsulConfig(agent)(cfg)
+		cfg.Mesh.Consul.ServiceGrace = grace
+	})
+	logControlPathOnFailure(t, logs)
+	c := harness.Client(t)
+	eventually(t, 10*time.Second, "routes of both services", func() bool {
+		return do(t, c, "GET", e.URL+"/v1/products/p-1", "").code == 200 && do(t, c, "GET", e.URL+"/v1/users/alice", "").code == 200
+	})
+	stop := runLoad(t, e.URL+"/v1/users/alice", 2)
+
+	a.Stop()
+	left := time.Now() // b deregisters first thing in Stop
+	b.Stop()
+	eventually(t, time.Second, "products in its grace period", func() bool {
+		return value(scrape(t, e.AdminURL), "portico_consul_services_in_grace", nil) == 1
+	})
+	var r response
+	removed := eventuallyOr(t, grace+5*time.Second, "products routes removed", func() (bool, string) {
+		r = do(t, c, "GET", e.URL+"/v1/products/p-1", "")
+		return r.code == http.StatusNotFound, fmt.Sprintf("%d %s", r.code, r.body)
+	})
+	wantStatus(t, r, http.StatusNotFound, 5, "no route")
+	t.Logf("FIGURE products routes removed %v after its last instance left (grace %v)", removed.Sub(left).Round(time.Millisecond), grace)
+	if removed.Sub(left) < grace {
+		t.Fatalf("routes removed %v after the service left, before the %v grace", removed.Sub(left), grace)
+	}
+	fams := scrape(t, e.AdminURL)
+	for name, want := range map[string]float64{"portico_consul_services_in_grace": 0, "portico_consul_services_removed_total": 1} {
+		if got := value(fams, name, nil); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	lines := logs.FilterMessage("consul service gone for longer than the grace period; removing its routes").All()
+	if len(lines) != 1 {
+		t.Fatalf("removal logged %d times", len(lines))
+	}
+	if f := lines[0].ContextMap(); lines[0].Level != zap.WarnLevel || f["service"] != "products" || f["gone"].(time.Duration) < grace {
+		t.Fatalf("removal log: %s %v", lines[0].Level, f)
+	}
+	if r := do(t, c, "GET", e.URL+"/v1/users/alice", ""); r.code != http.StatusOK {
+		t.Fatalf("users after products left: %d %s", r.code, r.body)
+	}
+	if st := stop(); st.failed.Load() != 0 || st.ok.Load() == 0 {
+		t.Fatalf("users calls while products left: %s", st)
 	}
 }
 
@@ -408,8 +530,12 @@ func TestWrongSPIFFEIDRefused(t *testing.T) {
 	if imp.Calls.Load() != 0 {
 		t.Fatalf("the impostor served %d calls", imp.Calls.Load())
 	}
-	if !strings.Contains(r.body, "identity mismatch") || !strings.Contains(r.body, "/svc/users, expected spiffe://") {
-		t.Fatalf("error should name both identities: %s", r.body)
+	// The client learns that the service is unavailable, and the request
+	// id to quote; the identities and the address are for the log.
+	st := wantStatus(t, r, http.StatusServiceUnavailable, 14, "unavailable")
+	if strings.Contains(r.body, "spiffe://") || strings.Contains(r.body, "127.0.0.1") ||
+		!strings.Contains(r.body, r.header.Get("X-Request-Id")) || len(st["details"].([]any)) != 1 {
+		t.Fatalf("error should carry the request id and no identity or address: %s", r.body)
 	}
 	// Other services are unaffected.
 	if r := do(t, c, "GET", f.edge.URL+"/v1/products/p-1", ""); r.code != 200 {

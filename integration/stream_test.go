@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/portico-dev/portico/cmd/examples/services"
+	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/integration/harness"
 	ordersv1 "github.com/portico-dev/portico/protos/examples/orders/v1"
 )
@@ -129,5 +130,31 @@ func TestClientGoneCancelsUpstream(t *testing.T) {
 	case <-w.canceled:
 	case <-timer.C:
 		t.Fatal("upstream stream still running 5s after the client went away")
+	}
+}
+
+// edge.write_timeout bounds writes, not waits: a slow upstream answer and a
+// stream with long gaps between messages complete over HTTP/1.1 and h2c
+// alike (on HTTP/2 a write deadline is a stream timer, set only around
+// writes).
+func TestWriteTimeoutIsNotAnIdleTimeout(t *testing.T) {
+	b := harness.Services(t, []string{"orders"}, nil)
+	e := harness.Portico(t, func(c *app.Config) { c.Edge.WriteTimeout = 500 * time.Millisecond }, b.Addr)
+	h2 := new(http.Protocols)
+	h2.SetUnencryptedHTTP2(true)
+	h2tr := &http.Transport{Protocols: h2}
+	t.Cleanup(h2tr.CloseIdleConnections)
+	clients := map[string]*http.Client{"HTTP/1.1": harness.Client(t), "h2c": {Transport: h2tr, Timeout: 20 * time.Second}}
+	for name, c := range clients {
+		t.Run(name, func(t *testing.T) {
+			r := do(t, c, "GET", e.URL+"/v1/debug/fail/0?sleepMs=1200", "")
+			if r.code != 200 {
+				t.Fatalf("slow unary call: %d %s", r.code, r.body)
+			}
+			r = do(t, c, "GET", e.URL+"/v1/orders:stream?count=3&intervalMs=800", "")
+			if n := strings.Count(strings.TrimSpace(r.body), "\n") + 1; r.code != 200 || n != 3 || strings.Contains(r.body, `"error"`) {
+				t.Fatalf("quiet stream: %d, %d lines: %s", r.code, n, r.body)
+			}
+		})
 	}
 }

@@ -98,6 +98,9 @@ func StartProcess(tb testing.TB, bin string, args ...string) *Process {
 	return p
 }
 
+// Pid is the process id (for /proc/<pid>/status and the like).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Output is what the process wrote so far.
 func (p *Process) Output() string { return p.out.String() }
 
