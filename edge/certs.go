@@ -129,6 +129,14 @@ func loadTLSFiles(files TLSConfig) (*tls.Config, [32]byte, error) {
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{"h2", "http/1.1"},
+		// Forward-secret AEAD suites only: what HTTP/2 requires (RFC 9113
+		// §9.2.2), enforced here because the guard listener terminates TLS
+		// and net/http's own h2 checks no longer see the TLS state.
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
 	}
 	if caPEM != nil {
 		pool := x509.NewCertPool()

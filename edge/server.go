@@ -14,7 +14,10 @@ import (
 )
 
 // Server is the public HTTP listener: HTTP/1.1 and HTTP/2 (ALPN over TLS,
-// prior knowledge in cleartext).
+// prior knowledge in cleartext). Its listener terminates TLS itself and
+// guards every connection (see newGuardListener): the handler learns from
+// requestFlaw which HTTP/1.1 requests to refuse, and an HTTP/2 header block
+// left incomplete is cut after edge.read_header_timeout.
 type Server struct {
 	cfg  Config
 	srv  *http.Server
@@ -35,7 +38,9 @@ func NewServer(cfg Config, h http.Handler, log *zap.Logger) *Server {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)
-	p.SetUnencryptedHTTP2(cfg.TLS.CertFile == "") // h2c with prior knowledge
+	// HTTP/2 reaches net/http as the prior-knowledge preface in both modes:
+	// with TLS the guard listener terminates it, after ALPN chose h2.
+	p.SetUnencryptedHTTP2(true)
 	return &Server{cfg: cfg, log: log, srv: &http.Server{
 		Handler:           h,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -43,7 +48,17 @@ func NewServer(cfg Config, h http.Handler, log *zap.Logger) *Server {
 		ReadTimeout:       cfg.ReadTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		Protocols:         p,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          cfg.HTTP2.MaxConcurrentStreams,
+			MaxReadFrameSize:              cfg.HTTP2.MaxReadFrameSize,
+			MaxReceiveBufferPerStream:     cfg.HTTP2.MaxReceiveBufferPerStream,
+			MaxReceiveBufferPerConnection: cfg.HTTP2.MaxReceiveBufferPerConnection,
+			// A connection whose peer stops taking bytes is closed after
+			// one write timeout, whatever stream it was writing.
+			WriteByteTimeout: cfg.WriteTimeout,
+		},
+		ConnContext: guardContext,
+		ErrorLog:    zap.NewStdLog(log.Named("http")),
 	}}
 }
 
@@ -62,10 +77,12 @@ func (s *Server) Start(context.Context) error {
 		certs.Close()
 		return fmt.Errorf("edge: listen %s: %w", s.cfg.Listen, err)
 	}
+	var tlsConf *tls.Config
 	if certs != nil {
 		s.certs.Store(certs)
-		ln = tls.NewListener(ln, &tls.Config{GetConfigForClient: certs.configFor})
+		tlsConf = &tls.Config{GetConfigForClient: certs.configFor}
 	}
+	ln = newGuardListener(ln, tlsConf, s.cfg.ReadHeaderTimeout, s.log.Named("guard"))
 	s.ln = ln
 	s.done = make(chan struct{})
 	go func() {
