@@ -452,7 +452,7 @@ func rowJSONBodies(t *testing.T, h *hostile) {
 			r := do(t, h.c, "POST", h.url+tc.path, tc.body, "X-Request-Id", id)
 			took := time.Since(start)
 			t.Logf("%d-byte body: %d in %s (reached the service: %v)", len(tc.body), r.code, took.Round(time.Millisecond), h.rec.get(id) != nil)
-			_, msg := rpcStatus(t, h1Resp{code: r.code, header: r.header, body: r.body}, http.StatusBadRequest, 3)
+			_, msg := rpcStatus(t, h1Resp(r), http.StatusBadRequest, 3)
 			for _, frag := range tc.msgHas {
 				if !strings.Contains(msg, frag) {
 					t.Errorf("message %q does not contain %q", truncateText(msg, 300), frag)
@@ -804,7 +804,7 @@ func rowSlowBodyDeadUpstream(t *testing.T, h *hostile) {
 		b.Server.Stop()
 		r := do(t, h.c, "GET", url, "")
 		id := r.header.Get("X-Request-Id")
-		_, msg := rpcStatus(t, h1Resp{code: r.code, header: r.header, body: r.body}, http.StatusServiceUnavailable, 14)
+		_, msg := rpcStatus(t, h1Resp(r), http.StatusServiceUnavailable, 14)
 		t.Logf("503: %s", r.body)
 		if strings.Contains(strings.ToLower(r.body), "dial") || anIPPort.MatchString(r.body) {
 			t.Errorf("the 503 tells how Portico dials its upstream: %q", msg)

@@ -70,7 +70,6 @@ type dynamicCodec struct {
 	types   Resolver
 
 	pathFields   [][]protoreflect.FieldDescriptor
-	pathNames    []string
 	body         bodyKind
 	bodyField    protoreflect.FieldDescriptor
 	httpBodyReq  bool
