@@ -3,9 +3,7 @@ package mesh
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +24,9 @@ const MetaDescriptors = "portico_descriptors"
 
 // Catalog discovers upstreams in Consul: every service carrying the expose
 // tag, each with its own client connection whose resolver is fed the
-// passing instances by a blocking query. It implements Discovery.
+// passing instances by a blocking query. A service that disappears from
+// Consul keeps its routes and last known instances for
+// mesh.consul.service_grace (see grace.go). It implements Discovery.
 type Catalog struct {
 	cfg    Config
 	client *api.Client
@@ -34,6 +34,7 @@ type Catalog struct {
 	dial   []grpc.DialOption // added to every service connection
 	log    *zap.Logger
 	health *watchHealth
+	clock  clock
 
 	changed  chan struct{}
 	listed   chan struct{} // closed after the first service list
@@ -42,6 +43,7 @@ type Catalog struct {
 	mu       sync.Mutex
 	services map[string]*catalogService
 	draining map[*grpc.ClientConn]*time.Timer
+	removed  uint64 // services removed after leaving the catalog
 	closed   bool
 
 	ctx    context.Context
@@ -68,6 +70,15 @@ type catalogService struct {
 	version   string // what the instances say they serve
 	reflected string // version at the last successful reflection
 	forced    bool   // reflect at the next Reflect whatever the version
+
+	// What Consul says, what is served, and the grace between (grace.go).
+	// listed changes with both the catalog's mu and this one held.
+	listed  bool                // in the catalog's last service list
+	entries []*api.ServiceEntry // the last health answer: every registered instance, any health
+	serving []*api.ServiceEntry // the instances in state
+	holding holdReason          // why serving keeps instances Consul did not confirm
+	grace   *graceState         // non-nil during the grace period
+	removed bool
 }
 
 // NewCatalog returns a catalog; Start begins watching. creds secure the
@@ -77,7 +88,7 @@ type catalogService struct {
 func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCredentials, log *zap.Logger, opts ...grpc.DialOption) *Catalog {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Catalog{
-		cfg: cfg, client: client, creds: creds, dial: opts, log: log, health: newWatchHealth(),
+		cfg: cfg, client: client, creds: creds, dial: opts, log: log, health: newWatchHealth(), clock: realClock{},
 		changed: make(chan struct{}, 1), listed: make(chan struct{}), services: map[string]*catalogService{},
 		draining: map[*grpc.ClientConn]*time.Timer{}, ctx: ctx, cancel: cancel,
 	}
@@ -90,7 +101,7 @@ func (c *Catalog) limiter() *rate.Limiter {
 // Start begins watching the service list.
 func (c *Catalog) Start() {
 	c.wg.Go(func() {
-		watch(c.ctx, "catalog-services", c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
+		watchResync(c.ctx, "catalog-services", c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
 			func(q *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
 				return c.client.Catalog().Services(q)
 			},
@@ -100,8 +111,9 @@ func (c *Catalog) Start() {
 
 // setServices starts and stops per-service watches as services gain or lose
 // the expose tag. It only runs on successful answers, so a Consul outage
-// never empties the set.
-func (c *Catalog) setServices(all map[string][]string) {
+// never empties the set; a service missing from an answer is removed after
+// its grace period (at once without one), unless it is back by then.
+func (c *Catalog) setServices(all map[string][]string, resync bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -128,28 +140,48 @@ func (c *Catalog) setServices(all map[string][]string) {
 		changed = true
 	}
 	for name, svc := range c.services {
-		if want[name] {
+		if !want[name] && c.cfg.Consul.ServiceGrace == 0 {
+			c.removeLocked(svc)
+			c.log.Info("consul service no longer exposed; closing its connections after the drain period",
+				zap.String("service", name), zap.Duration("drain", c.cfg.Consul.DrainAfterDeregister))
+			changed = true
 			continue
 		}
-		delete(c.services, name)
-		svc.cancel()
-		svc.outliers.stop()
-		c.health.forget("health/" + name)
-		drain := c.cfg.Consul.DrainAfterDeregister
-		c.log.Info("consul service no longer exposed; closing its connections after the drain period", zap.String("service", name), zap.Duration("drain", drain))
-		conn := svc.conn
-		c.draining[conn] = time.AfterFunc(drain, func() {
-			c.mu.Lock()
-			delete(c.draining, conn)
-			c.mu.Unlock()
-			_ = conn.Close()
-		})
-		changed = true
+		svc.mu.Lock()
+		if svc.listed != want[name] {
+			svc.listed = want[name]
+			c.reviewGraceLocked(svc, resync)
+		}
+		svc.mu.Unlock()
 	}
 	if changed {
 		c.notify()
 	}
 	c.listOnce.Do(func() { close(c.listed) })
+}
+
+// removeLocked stops watching svc and closes its connection after the
+// drain period; c.mu is held. Its routes go at the next table build.
+func (c *Catalog) removeLocked(svc *catalogService) {
+	delete(c.services, svc.name)
+	c.removed++
+	svc.mu.Lock()
+	svc.removed = true
+	if svc.grace != nil {
+		svc.grace.stop()
+		svc.grace = nil
+	}
+	svc.mu.Unlock()
+	svc.cancel()
+	svc.outliers.stop()
+	c.health.forget("health/" + svc.name)
+	conn := svc.conn
+	c.draining[conn] = time.AfterFunc(c.cfg.Consul.DrainAfterDeregister, func() {
+		c.mu.Lock()
+		delete(c.draining, conn)
+		c.mu.Unlock()
+		_ = conn.Close()
+	})
 }
 
 // WaitSynced waits until the service list and every listed service's
@@ -195,7 +227,7 @@ func (c *Catalog) notify() {
 }
 
 func (c *Catalog) startService(name string) (*catalogService, error) {
-	svc := &catalogService{name: name}
+	svc := &catalogService{name: name, listed: true}
 	svc.outliers = &outliers{cfg: c.cfg.Outliers, svc: name, log: c.log, push: svc.push, now: time.Now, hosts: map[string]*hostState{}}
 	lb := "round_robin"
 	if c.cfg.LoadBalancing.For(name) == BalancerLeastRequest {
@@ -219,12 +251,16 @@ func (c *Catalog) startService(name string) (*catalogService, error) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	svc.cancel = cancel
 	c.wg.Go(func() {
-		watch(ctx, "health/"+name, c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
+		// Every instance, whatever its health: the catalog filters passing
+		// ones itself, so that it can tell an instance that failed its
+		// check (removed at once) from one Consul does not know right now
+		// (kept for the grace period).
+		watchResync(ctx, "health/"+name, c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
 			func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
-				return c.client.Health().Service(name, c.cfg.Consul.Tag, true, q)
+				return c.client.Health().Service(name, c.cfg.Consul.Tag, false, q)
 			},
-			func(entries []*api.ServiceEntry) {
-				if c.updateInstances(svc, entries) {
+			func(entries []*api.ServiceEntry, resync bool) {
+				if c.updateInstances(svc, entries, resync) {
 					c.notify()
 				}
 			})
@@ -232,17 +268,45 @@ func (c *Catalog) startService(name string) (*catalogService, error) {
 	return svc, nil
 }
 
-// updateInstances pushes the passing instances to the service's resolver
-// and reports whether what they serve may have changed.
-func (c *Catalog) updateInstances(svc *catalogService, entries []*api.ServiceEntry) bool {
-	eps := make([]resolver.Endpoint, 0, len(entries))
-	var versions []string
-	for _, e := range entries {
-		host := e.Service.Address
-		if host == "" {
-			host = e.Node.Address
+// updateInstances takes Consul's answer about svc's instances (every
+// registered one, any health), pushes the ones to serve to the resolver and
+// reports whether what they serve may have changed.
+func (c *Catalog) updateInstances(svc *catalogService, entries []*api.ServiceEntry, resync bool) bool {
+	svc.mu.Lock()
+	first := svc.state == nil
+	prevN := svc.instances
+	svc.entries = entries
+	changed := c.resolveLocked(svc, c.cfg.Consul.ServiceGrace > 0)
+	c.reviewGraceLocked(svc, resync)
+	n, holding := svc.instances, svc.holding
+	svc.mu.Unlock()
+	svc.push()
+	if first || prevN != n {
+		passingN := 0
+		for _, e := range entries {
+			if passing(e) {
+				passingN++
+			}
 		}
-		addr := resolver.Address{Addr: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)), ServerName: svc.name}
+		fields := []zap.Field{zap.String("service", svc.name), zap.Int("passing", passingN)}
+		if holding != holdNone {
+			fields = append(fields, zap.Int("serving", n), zap.String("kept", string(holding)))
+		}
+		c.log.Info("consul instances", fields...)
+	}
+	return changed
+}
+
+// resolveLocked recomputes what svc serves from Consul's last answer and
+// what it served so far, keeping what Consul does not confirm only with
+// hold; svc.mu is held. It reports whether what the instances serve may
+// have changed.
+func (c *Catalog) resolveLocked(svc *catalogService, hold bool) bool {
+	serve, why := selectInstances(svc.entries, svc.serving, hold)
+	eps := make([]resolver.Endpoint, 0, len(serve))
+	var versions []string
+	for _, e := range serve {
+		addr := resolver.Address{Addr: entryAddr(e), ServerName: svc.name}
 		addr = WithExpectedIdentity(addr, ServiceID("", e.Service.Namespace, e.Node.Datacenter, e.Service.Service))
 		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{addr}})
 		if h := e.Service.Meta[MetaDescriptors]; h != "" {
@@ -253,19 +317,9 @@ func (c *Catalog) updateInstances(svc *catalogService, entries []*api.ServiceEnt
 	}
 	slices.Sort(versions)
 	version := strings.Join(slices.Compact(versions), ",")
-	st := &resolver.State{Endpoints: eps}
-
-	svc.mu.Lock()
-	first := svc.state == nil
-	prevN := svc.instances
-	svc.state, svc.instances = st, len(eps)
+	svc.state, svc.instances, svc.serving, svc.holding = &resolver.State{Endpoints: eps}, len(eps), serve, why
 	changed := version != svc.version
 	svc.version = version
-	svc.mu.Unlock()
-	svc.push()
-	if first || prevN != len(eps) {
-		c.log.Info("consul instances", zap.String("service", svc.name), zap.Int("passing", len(eps)))
-	}
 	return changed && len(eps) > 0
 }
 
@@ -392,6 +446,12 @@ func (c *Catalog) Close() error {
 	c.cancel()
 	c.wg.Wait()
 	for _, svc := range svcs {
+		svc.mu.Lock()
+		if svc.grace != nil {
+			svc.grace.stop()
+			svc.grace = nil
+		}
+		svc.mu.Unlock()
 		svc.outliers.stop()
 		_ = svc.conn.Close()
 	}

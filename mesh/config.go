@@ -21,6 +21,10 @@ const (
 	DefaultMaxRecvMessageBytes = 16 << 20
 	// DefaultMaxSendMessageBytes caps one upstream request message.
 	DefaultMaxSendMessageBytes = 16 << 20
+	// DefaultServiceGrace is how long a service that disappeared from
+	// Consul keeps its routes and last known instances: longer than an
+	// agent restart and its services' re-registration take.
+	DefaultServiceGrace = 30 * time.Second
 )
 
 // Config is the `mesh` section of the operator's YAML.
@@ -74,6 +78,18 @@ type ConsulConfig struct {
 	// DrainAfterDeregister is how long connections to a service that left
 	// the catalog stay open for calls already running.
 	DrainAfterDeregister time.Duration `yaml:"drain_after_deregister"`
+	// ServiceGrace is how long an exposed service that disappeared from
+	// Consul (it left the catalog, has no instance registered and passing,
+	// or its instances' checks have not run since they registered again)
+	// keeps its routes and its last known instances. A restarted agent can
+	// answer with an empty catalog before its services are registered
+	// again; within the grace that is invisible to clients. A service still
+	// out of the catalog when it ends loses its routes (a warning names it
+	// and how long it was gone; portico_consul_services_removed_total
+	// counts it). It does not delay health: an instance whose check failed
+	// leaves the balancer at once. 0 removes a service, and stops serving
+	// unconfirmed instances, at once. Default 30s (DefaultServiceGrace).
+	ServiceGrace time.Duration `yaml:"service_grace"`
 	// UnreadyAfter makes /readyz fail once Consul has been unreachable this
 	// long. 0 (default): a Consul outage only degrades Portico, which keeps
 	// serving the last known instances and routes.
@@ -181,6 +197,7 @@ func DefaultConfig() Config {
 			WaitTime:             time.Minute,
 			QueryRate:            20,
 			DrainAfterDeregister: time.Minute,
+			ServiceGrace:         DefaultServiceGrace,
 			Register: RegisterConfig{
 				Name:                    "portico",
 				CheckInterval:           2 * time.Second,
@@ -292,6 +309,9 @@ func (c Config) validateConsul() error {
 	}
 	if cc.DrainAfterDeregister < 0 {
 		return fmt.Errorf("mesh.consul.drain_after_deregister must be >= 0, got %s", cc.DrainAfterDeregister)
+	}
+	if cc.ServiceGrace < 0 {
+		return fmt.Errorf("mesh.consul.service_grace must be >= 0 (0 removes a service at once), got %s", cc.ServiceGrace)
 	}
 	r := cc.Register
 	if cc.RegisterEnabled() {

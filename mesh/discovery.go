@@ -6,7 +6,9 @@ import "context"
 // list (Upstreams) or Consul (Catalog).
 type Discovery interface {
 	// Targets lists the current upstream names in a stable order. A name
-	// that leaves the list takes its routes with it.
+	// that leaves the list takes its routes with it. (The Consul catalog
+	// keeps a service that disappeared from Consul listed for
+	// mesh.consul.service_grace first.)
 	Targets() []string
 	// Reflect reflects the targets that need it (all of them with force)
 	// and returns one Result per target it tried.

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -27,4 +28,20 @@ var Module = fx.Module("mesh",
 		lc.Append(fx.StartStopHook(m.Start, m.Close))
 		return m, nil
 	}),
+	fx.Invoke(registerMetrics),
 )
+
+type metricsIn struct {
+	fx.In
+	Mesh *Mesh
+	// The edge's registry, when there is one.
+	Reg *prometheus.Registry `optional:"true"`
+}
+
+// registerMetrics adds the catalog's own metrics (the service grace) to the
+// process registry.
+func registerMetrics(in metricsIn) {
+	if in.Reg != nil && in.Mesh.Catalog != nil {
+		in.Reg.MustRegister(in.Mesh.Catalog.Collectors()...)
+	}
+}

@@ -28,8 +28,19 @@ const (
 // moved (or on the first answer), never concurrently with itself.
 func watch[T any](ctx context.Context, name string, lim *rate.Limiter, health *watchHealth, log *zap.Logger, wait time.Duration,
 	fetch func(q *api.QueryOptions) (T, *api.QueryMeta, error), deliver func(T)) {
+	watchResync(ctx, name, lim, health, log, wait, fetch, func(v T, _ bool) { deliver(v) })
+}
+
+// watchResync is watch whose deliver also learns whether the answer is a
+// resync: the first one after a failed query, or one whose index went
+// backwards. A Consul that just came back (an agent restart, a new leader,
+// a snapshot restore) may answer before it holds every registration again,
+// so a resync that lacks something is a hint, not a fact.
+func watchResync[T any](ctx context.Context, name string, lim *rate.Limiter, health *watchHealth, log *zap.Logger, wait time.Duration,
+	fetch func(q *api.QueryOptions) (T, *api.QueryMeta, error), deliver func(v T, resync bool)) {
 	var index uint64
 	first := true
+	failed := false
 	backoff := watchRetryMin
 	for {
 		if err := lim.Wait(ctx); err != nil {
@@ -42,6 +53,7 @@ func watch[T any](ctx context.Context, name string, lim *rate.Limiter, health *w
 		}
 		if err != nil {
 			health.fail(name, err, log)
+			failed = true
 			// Read at once (no blocking) after the error, so a recovered
 			// Consul is noticed now, not when the next change happens.
 			index = 0
@@ -55,16 +67,18 @@ func watch[T any](ctx context.Context, name string, lim *rate.Limiter, health *w
 		health.ok(name, log)
 		backoff = watchRetryMin
 		next := meta.LastIndex
+		resync := failed
 		switch {
 		case next < index:
 			next = 0 // went backwards: start over with a fresh read
+			resync = true
 		case next == 0:
 			next = 1 // never block on 0, which returns at once
 		}
 		if first || next != index {
-			deliver(v)
+			deliver(v, resync && !first)
 		}
-		first = false
+		first, failed = false, false
 		index = next
 	}
 }
