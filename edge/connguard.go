@@ -208,6 +208,13 @@ func (c *guardConn) scan(p []byte) {
 		return
 	}
 	c.frames.feed(p)
+	if c.frames.flood {
+		c.frames.flood = false
+		c.log.Debug("HTTP/2 client cancels streams faster than the edge allows (rapid reset): closing the connection",
+			zap.Stringer("remote", c.raw.RemoteAddr()))
+		c.raw.Close()
+		return
+	}
 	if c.frames.open != c.armed {
 		c.armed = c.frames.open
 		c.setHeaderTimer(c.armed)

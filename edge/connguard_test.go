@@ -611,3 +611,33 @@ func BenchmarkGuardScan(b *testing.B) {
 		}
 	}
 }
+
+// Rapid reset: a burst of cancellations is allowed, a flood is not, and
+// the bucket refills with time.
+func TestH2ResetBucket(t *testing.T) {
+	var s h2Scanner
+	now := time.Unix(1000, 0)
+	for i := range h2ResetBurst {
+		if s.reset(now); s.flood {
+			t.Fatalf("flood after %d resets, within the burst of %d", i+1, h2ResetBurst)
+		}
+	}
+	now = now.Add(time.Second) // refills h2ResetRate
+	for i := range h2ResetRate {
+		if s.reset(now); s.flood {
+			t.Fatalf("flood after %d resets one second later, want %d allowed", i+1, h2ResetRate)
+		}
+	}
+	if s.reset(now); !s.flood {
+		t.Fatal("a reset past the bucket is no flood")
+	}
+	// Through feed: RST_STREAM frames are counted.
+	var f h2Scanner
+	rst := []byte{0, 0, 4, h2RSTStream, 0, 0, 0, 0, 1, 0, 0, 0, 8}
+	for range h2ResetBurst + 1 {
+		f.feed(rst)
+	}
+	if !f.flood {
+		t.Fatalf("%d RST_STREAM frames fed at once are no flood", h2ResetBurst+1)
+	}
+}

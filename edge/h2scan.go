@@ -1,11 +1,14 @@
 package edge
 
+import "time"
+
 // HTTP/2 frame header fields (RFC 9113 §4.1, §6.2, §6.10).
 const (
 	h2FrameHeaderLen = 9
 	h2Headers        = 0x1
 	h2PushPromise    = 0x5
 	h2Continuation   = 0x9
+	h2RSTStream      = 0x3
 	h2EndHeaders     = 0x4
 )
 
@@ -19,6 +22,35 @@ type h2Scanner struct {
 	skip uint32 // payload bytes left in the current frame
 	ends bool   // the current frame ends its header block
 	open bool
+	// resets is a token bucket of the client's RST_STREAM frames; flood is
+	// set once it runs dry.
+	resets    float64
+	resetLast time.Time
+	flood     bool
+}
+
+// Rapid reset (CVE-2023-44487): a client that opens streams and cancels
+// them at once makes the server start a handler per stream while never
+// counting against the concurrent-stream limit. net/http bounds the
+// handlers it queues, but a fast enough handler keeps the queue short and
+// the connection open indefinitely. A client may cancel h2ResetBurst
+// streams at once and h2ResetRate per second after that (a browser
+// navigating away cancels a handful); past it the connection is closed.
+const (
+	h2ResetBurst = 200
+	h2ResetRate  = 100
+)
+
+func (s *h2Scanner) reset(now time.Time) {
+	if s.resetLast.IsZero() {
+		s.resets = h2ResetBurst
+	} else {
+		s.resets = min(h2ResetBurst, s.resets+now.Sub(s.resetLast).Seconds()*h2ResetRate)
+	}
+	s.resetLast = now
+	if s.resets--; s.resets < 0 {
+		s.flood = true
+	}
 }
 
 func (s *h2Scanner) feed(p []byte) {
@@ -36,6 +68,9 @@ func (s *h2Scanner) feed(p []byte) {
 				s.open, s.ends = true, end
 			case h2Continuation:
 				s.ends = end
+			case h2RSTStream:
+				s.ends = false
+				s.reset(time.Now())
 			default:
 				s.ends = false
 			}
