@@ -31,7 +31,9 @@ fuzz:
 	$(GO) test ./transcode -run '^$$' -fuzz '^FuzzRouterMatch$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./transcode -run '^$$' -fuzz '^FuzzQueryBinding$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./transcode -run '^$$' -fuzz '^FuzzJSONBody$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./transcode -run '^$$' -fuzz '^FuzzBodyScan$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./edge -run '^$$' -fuzz '^FuzzHTTP1Request$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./edge -run '^$$' -fuzz '^FuzzGuardScan$$' -fuzztime $(FUZZTIME)
 
 ## bench: Portico vs grpc-gateway on loopback (requests/s, p50/p99, CPU/request).
 bench:
