@@ -417,6 +417,11 @@ func TestConsulServiceGoneAfterGrace(t *testing.T) {
 	eventually(t, time.Second, "products in its grace period", func() bool {
 		return value(scrape(t, e.AdminURL), "portico_consul_services_in_grace", nil) == 1
 	})
+	// Readiness says what is served from memory (degraded, still ready).
+	if rz := do(t, harness.Client(t), "GET", e.AdminURL+"/readyz", ""); rz.code != 200 ||
+		!strings.Contains(rz.body, `"degraded"`) || !strings.Contains(rz.body, "products") {
+		t.Fatalf("/readyz during the grace: %d %s", rz.code, rz.body)
+	}
 	var r response
 	removed := eventuallyOr(t, grace+5*time.Second, "products routes removed", func() (bool, string) {
 		r = do(t, c, "GET", e.URL+"/v1/products/p-1", "")

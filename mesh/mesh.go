@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -148,6 +150,11 @@ func (m *Mesh) Checks() []Check {
 			}
 		}
 		out = append(out, c)
+		if names := m.Catalog.InGrace(); len(names) > 0 {
+			slices.Sort(names)
+			out = append(out, Check{Name: "consul_services", OK: true, Degraded: true,
+				Detail: fmt.Sprintf("served from memory within mesh.consul.service_grace, not confirmed by Consul: %s", strings.Join(names, ", "))})
+		}
 	}
 	return out
 }
