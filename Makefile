@@ -1,6 +1,9 @@
 # The two commands the README gives: `make demo` and `make test`.
 GO ?= go
 FUZZTIME ?= 5s
+# staticcheck, pinned; SA1019 (deprecations) is off because jhump/protoreflect,
+# a dependency the project chose, is deprecated in favour of its successors.
+STATICCHECK ?= v0.8.2
 
 .PHONY: demo test lint consul unit fuzz bench protos
 
@@ -22,6 +25,7 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	bash .ci/vet.sh
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) -checks 'inherit,-SA1019' ./...
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...

@@ -87,7 +87,8 @@ func (c *clientCreds) Info() credentials.ProtocolInfo {
 
 func (c *clientCreds) Clone() credentials.TransportCredentials { return &clientCreds{src: c.src} }
 
-//lint:ignore SA1019 required by the interface
+// OverrideServerName is deprecated in grpc-go but still part of the
+// TransportCredentials interface.
 func (c *clientCreds) OverrideServerName(string) error { return nil }
 
 // ServerTLSConfig is the TLS configuration of a mesh-native server: it
