@@ -4,21 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +22,8 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/portico-dev/portico/mesh/meshtest"
 )
 
 const (
@@ -347,7 +341,7 @@ func roundTrips(t *testing.T, conn net.Conn, raw string) (codes []int, bodies []
 }
 
 func TestGuardRefusesSmuggledRequest(t *testing.T) {
-	certFile, keyFile, pool := testCert(t)
+	certFile, keyFile, pool := meshtest.SelfSigned(t)
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
 			h := new(guardHandler)
@@ -479,7 +473,7 @@ func TestGuardCutsIncompleteHTTP2HeaderBlock(t *testing.T) {
 }
 
 func TestGuardTerminatesTLS(t *testing.T) {
-	certFile, keyFile, pool := testCert(t)
+	certFile, keyFile, pool := meshtest.SelfSigned(t)
 	h := new(guardHandler)
 	s := startServer(t, h, func(c *Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
 	url := "https://" + s.Addr().String() + "/p"
@@ -536,44 +530,6 @@ func dial(t *testing.T, addr string, useTLS bool, pool *x509.CertPool) net.Conn 
 		t.Fatal(err)
 	}
 	return conn
-}
-
-// testCert writes a self-signed certificate for 127.0.0.1 and its key.
-func testCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "guard-test"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
 }
 
 // benchRequest is a typical API request: a 400-byte header block and a
