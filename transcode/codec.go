@@ -180,7 +180,7 @@ func (c *dynamicCodec) readBody(r *http.Request, buf *bytes.Buffer) error {
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, c.cfg.MaxBodyBytes+1))
 	if err != nil {
-		return BodyReadError(err, c.cfg.MaxBodyBytes)
+		return bodyReadError(err, c.cfg.MaxBodyBytes)
 	}
 	if n > c.cfg.MaxBodyBytes {
 		return tooLarge(c.cfg.MaxBodyBytes)
@@ -192,16 +192,16 @@ func (c *dynamicCodec) readBody(r *http.Request, buf *bytes.Buffer) error {
 // actually received.
 const initialBodyBuffer = 32 << 10
 
-// ErrBodyTimeout is the cause of a request body that did not arrive within
+// errBodyTimeout answers a request body that did not arrive within
 // edge.read_timeout: 408.
 var errBodyTimeout = NewError(http.StatusRequestTimeout, codes.DeadlineExceeded,
 	"the request body did not arrive in time (edge.read_timeout)")
 
-// BodyReadError turns an error from reading a request body into the client's
+// bodyReadError turns an error from reading a request body into the client's
 // answer: 413 past the limit, 408 for a body too slow, the error itself when
 // it already is one (the edge's body budget), 400 for a body cut short. The
 // underlying error (with addresses) is never shown to the client.
-func BodyReadError(err error, limit int64) error {
+func bodyReadError(err error, limit int64) error {
 	var mbe *http.MaxBytesError
 	var te *Error
 	switch {
