@@ -37,6 +37,7 @@ type budgetedBody struct {
 	rc      io.ReadCloser
 	budget  *bodyBudget
 	charged int64
+	eof     bool // read to the end
 }
 
 func (b *budgetedBody) Read(p []byte) (int, error) {
@@ -51,6 +52,9 @@ func (b *budgetedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.budget.used.Add(int64(n) - want)
 	b.charged += int64(n)
+	if err == io.EOF {
+		b.eof = true
+	}
 	return n, err
 }
 

@@ -597,3 +597,54 @@ func TestH2ResetBucket(t *testing.T) {
 		t.Fatalf("%d RST_STREAM frames fed at once are no flood", h2ResetBurst+1)
 	}
 }
+
+// TestGuardLingersSoTheAnswerArrives: a handler that answers 413 without
+// reading an 8 MB body, on connections that then close (the client sends
+// Connection: close), over TLS and plaintext: every client gets the 413, not
+// a reset or a broken pipe, because the guard half-closes and reads what
+// the client still sends before it closes.
+func TestGuardLingersSoTheAnswerArrives(t *testing.T) {
+	certFile, keyFile, pool := meshtest.SelfSigned(t)
+	answer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lingerOnClose(r.Context()) // as edge.Handler does for a body left unread
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	body := bytes.Repeat([]byte("x"), 8<<20)
+	for _, useTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", useTLS), func(t *testing.T) {
+			s := startServer(t, answer, func(c *Config) {
+				if useTLS {
+					c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile
+				}
+			})
+			url := "http://" + s.Addr().String() + "/upload"
+			if useTLS {
+				url = "https://" + s.Addr().String() + "/upload"
+			}
+			got := 0
+			var errs []string
+			for range 20 {
+				tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: pool}}
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				req, _ := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+				resp, err := (&http.Client{Transport: tr}).Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusRequestEntityTooLarge {
+						got++
+					} else {
+						errs = append(errs, resp.Status)
+					}
+				} else {
+					errs = append(errs, err.Error())
+				}
+				cancel()
+				tr.CloseIdleConnections()
+			}
+			if got != 20 {
+				t.Fatalf("%d of 20 clients got the 413; the others: %q", got, errs[:min(3, len(errs))])
+			}
+		})
+	}
+}

@@ -92,6 +92,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr.Set(h.tel.traceHeader, sc.TraceID().String())
 	}
 	h.handle(&ex.rec, r, ex)
+	if ex.body.rc != nil && !ex.body.eof && r.ProtoMajor == 1 {
+		// Answered with the body unread: if the connection is closed
+		// next, the client must still get this answer (lingerTimeout).
+		lingerOnClose(r.Context())
+	}
 	h.tel.finish(r, ex, span)
 	ex.body.release()
 	*ex = exchange{}
@@ -150,6 +155,7 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
 		return
 	}
 	err = h.public(err, ex)
+	challenge(w, r, err, ex.route)
 	_, st := transcode.WriteError(w, err, types)
 	ex.code, ex.message = st.Code(), st.Message()
 }
@@ -176,6 +182,46 @@ func (h *Handler) public(err error, ex *exchange) error {
 		return withRequestInfo(st, ex.reqID)
 	}
 	return err
+}
+
+// challenge gives a 401 that has no WWW-Authenticate challenge (an
+// upstream's UNAUTHENTICATED; the edge's own 401s carry theirs) one for each
+// scheme the route accepts, as RFC 9110 §11.6.1 requires. A route without
+// an auth option names the scheme of the client's Authorization header,
+// or Bearer.
+func challenge(w http.ResponseWriter, r *http.Request, err error, route *Route) {
+	if _, code := transcode.StatusOf(err); code != http.StatusUnauthorized {
+		return
+	}
+	if te, ok := errors.AsType[*transcode.Error](err); ok && te.Header.Get("Www-Authenticate") != "" {
+		return
+	}
+	var cs []string
+	if route != nil {
+		cs = route.Policy.Challenges()
+	}
+	if len(cs) == 0 {
+		scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if scheme == "" || !validToken(scheme) {
+			scheme = "Bearer"
+		}
+		cs = []string{scheme + ` realm="portico"`}
+	}
+	w.Header()["Www-Authenticate"] = cs
+}
+
+// validToken reports whether s is an RFC 9110 token (an auth scheme).
+func validToken(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // internalError is an upstream failure whose message is not for clients.

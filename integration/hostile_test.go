@@ -133,6 +133,7 @@ func TestHostile(t *testing.T) {
 		{"12_forwarded_headers", rowForwardedHeaders},
 		{"13_head", rowHead},
 		{"14_unread_stream", rowUnreadStream},
+		{"15_oversized_body_answered", rowOversizedBodyAnswered},
 	}
 	var summary []string
 	pid := h.p.Pid()

@@ -71,10 +71,56 @@ func TestQueryBinding(t *testing.T) {
 		t.Fatalf("orders: %d %s", r.code, r.body)
 	}
 	// Bad values name the field.
-	wantStatus(t, do(t, e.c, "GET", e.url+"/v1/users?pageSize=ten", ""), 400, 3, `"page_size"`)
+	// ... as the client wrote it.
+	wantStatus(t, do(t, e.c, "GET", e.url+"/v1/users?pageSize=ten", ""), 400, 3, `"pageSize"`)
+	wantStatus(t, do(t, e.c, "GET", e.url+"/v1/users?page_size=ten", ""), 400, 3, `"page_size"`)
 	wantStatus(t, do(t, e.c, "GET", e.url+"/v1/users?states=STATE_NOPE", ""), 400, 3, `"states"`)
 	wantStatus(t, do(t, e.c, "GET", e.url+"/v1/orders?max_age=forever", ""), 400, 3, `"max_age"`)
 	wantStatus(t, do(t, e.c, "GET", e.url+"/v1/debug/fail/abc", ""), 400, 3, `"code" (path)`)
+}
+
+// TestTranscodingCorrectness pins issue 12's transcoding fixes end to end,
+// against the real example services.
+func TestTranscodingCorrectness(t *testing.T) {
+	e := newEnv(t)
+	r := do(t, e.c, "POST", e.url+"/v1/users", `{"displayName":"Dana","email":"dana@example.com"}`)
+	if r.code != 200 {
+		t.Fatalf("create: %d %s", r.code, r.body)
+	}
+	name := jsonOf(t, r.body)["name"].(string)
+
+	// A PATCH without update_mask updates the fields the body names, and
+	// only those: the service does a full replace on an empty mask, so
+	// without the inferred mask the email would be wiped.
+	r = do(t, e.c, "PATCH", e.url+"/v1/"+name, `{"displayName":"Dana D."}`)
+	if u := jsonOf(t, r.body); r.code != 200 || u["displayName"] != "Dana D." || u["email"] != "dana@example.com" {
+		t.Fatalf("PATCH without a mask: %d %s", r.code, r.body)
+	}
+	// A FieldMask in its JSON form binds the proto paths.
+	r = do(t, e.c, "PATCH", e.url+"/v1/"+name+"?updateMask=displayName", `{"displayName":"Dana E.","email":"ignored@example.com"}`)
+	if u := jsonOf(t, r.body); r.code != 200 || u["displayName"] != "Dana E." || u["email"] != "dana@example.com" {
+		t.Fatalf("PATCH ?updateMask=displayName: %d %s", r.code, r.body)
+	}
+	wantStatus(t, do(t, e.c, "PATCH", e.url+"/v1/"+name+"?updateMask=display_Name", `{}`), 400, 3, `"display_Name" mixes snake_case and camelCase`)
+	// A query parameter naming a field the query cannot set is a 400.
+	wantStatus(t, do(t, e.c, "GET", e.url+"/v1/users?pageSize.x=1", ""), 400, 3, `query parameter "pageSize.x"`)
+	// An encoded colon is data, not the verb's separator: this is not
+	// POST /v1/orders/o-1001:cancel (nor a cancel of order "").
+	r = do(t, e.c, "POST", e.url+"/v1/orders/o-1001%3Acancel", `{}`)
+	if r.code == 200 {
+		t.Fatalf("POST /v1/orders/o-1001%%3Acancel was served: %s", r.body)
+	}
+	// An upstream UNAUTHENTICATED is a 401 with a challenge (RFC 9110 §11.6.1).
+	r = do(t, e.c, "GET", e.url+"/v1/debug/fail/16?message=who", "")
+	wantStatus(t, r, 401, 16, "who")
+	if got := r.header.Values("WWW-Authenticate"); len(got) != 1 || got[0] != `Bearer realm="portico"` {
+		t.Fatalf("WWW-Authenticate = %q", got)
+	}
+	// Messages are not HTML-escaped.
+	r = do(t, e.c, "GET", e.url+"/v1/debug/fail/3?message=a%3D%3Eb%3Cc%3E%26", "")
+	if !strings.Contains(r.body, `"a=>b<c>&"`) {
+		t.Fatalf("escaped message: %s", r.body)
+	}
 }
 
 func TestOrdersBindings(t *testing.T) {

@@ -89,9 +89,39 @@ func (p *Policy) authenticate(ctx context.Context, r *http.Request) (*Caller, er
 		return nil, err
 	}
 	if c == nil && p.authMode == authRequired {
-		return nil, credentialError(acc.challenge, "", "this method needs credentials: "+acc.describe())
+		err := credentialError(acc.challenge, "", "this method needs credentials: "+acc.describe())
+		if te, ok := err.(*transcode.Error); ok {
+			te.Header["Www-Authenticate"] = acc.challenges()
+		}
+		return nil, err
 	}
 	return c, nil
+}
+
+// Challenges returns a WWW-Authenticate challenge for each scheme this
+// method accepts (RFC 9110 §11.6.1: a 401 carries at least one): Bearer
+// for JWT providers, ApiKey for API keys. It is nil for a method without an
+// auth option, and for a nil policy. The edge adds them to a 401 that comes
+// without a challenge: an upstream's UNAUTHENTICATED.
+func (p *Policy) Challenges() []string {
+	if p == nil || p.accept == nil || p.authMode == authNone {
+		return nil
+	}
+	return p.accept.challenges()
+}
+
+func (acc *accepted) challenges() []string {
+	var out []string
+	if len(acc.jwt) > 0 {
+		out = append(out, `Bearer realm="portico"`)
+	}
+	if len(acc.apiKeys) > 0 {
+		out = append(out, `ApiKey realm="portico"`)
+	}
+	if len(out) == 0 {
+		out = append(out, `Bearer realm="portico"`)
+	}
+	return out
 }
 
 func (acc *accepted) describe() string {

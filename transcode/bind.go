@@ -12,73 +12,6 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 )
 
-// maxQueryDepth bounds how deep nested query keys (`a.b.c`) are indexed.
-const maxQueryDepth = 8
-
-// queryField is one query key compiled to the field path it sets.
-type queryField struct {
-	path []protoreflect.FieldDescriptor
-	name string // the canonical dotted proto name, for errors
-}
-
-// buildQueryIndex indexes every field reachable from md (singular message
-// fields are descended into) under both its proto-name and JSON-name dotted
-// keys, leaving out paths that are bound elsewhere (by the path template or
-// the body) and everything below them.
-func buildQueryIndex(md protoreflect.MessageDescriptor, bound map[string]bool) map[string]*queryField {
-	idx := map[string]*queryField{}
-	var walk func(md protoreflect.MessageDescriptor, prefix []protoreflect.FieldDescriptor, seen map[protoreflect.FullName]bool)
-	walk = func(md protoreflect.MessageDescriptor, prefix []protoreflect.FieldDescriptor, seen map[protoreflect.FullName]bool) {
-		if len(prefix) >= maxQueryDepth || seen[md.FullName()] {
-			return
-		}
-		seen[md.FullName()] = true
-		defer delete(seen, md.FullName())
-		fields := md.Fields()
-		for i := 0; i < fields.Len(); i++ {
-			fd := fields.Get(i)
-			path := append(append([]protoreflect.FieldDescriptor(nil), prefix...), fd)
-			protoName, jsonName := dotted(path)
-			if bound[protoName] {
-				continue
-			}
-			if fd.IsMap() {
-				continue
-			}
-			if fd.Kind() == protoreflect.MessageKind && !isScalarWKT(fd.Message().FullName()) {
-				if !fd.IsList() {
-					walk(fd.Message(), path, seen)
-				}
-				continue
-			}
-			qf := &queryField{path: path, name: protoName}
-			idx[protoName] = qf
-			idx[jsonName] = qf
-		}
-	}
-	walk(md, nil, map[protoreflect.FullName]bool{})
-	return idx
-}
-
-func dotted(path []protoreflect.FieldDescriptor) (protoName, jsonName string) {
-	var p, j strings.Builder
-	for i, fd := range path {
-		if i > 0 {
-			p.WriteByte('.')
-			j.WriteByte('.')
-		}
-		p.WriteString(string(fd.Name()))
-		j.WriteString(fd.JSONName())
-	}
-	return p.String(), j.String()
-}
-
-// boundPath returns the dotted proto name of a field path.
-func boundPath(path []protoreflect.FieldDescriptor) string {
-	p, _ := dotted(path)
-	return p
-}
-
 func isScalarWKT(name protoreflect.FullName) bool {
 	switch name {
 	case "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask",
@@ -205,7 +138,11 @@ func parseWKT(md protoreflect.MessageDescriptor, s string) (protoreflect.Value, 
 		paths := m.Mutable(md.Fields().ByName("paths")).List()
 		for p := range strings.SplitSeq(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {
-				paths.Append(protoreflect.ValueOfString(p))
+				pp, err := fieldMaskPath(p)
+				if err != nil {
+					return protoreflect.Value{}, err
+				}
+				paths.Append(protoreflect.ValueOfString(pp))
 			}
 		}
 		return protoreflect.ValueOfMessage(m), nil
@@ -248,44 +185,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
-}
-
-// resolveQueryKey resolves a dotted key the index leaves out because it
-// goes through a recursive message (the index stops at the first repeat).
-// Such keys are rare; they cost a descriptor walk per use.
-func (c *dynamicCodec) resolveQueryKey(key string) *queryField {
-	md := c.in.Descriptor()
-	var path []protoreflect.FieldDescriptor
-	n := 0
-	for name := range strings.SplitSeq(key, ".") {
-		if n++; n > maxQueryDepth*2 || md == nil {
-			return nil
-		}
-		fields := md.Fields()
-		fd := fields.ByName(protoreflect.Name(name))
-		if fd == nil {
-			fd = fields.ByJSONName(name)
-		}
-		if fd == nil || fd.IsMap() {
-			return nil
-		}
-		path = append(path, fd)
-		md = nil
-		if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !isScalarWKT(fd.Message().FullName()) {
-			md = fd.Message()
-		}
-	}
-	leaf := path[len(path)-1]
-	if leaf.Kind() == protoreflect.MessageKind && !isScalarWKT(leaf.Message().FullName()) {
-		return nil
-	}
-	// Anything under an indexed prefix that is bound elsewhere stays out:
-	// only paths whose first element is query-bindable are accepted.
-	name := boundPath(path)
-	for k := range c.bound {
-		if name == k || strings.HasPrefix(name, k+".") {
-			return nil
-		}
-	}
-	return &queryField{path: path, name: name}
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -77,6 +76,9 @@ type dynamicCodec struct {
 	respField    protoreflect.FieldDescriptor
 	query        map[string]*queryField
 	bound        map[string]bool // dotted proto paths bound by path or body
+	// updateMask is the request's update_mask field when this binding
+	// infers it from the body (transcode.infer_update_mask).
+	updateMask protoreflect.FieldDescriptor
 
 	unmarshal protojson.UnmarshalOptions
 	marshal   protojson.MarshalOptions
@@ -103,8 +105,10 @@ func (c *dynamicCodec) NewResponse() proto.Message { return c.out.New().Interfac
 
 func (c *dynamicCodec) DecodeRequest(r *http.Request, vars []string) (proto.Message, error) {
 	msg := c.in.New()
+	var maskPaths []string
 	if c.body != bodyNone {
-		if err := c.decodeBody(r, msg); err != nil {
+		var err error
+		if maskPaths, err = c.decodeBody(r, msg); err != nil {
 			return nil, err
 		}
 	}
@@ -118,47 +122,18 @@ func (c *dynamicCodec) DecodeRequest(r *http.Request, vars []string) (proto.Mess
 			return nil, err
 		}
 	}
+	if len(maskPaths) > 0 && !msg.Has(c.updateMask) {
+		mask := msg.Mutable(c.updateMask).Message()
+		list := mask.Mutable(mask.Descriptor().Fields().ByName("paths")).List()
+		for _, p := range maskPaths {
+			list.Append(protoreflect.ValueOfString(p))
+		}
+	}
 	return msg.Interface(), nil
 }
 
 func (c *dynamicCodec) pathName(i int) string {
 	return strings.Join(c.binding.Template.Vars[i].FieldPath, ".")
-}
-
-func (c *dynamicCodec) decodeQuery(raw string, msg protoreflect.Message) error {
-	n := 0
-	for raw != "" {
-		var kv string
-		kv, raw, _ = strings.Cut(raw, "&")
-		if kv == "" {
-			continue
-		}
-		if n++; n > c.cfg.MaxQueryParams {
-			return invalidArgf("too many query parameters (limit %d)", c.cfg.MaxQueryParams)
-		}
-		k, v, _ := strings.Cut(kv, "=")
-		key, err := url.QueryUnescape(k)
-		if err != nil {
-			return invalidArgf("query parameter %q is not valid percent-encoding", truncate(k, 64))
-		}
-		val, err := url.QueryUnescape(v)
-		if err != nil {
-			return invalidArgf("value of query parameter %q is not valid percent-encoding", truncate(key, 64))
-		}
-		qf := c.query[key]
-		if qf == nil && strings.IndexByte(key, '.') > 0 {
-			qf = c.resolveQueryKey(key)
-		}
-		if qf == nil {
-			// Unknown parameters are ignored, as grpc-gateway does: clients
-			// add cache busters and tracking parameters freely.
-			continue
-		}
-		if err := setPath(msg, qf.path, val, qf.name, "query"); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -226,12 +201,14 @@ func tooLarge(limit int64) error {
 		"request body exceeds the limit of "+strconv.FormatInt(limit, 10)+" bytes")
 }
 
-func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) error {
+// decodeBody decodes the body into msg. For a binding that infers the
+// update mask it returns the paths the body sets.
+func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) (maskPaths []string, err error) {
 	ct := r.Header.Get("Content-Type")
 	if c.httpBodyReq {
 		buf := new(bytes.Buffer) // the bytes end up in the message: not pooled
 		if err := c.readBody(r, buf); err != nil {
-			return err
+			return nil, err
 		}
 		hb := msg
 		if c.body == bodyField {
@@ -240,10 +217,10 @@ func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) err
 		fields := hb.Descriptor().Fields()
 		hb.Set(fields.ByName("content_type"), protoreflect.ValueOfString(ct))
 		hb.Set(fields.ByName("data"), protoreflect.ValueOfBytes(buf.Bytes()))
-		return nil
+		return nil, nil
 	}
 	if ct != "" && !isJSON(ct) {
-		return NewError(http.StatusUnsupportedMediaType, codes.InvalidArgument,
+		return nil, NewError(http.StatusUnsupportedMediaType, codes.InvalidArgument,
 			"Content-Type must be application/json, got "+strconv.Quote(truncate(ct, 100)))
 	}
 	buf := bufPool.Get().(*bytes.Buffer)
@@ -255,20 +232,26 @@ func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) err
 	}()
 	buf.Reset()
 	if err := c.readBody(r, buf); err != nil {
-		return err
+		return nil, err
 	}
 	data := bytes.TrimSpace(buf.Bytes())
+	bodyMsg := c.body == bodyField && c.bodyField.Kind() == protoreflect.MessageKind && !c.bodyField.IsList() && !c.bodyField.IsMap()
 	if len(data) == 0 {
-		return nil
+		// An empty body is the empty object, whatever it decodes into: with
+		// body "*" the message stays empty, a message field is set (empty),
+		// as {} sets it. A repeated, map or scalar field stays unset.
+		if bodyMsg {
+			msg.Mutable(c.bodyField)
+		}
+		return nil, nil
 	}
 	if err := c.scan(data); err != nil {
-		return err
+		return nil, err
 	}
-	var err error
 	switch {
 	case c.body == bodyAll:
 		err = c.unmarshal.Unmarshal(data, msg.Interface())
-	case c.bodyField.Kind() == protoreflect.MessageKind && !c.bodyField.IsList() && !c.bodyField.IsMap():
+	case bodyMsg:
 		err = c.unmarshal.Unmarshal(data, msg.Mutable(c.bodyField).Message().Interface())
 	default:
 		// A repeated, map or scalar body field: decode it as the only field
@@ -285,9 +268,14 @@ func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) err
 		}
 	}
 	if err != nil {
-		return invalidArgf("invalid JSON body: %s", truncate(protoErrText(err), maxErrorDetail))
+		return nil, invalidArgf("invalid JSON body: %s", truncate(protoErrText(err), maxErrorDetail))
 	}
-	return nil
+	if c.updateMask != nil {
+		if maskPaths, err = inferMaskPaths(data, c.bodyField.Message()); err != nil {
+			return nil, invalidArgf("invalid JSON body: %s", truncate(err.Error(), maxErrorDetail))
+		}
+	}
+	return maskPaths, nil
 }
 
 // maxErrorDetail caps the part of an error message that comes from the

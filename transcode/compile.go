@@ -216,6 +216,9 @@ func (c *Compiler) compileBinding(m *Method, r *annotations.HttpRule, types Reso
 		cc.httpBodyResp = true
 	}
 
+	if cc.body == bodyField {
+		cc.updateMask = updateMaskField(c.cfg, verb, in, cc.bodyField)
+	}
 	if cc.body != bodyAll {
 		cc.query = buildQueryIndex(in, bound)
 		cc.bound = bound

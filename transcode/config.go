@@ -44,6 +44,12 @@ type Config struct {
 	MaxQueryParams int `yaml:"max_query_params"`
 	// StreamIdleTimeout ends a server stream silent for this long.
 	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+	// InferUpdateMask fills a PATCH request's update_mask, when the client
+	// sent none, with the paths of the JSON keys in the body (as
+	// grpc-gateway does), for rules whose body is one message field of a
+	// request that has a google.protobuf.FieldMask named update_mask. On by
+	// default; off, such a request reaches the service with no mask.
+	InferUpdateMask bool `yaml:"infer_update_mask"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -54,6 +60,7 @@ func DefaultConfig() Config {
 		MaxQueryParams:      DefaultMaxQueryParams,
 		MaxRepeatedElements: DefaultMaxRepeatedElements,
 		StreamIdleTimeout:   DefaultStreamIdleTimeout,
+		InferUpdateMask:     true,
 	}
 }
 

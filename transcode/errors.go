@@ -1,6 +1,7 @@
 package transcode
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,8 +113,7 @@ func MarshalStatus(st *status.Status, types Resolver) []byte {
 	b = append(b, `{"code":`...)
 	b = strconv.AppendInt(b, int64(p.GetCode()), 10)
 	b = append(b, `,"message":`...)
-	msg, _ := json.Marshal(p.GetMessage())
-	b = append(b, msg...)
+	b = appendJSONString(b, p.GetMessage())
 	b = append(b, `,"details":[`...)
 	opts := protojson.MarshalOptions{Resolver: withGlobal(types)}
 	n := 0
@@ -129,6 +129,19 @@ func MarshalStatus(st *status.Status, types Resolver) []byte {
 		b = append(b, js...)
 	}
 	return append(b, "]}"...)
+}
+
+// appendJSONString appends s as a JSON string. Unlike encoding/json it
+// does not HTML-escape: a google.rpc.Status message says "=>", not
+// "\u003e" (the body is application/json with nosniff, never HTML). Invalid
+// UTF-8 becomes U+FFFD, and U+2028/U+2029 are escaped so that the body is
+// also valid JavaScript.
+func appendJSONString(b []byte, s string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }
 
 // WriteError writes err as a google.rpc.Status JSON response.

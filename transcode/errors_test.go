@@ -101,3 +101,12 @@ func jsonEqual(tb testing.TB, a, b string) bool {
 }
 
 func protoreflectString(s string) protoreflect.Value { return protoreflect.ValueOfString(s) }
+
+// Issue 12 point 7: nothing in a google.rpc.Status message is HTML-escaped.
+func TestMarshalStatusDoesNotEscapeHTML(t *testing.T) {
+	body := string(MarshalStatus(status.New(codes.InvalidArgument, `use a => b & <c>, "q" \ `+"\u2028\xff"), nil))
+	want := `{"code":3,"message":"use a => b & <c>, \"q\" \\ \u2028\ufffd","details":[]}`
+	if body != want {
+		t.Fatalf("got  %s\nwant %s", body, want)
+	}
+}

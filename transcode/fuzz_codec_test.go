@@ -3,10 +3,12 @@ package transcode
 import (
 	"errors"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -17,6 +19,8 @@ func FuzzQueryBinding(f *testing.F) {
 	for _, s := range []string{
 		"count=5&color=RED&tags=a&tags=b", "nested.child.level=3", "ts=2024-01-02T03:04:05Z&dur=1s",
 		"mask=a,b&wi=1&ws=x&wb=true", "a=1&b=2", "data=aGk=", "count=%zz", "=&&=x", "u64=18446744073709551616",
+		"mask=int32Val,nested.child", "mask.paths=a_b", "labels[k]=v&codes[1]=x&paint[p]=RED", "meta=%7B%22a%22%3A1%7D",
+		"val=1.5&list=%5B%5D", "wi.value=3&ts.seconds=-5", "items.note=x", "name.x=1", "nested=x", "f=NaN&d=-Inf",
 	} {
 		f.Add(s)
 	}
@@ -34,10 +38,31 @@ func FuzzQueryBinding(f *testing.F) {
 			}
 			return
 		}
-		if _, err := proto.Marshal(msg); err != nil {
-			t.Fatalf("query %q built an unmarshalable message: %v", q, err)
-		}
+		roundTrip(t, "query "+strconv.Quote(q), msg)
 	})
+}
+
+// roundTrip fails t unless msg, a request that was bound, encodes to the
+// wire and to JSON and decodes back from each to an equal message: what
+// the edge binds, the upstream (and grpc-gateway) can read.
+func roundTrip(t *testing.T, what string, msg proto.Message) {
+	t.Helper()
+	wire, err := proto.Marshal(msg)
+	if err != nil {
+		t.Fatalf("%s built a message that does not marshal: %v", what, err)
+	}
+	back := msg.ProtoReflect().Type().New().Interface()
+	if err := proto.Unmarshal(wire, back); err != nil || !proto.Equal(msg, back) {
+		t.Fatalf("%s: the wire form does not round-trip (%v)", what, err)
+	}
+	js, err := protojson.Marshal(msg)
+	if err != nil {
+		t.Fatalf("%s built a message that protojson cannot write: %v", what, err)
+	}
+	back = msg.ProtoReflect().Type().New().Interface()
+	if err := protojson.Unmarshal(js, back); err != nil || !proto.Equal(msg, back) {
+		t.Fatalf("%s: the JSON form %s does not round-trip (%v)", what, js, err)
+	}
 }
 
 // FuzzJSONBody feeds arbitrary bodies to a body:"*" binding: never a
@@ -46,28 +71,36 @@ func FuzzJSONBody(f *testing.F) {
 	for _, s := range []string{
 		`{"id":"x","count":1}`, `{"meta":{"a":[1,{"b":null}]}}`, `{"labels":{"k":"v"}}`, `{"ts":"2024-01-01T00:00:00Z"}`,
 		`{"a":"x","b":1}`, `[`, `{"big":"1e3"}`, `{"nested":{"child":{"child":{"note":"x"}}}}`, `{"colors":["RED",2]}`,
+		`{"mask":"int32Val,nested.child"}`, `{"nested":{},"tags":[],"byName":{"k":{"note":"n"}}}`, `{"items":[{"note":"a"}],"val":null}`,
 	} {
 		f.Add([]byte(s))
 	}
 	cfg := DefaultConfig()
 	cfg.MaxBodyBytes = 1 << 16
 	r := kitchenRouter(f, cfg)
-	req := httptest.NewRequest("POST", "/v1/sinks", nil)
-	b, vars := match(f, r, req)
-	f.Fuzz(func(t *testing.T, body []byte) {
-		req := httptest.NewRequest("POST", "/v1/sinks", strings.NewReader(string(body)))
-		req.Header.Set("Content-Type", "application/json")
-		msg, err := b.Codec().DecodeRequest(req, vars)
-		if err != nil {
-			st, code := StatusOf(err)
-			var te *Error
-			if (code != 400 && code != 413) || st.Message() == "" || (code == 413 && !errors.As(err, &te)) {
-				t.Fatalf("body %q: %v %d %q", body, st.Code(), code, st.Message())
-			}
-			return
+	// Each body goes to body:"*" and to a PATCH whose body is one message
+	// field, which infers update_mask from the body's keys.
+	for _, target := range [][2]string{{"POST", "/v1/sinks"}, {"PATCH", "/v1/sinks/s1"}} {
+		b, _ := match(f, r, httptest.NewRequest(target[0], target[1], nil))
+		if target[0] == "PATCH" && b.codec.updateMask == nil {
+			f.Fatal("the PATCH binding does not infer update_mask")
 		}
-		if _, err := proto.Marshal(msg); err != nil {
-			t.Fatalf("body %q built an unmarshalable message: %v", body, err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, target := range [][2]string{{"POST", "/v1/sinks"}, {"PATCH", "/v1/sinks/s1"}} {
+			req := httptest.NewRequest(target[0], target[1], strings.NewReader(string(body)))
+			req.Header.Set("Content-Type", "application/json")
+			b, vars := match(t, r, req)
+			msg, err := b.Codec().DecodeRequest(req, vars)
+			if err != nil {
+				st, code := StatusOf(err)
+				var te *Error
+				if (code != 400 && code != 413) || st.Message() == "" || (code == 413 && !errors.As(err, &te)) {
+					t.Fatalf("%s body %q: %v %d %q", target[0], body, st.Code(), code, st.Message())
+				}
+				continue
+			}
+			roundTrip(t, target[0]+" body "+strconv.Quote(string(body)), msg)
 		}
 	})
 }

@@ -45,6 +45,21 @@ service Kitchen {
     option (google.api.http) = { put: "/v1/uploads/{name}" body: "file" };
   }
   rpc Hidden(Sink) returns (Sink);
+  rpc Publish(Sink) returns (Sink) {
+    option (google.api.http) = { post: "/v1/{name=shelves/*/books/*}:publish" body: "*" };
+  }
+  rpc Update(UpdateRequest) returns (Sink) {
+    option (google.api.http) = {
+      patch: "/v1/sinks/{sink.id}" body: "sink"
+      additional_bindings { put: "/v1/sinks/{sink.id}:replace" body: "sink" }
+      additional_bindings { patch: "/v1/sinks/{sink.id}:all" body: "*" }
+    };
+  }
+}
+
+message UpdateRequest {
+  Sink sink = 1;
+  google.protobuf.FieldMask update_mask = 2;
 }
 
 enum Color {
@@ -95,6 +110,12 @@ message Sink {
   sint32 s32 = 26;
   fixed64 f64 = 27;
   int32 page_size = 28;
+  repeated Nested items = 29;
+  map<string, Nested> by_name = 30;
+  map<int32, string> codes = 31;
+  google.protobuf.Value val = 32;
+  google.protobuf.ListValue list = 33;
+  map<string, Color> paint = 34;
 }
 `
 

@@ -156,11 +156,12 @@ func (r *Router[T]) matchErr(m, path string, vars []string) (v T, outVars []stri
 	var candidates [2]rtTry
 	tries := candidates[:0]
 	if n := len(raw); n > 0 {
-		last := dec[n-1]
-		if i := strings.LastIndexByte(last, ':'); i >= 0 {
-			rawLast := raw[n-1]
-			j := strings.LastIndexByte(rawLast, ':')
-			tries = append(tries, rtTry{verb: last[i+1:], lastDec: last[:i], lastRaw: rawLast[:max(j, 0)]})
+		// The verb follows the last literal ':' of the raw path (http.proto:
+		// `Verb = ":" LITERAL`); an encoded %3A is data, never a separator,
+		// so "b1%3Apublish" is one value, not "b1" plus a verb.
+		rawLast := raw[n-1]
+		if j := strings.LastIndexByte(rawLast, ':'); j >= 0 {
+			tries = append(tries, rtTry{verb: unescapeSegment(rawLast[j+1:]), lastDec: unescapeSegment(rawLast[:j]), lastRaw: rawLast[:j]})
 		}
 	}
 	tries = append(tries, rtTry{noSplit: true})
@@ -192,6 +193,18 @@ func (r *Router[T]) matchErr(m, path string, vars []string) (v T, outVars []stri
 		return v, vars, &MethodNotAllowedError{Allow: allow}
 	}
 	return v, vars, ErrNoRoute
+}
+
+// unescapeSegment decodes part of a segment that was validated whole.
+func unescapeSegment(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	d, err := url.PathUnescape(s)
+	if err != nil { // a split cannot break an escape: ':' is not a hex digit
+		return s
+	}
+	return d
 }
 
 type rtTry struct {
