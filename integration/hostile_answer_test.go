@@ -26,7 +26,11 @@ func rowOversizedBodyAnswered(t *testing.T, h *hostile) {
 		chunked := v.chunked
 		lost := 0
 		var seen []string
-		for i := range tries {
+		n := tries
+		if chunked {
+			n = 4 // each reads (and drops) 4 MiB before its 413: RSS
+		}
+		for i := range n {
 			// Without keep-alives Go's client sends Connection: close, and
 			// net/http then closes at once, without its half-close.
 			tr := &http.Transport{DisableKeepAlives: !v.keepAlive}
@@ -57,9 +61,9 @@ func rowOversizedBodyAnswered(t *testing.T, h *hostile) {
 				seen = append(seen, fmt.Sprintf("try %d: %s", i+1, outcome))
 			}
 		}
-		t.Logf("chunked=%v keep-alive=%v: %d of %d tries got the 413", chunked, v.keepAlive, tries-lost, tries)
+		t.Logf("chunked=%v keep-alive=%v: %d of %d tries got the 413", chunked, v.keepAlive, n-lost, n)
 		if lost > 0 {
-			t.Errorf("chunked=%v keep-alive=%v: %d of %d tries did not get a 413 RESOURCE_EXHAUSTED:\n%s", chunked, v.keepAlive, lost, tries, strings.Join(seen[:min(5, len(seen))], "\n"))
+			t.Errorf("chunked=%v keep-alive=%v: %d of %d tries did not get a 413 RESOURCE_EXHAUSTED:\n%s", chunked, v.keepAlive, lost, n, strings.Join(seen[:min(5, len(seen))], "\n"))
 		}
 	}
 }
