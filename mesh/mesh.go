@@ -61,7 +61,7 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Mesh, error) {
 		ci := NewConsulIdentity(m.Consul, cfg.Consul.Register.Name, log)
 		m.Identity = ci
 		m.closers = append(m.closers, ci.Close)
-		creds = ClientCredentials(ci)
+		creds = &explainTLS{ClientCredentials(ci), consulPeer, fixConsulTLS}
 	case TLSModeFiles:
 		fi, err := NewFileIdentity(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile, cfg.TLS.TrustDomains, cfg.TLS.ReloadInterval, log)
 		if err != nil {
@@ -70,10 +70,10 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Mesh, error) {
 		}
 		m.Identity = fi
 		m.closers = append(m.closers, fi.Close)
-		creds = ClientCredentials(fi)
+		creds = &explainTLS{ClientCredentials(fi), consulPeer, fixConsulTLS}
 	default:
 		log.Warn("mesh.tls.mode is plaintext: calls to Consul services are neither encrypted nor authenticated")
-		creds = insecure.NewCredentials()
+		creds = &explainPlaintext{insecure.NewCredentials(), consulPeer, fixConsulPlaintext}
 	}
 	if m.Consul != nil {
 		m.Catalog = NewCatalog(cfg, m.Consul, creds, log, opts...)

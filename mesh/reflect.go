@@ -49,6 +49,9 @@ func reflectUpstream(ctx context.Context, addr string, conn grpc.ClientConnInter
 	defer client.Reset()
 	names, err := client.ListServices()
 	if err != nil {
+		if e := explained(err); e != nil {
+			return nil, e // names the upstream, the instance and the setting
+		}
 		return nil, fmt.Errorf("reflection on %s: listing services: %w", addr, err)
 	}
 	slices.Sort(names)

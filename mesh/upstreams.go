@@ -60,7 +60,7 @@ func NewUpstreams(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Upstre
 
 func transportCredentials(up Upstream) (credentials.TransportCredentials, error) {
 	if up.Plaintext {
-		return insecure.NewCredentials(), nil
+		return &explainPlaintext{insecure.NewCredentials(), staticPeer(up.Address), fixStaticPlaintext}, nil
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: up.ServerName}
 	if up.CAFile != "" {
@@ -74,7 +74,7 @@ func transportCredentials(up Upstream) (credentials.TransportCredentials, error)
 		}
 		tc.RootCAs = pool
 	}
-	return credentials.NewTLS(tc), nil
+	return &explainTLS{credentials.NewTLS(tc), staticPeer(up.Address), fixStaticTLS}, nil
 }
 
 // Targets implements Discovery: the upstreams in configuration order.

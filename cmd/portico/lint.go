@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,13 +14,11 @@ import (
 
 	"github.com/bufbuild/protocompile"
 	"github.com/bufbuild/protocompile/reporter"
-	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
-	"google.golang.org/protobuf/types/dynamicpb"
 
 	// The imports backend teams' protos need, resolved from the binary.
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
@@ -29,22 +26,17 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/httpbody"
 
 	"github.com/portico-dev/portico/cmd/portico/app"
-	"github.com/portico-dev/portico/edge"
-	"github.com/portico-dev/portico/mesh"
-	"github.com/portico-dev/portico/policies"
-	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
-	"github.com/portico-dev/portico/transcode"
 )
 
 // cmdLint checks .proto files (or descriptor sets) offline the way the edge
 // compiles reflected descriptors: HTTP rules, portico.v1 options, CEL rules,
-// buf.validate rules and route conflicts. Every problem is printed as
-// file:line:column: message; the exit code is 1 when there is any.
+// buf.validate rules and route conflicts. Every problem (all of them, in
+// one run: see lint_check.go) is printed as file:line:column: message, then
+// one summary line, "lint: 3 files, 5 services, 21 routes, no problems".
+// The exit code is 1 when there is any problem, 2 on bad usage.
 func cmdLint(args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("portico lint", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	fset.Usage = func() {
-		fmt.Fprint(stderr, `usage: portico lint [-I DIR]... [--config FILE] PATH...
+	fset.Usage = usageFunc(fset, `usage: portico lint [-I DIR]... [--config FILE] PATH...
 
 PATH is a .proto file, a directory (every .proto below it), or a descriptor
 set (.pb, .binpb, .desc, .protoset, as protoc --descriptor_set_out
@@ -52,18 +44,21 @@ set (.pb, .binpb, .desc, .protoset, as protoc --descriptor_set_out
 are built in. Without --config, provider names in auth.providers are not
 checked against the operator's configuration.
 
+Every problem is printed as file:line:column: message, then a summary line;
+the exit code is 1 when there is any problem, 2 on bad usage.
+
+flags:
 `)
-		fset.PrintDefaults()
-	}
 	var (
 		imports    stringList
 		configPath = fset.String("config", "", "Portico YAML config: check auth.providers and CORS defaults against it")
 	)
 	fset.Var(&imports, "I", "import path for .proto files; repeatable (default: the current directory)")
-	if err := fset.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fset, args, stdout, stderr); !ok {
+		return code
 	}
 	if fset.NArg() == 0 {
+		fmt.Fprintln(stderr, "portico lint: no PATH given")
 		fset.Usage()
 		return 2
 	}
@@ -81,7 +76,7 @@ checked against the operator's configuration.
 	if len(imports) == 0 {
 		imports = stringList{"."}
 	}
-	l := &linter{out: stdout}
+	l := &linter{out: stdout, seen: map[string]bool{}}
 	files, err := l.load(fset.Args(), imports)
 	if err != nil {
 		fmt.Fprintln(stderr, "portico lint:", err)
@@ -90,21 +85,48 @@ checked against the operator's configuration.
 	if len(files) > 0 {
 		l.check(files, cfg, *configPath == "")
 	}
+	fmt.Fprintln(stdout, l.summary())
 	if l.problems > 0 {
-		fmt.Fprintf(stdout, "%d problem(s)\n", l.problems)
 		return 1
 	}
 	return 0
 }
 
+// linter collects the problems of one run and what it looked at.
 type linter struct {
 	out      io.Writer
+	seen     map[string]bool // lines printed: a service's problem is found once per method
 	problems int
+	// files examined, services and routes (HTTP bindings that compiled)
+	// found in them.
+	files, services, routes int
 }
 
 func (l *linter) report(pos, msg string) {
+	line := pos + ": " + msg
+	if l.seen[line] {
+		return
+	}
+	l.seen[line] = true
 	l.problems++
-	fmt.Fprintf(l.out, "%s: %s\n", pos, msg)
+	fmt.Fprintln(l.out, line)
+}
+
+// summary is the last line of a run:
+// "lint: 3 files, 5 services, 21 routes, 4 problems".
+func (l *linter) summary() string {
+	problems := "no problems"
+	if l.problems > 0 {
+		problems = count(l.problems, "problem")
+	}
+	return fmt.Sprintf("lint: %s, %s, %s, %s", count(l.files, "file"), count(l.services, "service"), count(l.routes, "route"), problems)
+}
+
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // position is file:line:column of d in its source (1-based), or the file.
@@ -115,22 +137,6 @@ func position(d protoreflect.Descriptor) string {
 		return fd.Path()
 	}
 	return fmt.Sprintf("%s:%d:%d", fd.Path(), loc.StartLine+1, loc.StartColumn+1)
-}
-
-// optionPosition points at d's portico.v1 option statement when the source
-// info has it, else at d.
-func optionPosition(d protoreflect.Descriptor) string {
-	fd := d.ParentFile()
-	loc := fd.SourceLocations().ByDescriptor(d)
-	optsField := int32(4) // MethodDescriptorProto.options
-	if _, ok := d.(protoreflect.ServiceDescriptor); ok {
-		optsField = 3 // ServiceDescriptorProto.options
-	}
-	path := append(slices.Clone(loc.Path), optsField, int32(porticov1.E_Method.TypeDescriptor().Number()))
-	if ol := fd.SourceLocations().ByPath(path); ol.StartLine != 0 || ol.StartColumn != 0 {
-		return fmt.Sprintf("%s:%d:%d", fd.Path(), ol.StartLine+1, ol.StartColumn+1)
-	}
-	return position(d)
 }
 
 var descriptorSetExt = []string{".pb", ".binpb", ".desc", ".protoset"}
@@ -162,10 +168,12 @@ func (l *linter) load(paths, imports []string) ([]protoreflect.FileDescriptor, e
 				return nil, fmt.Errorf("%s: %w", p, err)
 			}
 			out = append(out, fds...)
+			l.files += len(fds)
 		default:
 			protos = append(protos, p)
 		}
 	}
+	l.files += len(protos)
 	if len(protos) == 0 {
 		return out, nil
 	}
@@ -239,52 +247,17 @@ func readDescriptorSet(path string) ([]protoreflect.FileDescriptor, error) {
 
 var rejectedService = regexp.MustCompile(`^service (\S+) on `)
 
-// check compiles every service as the edge would.
-func (l *linter) check(files []protoreflect.FileDescriptor, cfg app.Config, anyProvider bool) {
-	reg := &protoregistry.Files{}
-	for _, f := range files {
-		_ = reg.RegisterFile(f)
-	}
-	pc := policies.NewCompiler(cfg.Policies, nil, nil, zap.NewNop())
-	pc.AnyProvider = anyProvider
-	tc := transcode.NewCompiler(cfg.Transcode)
-	types := dynamicpb.NewTypes(reg)
-	refl := &mesh.Reflection{Upstream: "lint"}
-	byName := map[string]protoreflect.ServiceDescriptor{}
-	for _, f := range files {
-		svcs := f.Services()
-		for i := 0; i < svcs.Len(); i++ {
-			sd := svcs.Get(i)
-			byName[string(sd.FullName())] = sd
-			refl.Services = append(refl.Services, &mesh.Service{Name: sd.FullName(), Desc: sd, Upstream: "lint", Types: types})
-		}
-	}
-	t := edge.BuildTable([]*mesh.Reflection{refl}, tc, pc)
-	for _, err := range t.Rejected {
-		l.reject(err, byName, reg)
-	}
-}
-
-// reject reports one rejected service at the most precise position known.
-func (l *linter) reject(err error, byName map[string]protoreflect.ServiceDescriptor, reg *protoregistry.Files) {
-	if oe, ok := errors.AsType[*policies.OptionError](err); ok {
-		l.report(optionPosition(oe.Desc), "option "+oe.Option+": "+oe.Err.Error())
-		return
-	}
-	if ce, ok := errors.AsType[*transcode.CompileError](err); ok {
-		if d, derr := reg.FindDescriptorByName(protoreflect.FullName(strings.TrimPrefix(strings.ReplaceAll(ce.Method, "/", "."), "."))); derr == nil {
-			l.report(position(d), "option "+ce.Option+": "+ce.Err.Error())
-			return
-		}
-	}
+// reject reports a service the edge's table builder rejected although the
+// per-method checks found nothing: a check lint does not make itself.
+func (l *linter) reject(err error, reg *protoregistry.Files) {
 	msg := err.Error()
 	if m := rejectedService.FindStringSubmatch(msg); m != nil {
-		if sd, ok := byName[m[1]]; ok {
+		if d, derr := reg.FindDescriptorByName(protoreflect.FullName(m[1])); derr == nil {
 			_, rest, _ := strings.Cut(msg, "rejected: ")
 			if rest == "" {
 				rest = msg
 			}
-			l.report(position(sd), rest)
+			l.report(position(d), fmt.Sprintf("service %s: %s", m[1], rest))
 			return
 		}
 	}

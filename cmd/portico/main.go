@@ -2,18 +2,25 @@
 // services it reflects.
 //
 //	portico serve  [--config FILE] [--listen ADDR] [--admin-listen ADDR] [--consul ADDR] [--upstream ADDR]... [--plaintext-upstream]
-//	portico routes [same flags]   print the route table serve would build
+//	portico routes [same flags]                        print the route table serve would build
+//	portico lint   [-I DIR]... [--config FILE] PATH... check protos offline
+//	portico probe  [-timeout 3s] [-insecure] URL       health check for images without a shell
+//
+// With -h every command prints its usage on stdout and exits 0; bad usage
+// (an unknown flag, a missing argument) exits 2 with the usage on stderr.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
-	"strings"
+	"syscall"
+	"time"
 
+	"github.com/hashicorp/consul/api"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 
@@ -46,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "serve":
-		return cmdServe(args[1:], stderr)
+		return cmdServe(args[1:], stdout, stderr)
 	case "routes":
 		return cmdRoutes(args[1:], stdout, stderr)
 	case "lint":
@@ -62,75 +69,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
-// loadFlags parses the flags shared by serve and routes: the file first,
-// then flags override it.
-func loadFlags(name string, args []string, stderr io.Writer) (app.Config, error) {
-	cfg, _, err := loadFlagsFile(name, args, stderr)
-	return cfg, err
-}
-
-// loadFlagsFile is loadFlags that also returns the --config path.
-func loadFlagsFile(name string, args []string, stderr io.Writer) (app.Config, string, error) {
-	fs := flag.NewFlagSet("portico "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		configPath = fs.String("config", "", "YAML config file")
-		listen     = fs.String("listen", "", "public listen address host:port (edge.listen)")
-		admin      = fs.String("admin-listen", "", "admin listen address host:port for /healthz, /readyz, /metrics (edge.admin_listen)")
-		consul     = fs.String("consul", "", "Consul agent HTTP address host:port (mesh.consul.address): expose services tagged portico")
-		plaintext  = fs.Bool("plaintext-upstream", false, "talk to the --upstream addresses without TLS")
-		logLevel   = fs.String("log-level", "", "debug, info, warn or error (log.level)")
-		logFormat  = fs.String("log-format", "", "json or console (log.format)")
-		upstreams  stringList
-	)
-	fs.Var(&upstreams, "upstream", "gRPC upstream host:port; repeatable (adds to mesh.upstreams)")
-	if err := fs.Parse(args); err != nil {
-		return app.Config{}, "", err
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	f := newEdgeFlags("serve", serveUsage)
+	if code, ok := parseFlags(f.fs, args, stdout, stderr); !ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		return app.Config{}, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	cfg := app.DefaultConfig()
-	if *configPath != "" {
-		if err := app.LoadConfigFile(*configPath, &cfg); err != nil {
-			return app.Config{}, "", err
-		}
-	}
-	if *listen != "" {
-		cfg.Edge.Listen = *listen
-	}
-	if *admin != "" {
-		cfg.Edge.AdminListen = *admin
-	}
-	if *consul != "" {
-		cfg.Mesh.Consul.Address = *consul
-	}
-	if *logLevel != "" {
-		cfg.Log.Level = *logLevel
-	}
-	if *logFormat != "" {
-		cfg.Log.Format = *logFormat
-	}
-	for _, u := range upstreams {
-		cfg.Mesh.Upstreams = append(cfg.Mesh.Upstreams, mesh.Upstream{Address: u, Plaintext: *plaintext})
-	}
-	if len(cfg.Mesh.Upstreams) == 0 && cfg.Mesh.Consul.Address == "" {
-		return app.Config{}, "", errors.New("no upstream: give --consul, --upstream, or mesh.consul / mesh.upstreams in --config")
-	}
-	return cfg, *configPath, cfg.Validate()
-}
-
-func cmdServe(args []string, stderr io.Writer) int {
-	cfg, path, err := loadFlagsFile("serve", args, stderr)
+	cfg, path, err := f.config()
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
 		fmt.Fprintln(stderr, "portico serve:", err)
 		return 2
 	}
@@ -176,11 +121,12 @@ func cmdServe(args []string, stderr io.Writer) int {
 }
 
 func cmdRoutes(args []string, stdout, stderr io.Writer) int {
-	cfg, err := loadFlags("routes", args, stderr)
+	f := newEdgeFlags("routes", routesUsage)
+	if code, ok := parseFlags(f.fs, args, stdout, stderr); !ok {
+		return code
+	}
+	cfg, _, err := f.config()
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
 		fmt.Fprintln(stderr, "portico routes:", err)
 		return 2
 	}
@@ -193,6 +139,14 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 	defer m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Mesh.ReflectTimeout)
 	defer cancel()
+	if m.Consul != nil {
+		// A one-shot: a Consul that is not there fails now, not after the
+		// watches have retried for mesh.reflect_timeout.
+		if err := consulReachable(ctx, m.Consul, cfg.Mesh.Consul.Address, cfg.Mesh.ReflectTimeout); err != nil {
+			fmt.Fprintln(stderr, "portico routes:", err)
+			return 1
+		}
+	}
 	_ = m.Start(ctx)
 	code := 0
 	if m.Catalog != nil {
@@ -205,7 +159,8 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 	for _, src := range m.Sources() {
 		for _, r := range src.Reflect(ctx, true) {
 			if r.Err != nil {
-				fmt.Fprintf(stderr, "portico routes: upstream %s: %v\n", r.Target, r.Err)
+				// mesh's errors name the upstream (and the instance).
+				fmt.Fprintln(stderr, "portico routes:", r.Err)
 				code = 1
 				continue
 			}
@@ -219,4 +174,29 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 		code = 1
 	}
 	return code
+}
+
+// consulReachable reads the catalog's service list once, without blocking,
+// and says in a few words why it could not: "consul at 127.0.0.1:8500:
+// connection refused".
+func consulReachable(ctx context.Context, c *api.Client, addr string, timeout time.Duration) error {
+	_, _, err := c.Catalog().Services((&api.QueryOptions{}).WithContext(ctx))
+	if err == nil {
+		return nil
+	}
+	var (
+		dnsErr *net.DNSError
+		opErr  *net.OpError
+		errno  syscall.Errno
+	)
+	switch {
+	case errors.As(err, &dnsErr):
+		return fmt.Errorf("consul at %s: lookup %s: %s", addr, dnsErr.Name, dnsErr.Err)
+	case errors.As(err, &opErr) && opErr.Op == "dial" && errors.As(opErr.Err, &errno):
+		return fmt.Errorf("consul at %s: %v", addr, errno)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("consul at %s did not answer within %s (mesh.reflect_timeout)", addr, timeout)
+	default:
+		return fmt.Errorf("consul at %s: %w", addr, err)
+	}
 }

@@ -2,15 +2,22 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/consul/api"
 	"go.uber.org/goleak"
 
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/integration/harness"
+	"github.com/portico-dev/portico/mesh"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -81,11 +88,173 @@ func TestConfigStrict(t *testing.T) {
 func TestFlagsOverrideFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.yaml")
 	os.WriteFile(path, []byte("edge:\n  listen: 127.0.0.1:1111\n  upstream_timeout: 5s\nmesh:\n  upstreams:\n    - address: 127.0.0.1:9\n      plaintext: true\n"), 0o600)
-	cfg, err := loadFlags("serve", []string{"--config", path, "--listen", "127.0.0.1:2222", "--upstream", "127.0.0.1:10", "--plaintext-upstream"}, &bytes.Buffer{})
+	cfg, err := loadFlags(t, "--config", path, "--listen", "127.0.0.1:2222", "--upstream", "127.0.0.1:10", "--plaintext-upstream")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Edge.Listen != "127.0.0.1:2222" || cfg.Edge.UpstreamTimeout.String() != "5s" || len(cfg.Mesh.Upstreams) != 2 {
 		t.Fatalf("%+v", cfg)
+	}
+}
+
+// loadFlags is the configuration serve would run with.
+func loadFlags(t *testing.T, args ...string) (app.Config, error) {
+	t.Helper()
+	f := newEdgeFlags("serve", serveUsage)
+	if code, ok := parseFlags(f.fs, args, io.Discard, io.Discard); !ok {
+		t.Fatalf("flags %q: exit %d", args, code)
+	}
+	cfg, _, err := f.config()
+	return cfg, err
+}
+
+// TestHelpAndBadFlags: every command answers -h with its usage on stdout
+// and exit 0, and a bad flag with the error and the usage on stderr and
+// exit 2.
+func TestHelpAndBadFlags(t *testing.T) {
+	for _, cmd := range []string{"serve", "routes", "lint", "probe"} {
+		for _, h := range []string{"-h", "--help"} {
+			var out, errOut bytes.Buffer
+			code := run([]string{cmd, h}, &out, &errOut)
+			if code != 0 || !strings.HasPrefix(out.String(), "usage: portico "+cmd+" ") || !strings.Contains(out.String(), "flags:\n") || errOut.Len() > 0 {
+				t.Errorf("%s %s: exit %d\nstdout: %q\nstderr: %q\nwant 0, the usage on stdout, nothing on stderr", cmd, h, code, out.String(), errOut.String())
+			}
+		}
+		var out, errOut bytes.Buffer
+		code := run([]string{cmd, "--bogus"}, &out, &errOut)
+		if code != 2 || out.Len() > 0 || !strings.HasPrefix(errOut.String(), "flag provided but not defined: -bogus\nusage: portico "+cmd+" ") {
+			t.Errorf("%s --bogus: exit %d\nstdout: %q\nstderr: %q\nwant 2, nothing on stdout, the error and the usage on stderr", cmd, code, out.String(), errOut.String())
+		}
+	}
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		toStdout bool
+	}{
+		{[]string{"-h"}, 0, true},
+		{[]string{"help"}, 0, true},
+		{nil, 2, false},
+		{[]string{"frobnicate"}, 2, false},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(tc.args, &out, &errOut)
+		got := errOut.String()
+		if tc.toStdout {
+			got = out.String()
+		}
+		if code != tc.code || !strings.Contains(got, "usage: portico <command>") {
+			t.Errorf("portico %q: exit %d, stdout %q, stderr %q", tc.args, code, out.String(), errOut.String())
+		}
+	}
+}
+
+// TestPlaintextUpstreamFlag: --plaintext-upstream applies to every
+// upstream given on the command line, Consul included, and is refused when
+// there is none rather than ignored.
+func TestPlaintextUpstreamFlag(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, yaml string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	consulFiles := file("consul.yaml", "mesh:\n  consul:\n    address: 127.0.0.1:8500\n  tls:\n    mode: files\n    cert_file: c\n    key_file: k\n    ca_file: a\n    trust_domains: [td.consul]\n")
+	consulOnly := file("consul-only.yaml", "mesh:\n  consul:\n    address: 127.0.0.1:8500\n")
+	static := file("static.yaml", "mesh:\n  upstreams:\n    - address: 127.0.0.1:9001\n")
+	for _, tc := range []struct {
+		args      []string
+		mode      string // mesh.tls.mode in effect
+		plaintext []bool // per upstream
+		err       string
+	}{
+		{args: []string{"--consul", "127.0.0.1:8500"}, mode: mesh.TLSModeConsul},
+		{args: []string{"--consul", "127.0.0.1:8500", "--plaintext-upstream"}, mode: mesh.TLSModePlaintext},
+		{args: []string{"--config", consulFiles, "--consul", "127.0.0.1:8501", "--plaintext-upstream"}, mode: mesh.TLSModePlaintext},
+		// Consul from the file keeps the file's mode; the flag is for --upstream.
+		{args: []string{"--config", consulOnly, "--upstream", "127.0.0.1:9002", "--plaintext-upstream"}, mode: mesh.TLSModeConsul, plaintext: []bool{true}},
+		{args: []string{"--config", static, "--upstream", "127.0.0.1:9002", "--plaintext-upstream"}, plaintext: []bool{false, true}},
+		{args: []string{"--config", static, "--plaintext-upstream"}, err: "--plaintext-upstream applies to --upstream and --consul, and neither is given"},
+		{args: []string{"--config", consulOnly, "--plaintext-upstream"}, err: "mesh.tls.mode: plaintext"},
+	} {
+		cfg, err := loadFlags(t, tc.args...)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: got %v, want an error with %q", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.args, err)
+			continue
+		}
+		var plain []bool
+		for _, u := range cfg.Mesh.Upstreams {
+			plain = append(plain, u.Plaintext)
+		}
+		if cfg.Mesh.TLSMode() != tc.mode || !slices.Equal(plain, tc.plaintext) {
+			t.Errorf("%q: mode %q, plaintext %v; want %q, %v", tc.args, cfg.Mesh.TLSMode(), plain, tc.mode, tc.plaintext)
+		}
+	}
+}
+
+// TestRoutesConsulRefused: routes is a one-shot; a Consul that refuses
+// connections fails it at once, in a line.
+func TestRoutesConsulRefused(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens there now: connection refused
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	code := run([]string{"routes", "--consul", addr}, &out, &errOut)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("took %s; want at once", took)
+	}
+	if want := "portico routes: consul at " + addr + ": connection refused\n"; code != 1 || errOut.String() != want {
+		t.Fatalf("exit %d, stderr %q; want 1, %q", code, errOut.String(), want)
+	}
+}
+
+// TestRoutesConsulTLSMismatch runs routes against a real Consul agent with
+// a plaintext orders instance and a mesh-native (mTLS) users instance:
+// each mode serves the one it fits and says in words why not the other.
+func TestRoutesConsulTLSMismatch(t *testing.T) {
+	agent := harness.Consul(t)
+	plain := harness.Services(t, []string{"orders"}, nil)
+	host, port, _ := net.SplitHostPort(plain.Addr)
+	p, _ := strconv.Atoi(port)
+	if err := agent.Client().Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "orders-plain", Name: "orders", Tags: []string{"portico"}, Address: host, Port: p}); err != nil {
+		t.Fatal(err)
+	}
+	users := harness.Native(t, agent, "users", harness.NativeOptions{})
+	harness.WaitInstance(t, agent, "orders", "orders-plain", true)
+
+	routes := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(append([]string{"routes", "--consul", agent.HTTPAddr}, args...), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	code, out, errOut := routes("--plaintext-upstream")
+	if code != 1 || !strings.Contains(out, "OrderService/GetOrder") || strings.Contains(out, "UserService") {
+		t.Fatalf("plaintext: exit %d, want 1 with the orders routes only\n%s%s", code, out, errOut)
+	}
+	want := "portico routes: consul service users: instance " + users.Server.Addr() + " closed the connection before speaking HTTP/2; does it require TLS? " +
+		"Calls to it are plaintext (mesh.tls.mode: plaintext, or --plaintext-upstream)\n"
+	if errOut != want {
+		t.Fatalf("plaintext: stderr\n%s\nwant\n%s", errOut, want)
+	}
+
+	code, out, errOut = routes()
+	if code != 1 || !strings.Contains(out, "UserService/GetUser") || strings.Contains(out, "OrderService") {
+		t.Fatalf("mTLS: exit %d, want 1 with the users routes only\n%s%s", code, out, errOut)
+	}
+	want = "portico routes: consul service orders: instance " + plain.Addr + " does not speak TLS (it answered with a plaintext HTTP/2 SETTINGS frame, as a gRPC server without TLS does); " +
+		"to call Consul services without TLS set mesh.tls.mode: plaintext (--plaintext-upstream)\n"
+	if errOut != want {
+		t.Fatalf("mTLS: stderr\n%s\nwant\n%s", errOut, want)
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,18 +31,18 @@ const defaultProbeTimeout = 3 * time.Second
 // usage.
 func cmdProbe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("portico probe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", defaultProbeTimeout, "give up after this long")
 	skipVerify := fs.Bool("insecure", false, "https: do not verify the server certificate (a local self-signed listener)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: portico probe [-timeout 3s] [-insecure] http(s)://HOST:PORT/PATH | grpc://HOST:PORT[/SERVICE]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	fs.Usage = usageFunc(fs, `usage: portico probe [-timeout 3s] [-insecure] http(s)://HOST:PORT/PATH | grpc://HOST:PORT[/SERVICE]
+
+Exit 0 when the endpoint is healthy (http(s): any 2xx; grpc: a plaintext
+grpc.health.v1 Check answers SERVING), 1 when not (the reason on stderr),
+2 on bad usage.
+
+flags:
+`)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
