@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"crypto/tls"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -10,30 +9,17 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/portico-dev/portico/mesh/meshtest"
 )
 
-// tlsServer is a gRPC server with health and reflection that speaks only
-// TLS with cfg.
+// tlsServer is productsServer speaking only TLS with cfg.
 func tlsServer(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
-	healthpb.RegisterHealthServer(s, health.NewServer())
-	reflection.Register(s)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = s.Serve(lis) }()
-	t.Cleanup(func() { s.Stop(); <-done })
-	return lis.Addr().String()
+	return productsServer(t, grpc.Creds(credentials.NewTLS(cfg)))
 }
 
 // TestStaticUpstreamTLSMismatch: a static upstream whose TLS setting does

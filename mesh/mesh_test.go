@@ -45,14 +45,14 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // productsServer is a real gRPC server with the products service, health
-// and reflection on a loopback port.
-func productsServer(t *testing.T) string {
+// and reflection on a loopback port; opts configure it (credentials).
+func productsServer(t *testing.T, opts ...grpc.ServerOption) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer()
+	s := grpc.NewServer(opts...)
 	productsv1.RegisterProductServiceServer(s, productsv1.UnimplementedProductServiceServer{})
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	reflection.Register(s)
