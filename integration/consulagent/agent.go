@@ -7,7 +7,6 @@
 package consulagent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/portico-dev/portico/integration/consulagent/gobuild"
 )
 
 // Version is the Consul release the nested module pins; a test checks that
@@ -30,8 +32,9 @@ import (
 const Version = "v1.20.0"
 
 // Binary returns the path of the cached Consul binary, building it first if
-// needed (about 4 minutes on 2 cores). Concurrent callers, in this process or
-// others, wait for one build.
+// needed: about 1,900 packages, 5 to 10 minutes on 2 cores (see the
+// README), with a progress line on stderr every 10 s. Concurrent callers, in
+// this process or others, wait for one build.
 func Binary(ctx context.Context) (string, error) {
 	if p := os.Getenv("PORTICO_CONSUL_BIN"); p != "" {
 		return p, nil
@@ -53,7 +56,12 @@ func Binary(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+	err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		fmt.Fprintf(os.Stderr, "consulagent: another process is building Consul %s into %s; waiting for it\n", Version, dir)
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+	}
+	if err != nil {
 		return "", fmt.Errorf("consul binary: lock: %w", err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // released on close anyway
@@ -65,14 +73,17 @@ func Binary(ctx context.Context) (string, error) {
 		return "", errors.New("consul binary: cannot locate the build module")
 	}
 	tmp := bin + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, "github.com/hashicorp/consul")
-	cmd.Dir = filepath.Join(filepath.Dir(self), "build")
-	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	fmt.Fprintf(os.Stderr, "consulagent: building Consul %s once into %s (a few minutes)\n", Version, dir)
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("consul binary: go build: %w\n%s", err, out.String())
+	fmt.Fprintf(os.Stderr, "consulagent: building Consul %s once into %s; the first build on a machine takes 5 to 10 minutes (make consul does it ahead)\n", Version, dir)
+	err = gobuild.Build(ctx, gobuild.Options{
+		Label:    "Consul " + Version,
+		Dir:      filepath.Join(filepath.Dir(self), "build"),
+		Env:      []string{"GOWORK=off", "CGO_ENABLED=0"},
+		Flags:    []string{"-trimpath"},
+		Output:   tmp,
+		Packages: []string{"github.com/hashicorp/consul"},
+	})
+	if err != nil {
+		return "", fmt.Errorf("consul binary: %w", err)
 	}
 	return bin, os.Rename(tmp, bin)
 }
@@ -85,6 +96,10 @@ type Options struct {
 	// Log receives the agent's output; nil discards it (it is always kept in
 	// Dir/consul.log).
 	Log func(line string)
+	// HTTPPort asks for the HTTP API on this loopback port (the demo asks
+	// for Consul's default, 8500). When it is taken, or 0, Start picks a
+	// free port; HTTPAddr says which it got.
+	HTTPPort int
 }
 
 // Agent is a running single-node Consul server with Connect enabled.
@@ -120,6 +135,9 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
+	}
+	if opts.HTTPPort != 0 && portFree(opts.HTTPPort) && !slices.Contains(ports[1:], opts.HTTPPort) {
+		ports[0] = opts.HTTPPort
 	}
 	a.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	// A persistent single server (not -dev) so that a restart keeps the
@@ -270,6 +288,16 @@ func (a *Agent) tail() string {
 		b = b[len(b)-4000:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// portFree reports whether the loopback TCP port can be listened on now.
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 // freePorts reserves n distinct loopback TCP ports and releases them for the

@@ -2,6 +2,7 @@ package consulagent
 
 import (
 	"context"
+	"net"
 	"os"
 	"regexp"
 	"testing"
@@ -57,5 +58,35 @@ func TestAgentRestartKeepsState(t *testing.T) {
 	}
 	if again.TrustDomain != roots.TrustDomain || again.ActiveRootID != roots.ActiveRootID {
 		t.Fatalf("CA changed across a restart: %s/%s → %s/%s", roots.TrustDomain, roots.ActiveRootID, again.TrustDomain, again.ActiveRootID)
+	}
+}
+
+func TestHTTPPortIsUsedOrFallsBack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := l.Addr().(*net.TCPAddr).Port
+	a, err := Start(ctx, Options{HTTPPort: taken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.HTTPAddr == l.Addr().String() {
+		t.Fatalf("HTTPAddr %s is the taken port", a.HTTPAddr)
+	}
+	l.Close() // now free: a second agent gets it
+	b, err := Start(ctx, Options{HTTPPort: taken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if want := l.Addr().String(); b.HTTPAddr != want {
+		t.Fatalf("HTTPAddr %s, want the free port asked for, %s", b.HTTPAddr, want)
+	}
+	if _, err := b.Client().Status().Leader(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,7 +3,13 @@
 // mesh-native Consul services (mTLS with Connect certificates, intentions,
 // gRPC health checks) and Portico in consul mode in front of them, composed
 // exactly as `portico serve --consul` composes it. It prints curl lines that
-// work, and stops everything on Ctrl-C.
+// work, each with what it should show, and stops everything on Ctrl-C
+// (exiting 0, so that `make demo` ends without an error).
+//
+// The ports are fixed (ports.go): Consul's HTTP API on 8500, the example
+// instances on 9001–9005, Portico on 8080 and 9901; one that is taken falls
+// back to a free port, with a line saying so. Tokens are signed with a key
+// kept in the user cache directory, so they stay valid across runs.
 //
 // Which example services run, and how many instances of each, comes from
 // docker-compose.yml (-compose), so the demo and `docker compose up` have
@@ -18,6 +24,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -25,6 +32,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/portico-dev/portico/cmd/examples/services"
 	"github.com/portico-dev/portico/cmd/examples/topology"
@@ -35,35 +44,48 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, stop)
+	switch {
+	case ctx.Err() != nil && (err == nil || !errors.Is(err, errStop)):
+		// Ctrl-C (also while starting): everything is stopped; a clean end,
+		// so that make reports no error.
+		fmt.Println("demo: stopped")
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// errStop marks a failure to stop cleanly after Ctrl-C, which, unlike
+// errors caused by the interrupt itself, is worth a non-zero exit.
+var errStop = errors.New("stopping")
+
+// run starts everything, prints the tour and serves until ctx ends; stop
+// restores the default signal handling, so a second Ctrl-C quits at once.
+func run(ctx context.Context, stop func()) error {
 	listen := flag.String("listen", "127.0.0.1:8080", "Portico's public address")
 	admin := flag.String("admin-listen", "127.0.0.1:9901", "Portico's admin address (/readyz, /metrics)")
 	host := flag.String("host", "127.0.0.1", "address the example services listen on")
-	firstPort := flag.Int("first-port", 9001, "port of the first example instance; the others follow")
 	compose := flag.String("compose", "docker-compose.yml", "compose file whose example services (label "+topology.Label+") the demo starts")
 	flag.Parse()
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	started := time.Now()
 
 	topo, err := topology.FromFile(ctx, *compose)
 	if err != nil {
 		return err
 	}
-
 	fmt.Println("starting a Consul agent on loopback…")
-	agent, err := consulagent.Start(ctx, consulagent.Options{})
+	agent, err := consulagent.Start(ctx, consulagent.Options{HTTPPort: consulHTTPPort})
 	if err != nil {
 		return err
 	}
 	defer agent.Close()
-	fmt.Printf("consul agent HTTP API on %s\n", agent.HTTPAddr)
+	if _, p, _ := net.SplitHostPort(agent.HTTPAddr); p != strconv.Itoa(consulHTTPPort) {
+		fmt.Printf("port %d is in use: the demo's Consul HTTP API is on %s instead (the lines below use it)\n", consulHTTPPort, agent.HTTPAddr)
+	}
+	fmt.Printf("consul agent:                   HTTP API on %s\n", agent.HTTPAddr)
 
 	log, err := zap.NewDevelopment()
 	if err != nil {
@@ -73,32 +95,33 @@ func run() error {
 	defer wg.Wait()
 	svcCtx, stopServices := context.WithCancel(context.Background())
 	defer stopServices()
-	port := *firstPort
-	for _, t := range topo {
-		for i := range t.Instances {
-			addr := net.JoinHostPort(*host, fmt.Sprint(port))
-			port++
-			cc := api.DefaultNonPooledConfig()
-			cc.Address = agent.HTTPAddr
-			srv, err := native.New(native.Config{
-				Service: t.Service, ID: fmt.Sprintf("%s-%d", t.Service, i+1), Listen: addr, Consul: cc,
-			}, log.Named(t.Service).WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
-			if err != nil {
-				return err
-			}
-			if err := services.RegisterServices(srv.GRPC, t.Service); err != nil {
-				return err
-			}
-			wg.Go(func() {
-				if err := srv.Run(svcCtx); err != nil {
-					fmt.Fprintf(os.Stderr, "demo: %s on %s: %v\n", t.Service, addr, err)
-				}
-			})
-			if srv.Addr() == "" {
-				return fmt.Errorf("%s could not listen on %s (is another demo running? try -first-port)", t.Service, addr)
-			}
-			fmt.Printf("example service %-8s instance %d: mTLS gRPC on %s\n", t.Service, i+1, addr)
+	for _, in := range planPorts(topo) {
+		addr, note, err := orFree(net.JoinHostPort(*host, strconv.Itoa(in.Port)), in.ID())
+		if err != nil {
+			return err
 		}
+		if note != "" {
+			fmt.Println(note)
+		}
+		cc := api.DefaultNonPooledConfig()
+		cc.Address = agent.HTTPAddr
+		srv, err := native.New(native.Config{Service: in.Service, ID: in.ID(), Listen: addr, Consul: cc},
+			log.Named(in.Service).WithOptions(zap.IncreaseLevel(zap.WarnLevel)), servedBy(in.ID())...)
+		if err != nil {
+			return err
+		}
+		if err := services.RegisterServices(srv.GRPC, in.Service); err != nil {
+			return err
+		}
+		wg.Go(func() {
+			if err := srv.Run(svcCtx); err != nil {
+				fmt.Fprintf(os.Stderr, "demo: %s on %s: %v\n", in.ID(), addr, err)
+			}
+		})
+		if srv.Addr() == "" {
+			return fmt.Errorf("%s could not listen on %s", in.ID(), addr)
+		}
+		fmt.Printf("example service %-15s mTLS gRPC on %s\n", in.ID()+":", srv.Addr())
 	}
 	if err := waitPassing(ctx, agent, topo); err != nil {
 		return err
@@ -109,13 +132,25 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	idp, err := newDemoIDP(dir)
+	keyFile, err := demoKeyFile()
+	if err != nil {
+		return err
+	}
+	key, created, err := loadOrCreateKey(keyFile)
+	if err != nil {
+		return err
+	}
+	idp, err := newDemoIDP(dir, key)
 	if err != nil {
 		return err
 	}
 	cfg := app.DefaultConfig()
-	cfg.Edge.Listen = *listen
-	cfg.Edge.AdminListen = *admin
+	if cfg.Edge.Listen, err = listenOrFree(*listen, "Portico"); err != nil {
+		return err
+	}
+	if cfg.Edge.AdminListen, err = listenOrFree(*admin, "Portico's admin"); err != nil {
+		return err
+	}
 	cfg.Mesh.Consul.Address = agent.HTTPAddr
 	cfg.Policies.JWT = []policies.JWTProvider{{Name: "demo", Issuer: demoIssuer, JWKSFile: idp.jwks}}
 	cfg.Log.Format = "console"
@@ -133,27 +168,57 @@ func run() error {
 	if err := a.Start(startCtx); err != nil {
 		return err
 	}
-	printTour("http://"+*listen, "http://"+*admin, agent.HTTPAddr)
-	alice, err := idp.token("alice", "paid", []string{})
+	tokens, err := idp.tour()
 	if err != nil {
 		return err
 	}
-	bob, err := idp.token("bob", "free", []string{})
-	if err != nil {
-		return err
-	}
-	admin2, err := idp.token("root", "paid", []string{"admin"})
-	if err != nil {
-		return err
-	}
-	printPolicyTour("http://"+*listen, alice, bob, admin2)
+	printTour(tour{
+		Base: "http://" + cfg.Edge.Listen, Admin: "http://" + cfg.Edge.AdminListen, Consul: agent.HTTPAddr,
+		KeyFile: keyFile, KeyCreated: created, Lifetime: fmt.Sprintf("%d days", tokenLifetime/(24*time.Hour)), Tokens: tokens,
+		HavePortico: exists("bin/portico"),
+	})
+	fmt.Printf("ready in %s. Ctrl-C stops everything.\n", time.Since(started).Round(100*time.Millisecond))
 	<-ctx.Done()
-	fmt.Println("\nstopping…")
+	stop()
+	fmt.Println("\nstopping (Ctrl-C again to quit at once)…")
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancelStop()
-	err = a.Stop(stopCtx)
-	stopServices()
-	return err
+	if err := a.Stop(stopCtx); err != nil {
+		return fmt.Errorf("%w Portico: %w", errStop, err)
+	}
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// listenOrFree is orFree that prints its line.
+func listenOrFree(addr, what string) (string, error) {
+	addr, note, err := orFree(addr, what)
+	if note != "" {
+		fmt.Println(note)
+	}
+	return addr, err
+}
+
+// servedBy makes every answer of an instance name it in the response
+// header metadata x-served-by, which Portico forwards as the HTTP header
+// Grpc-Metadata-X-Served-By: round-robin across the products instances
+// shows in `curl -si`.
+func servedBy(id string) []grpc.ServerOption {
+	md := metadata.Pairs("x-served-by", id)
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			_ = grpc.SetHeader(ctx, md) // fails only once headers are sent, which they are not yet
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			_ = ss.SetHeader(md)
+			return h(srv, ss)
+		}),
+	}
 }
 
 // waitPassing waits until every instance of the topology passes its check.
@@ -176,33 +241,4 @@ func waitPassing(ctx context.Context, agent *consulagent.Agent, topo []topology.
 		}
 	}
 	return nil
-}
-
-func printTour(base, admin, consul string) {
-	fmt.Printf(`
-Portico is serving on %[1]s. Try:
-
-  curl -s %[1]s/v1/users/alice
-  curl -s '%[1]s/v1/users?states=STATE_ACTIVE&pageSize=5'
-  curl -s -X POST %[1]s/v1/users -H 'Content-Type: application/json' -d '{"displayName":"Carol","email":"carol@example.com"}'
-  curl -s -X PATCH '%[1]s/v1/users/alice?updateMask=display_name' -H 'Content-Type: application/json' -d '{"displayName":"Alice A."}'
-  curl -s %[1]s/v1/users/alice/orders/o-1001
-  curl -s -X POST %[1]s/v1/orders/o-1001:cancel -H 'Content-Type: application/json' -d '{"reason":"demo"}'
-  curl -s %[1]s/v1/orders/o-1001/status
-  curl -sN '%[1]s/v1/orders:stream?count=5&intervalMs=300'
-  curl -sN -H 'Accept: text/event-stream' '%[1]s/v1/users:watch?count=3&intervalMs=500'
-  curl -s %[1]s/v1/products/p-1
-  curl -s '%[1]s/v1/assets/img/logo%%2Fv2.png'
-  curl -s -o /dev/null -D - %[1]s/v1/users/alice/avatar
-  curl -s %[1]s/v1/debug/fail/5?message=gone
-  curl -s -X POST %[1]s/v1/users -H 'Content-Type: application/json' -d '{"bogus":1}'
-
-Readiness and metrics:             curl -s %[2]s/readyz ; curl -s %[2]s/metrics | grep portico_
-Consul (HTTP API):                 curl -s http://%[3]s/v1/health/service/products?passing
-Deny Portico → orders (403 within a second), then allow again:
-  curl -s -X PUT http://%[3]s/v1/connect/intentions/exact?source=portico\&destination=orders -d '{"Action":"deny"}'
-  curl -s -X DELETE http://%[3]s/v1/connect/intentions/exact?source=portico\&destination=orders
-The route table:                   go run ./cmd/portico routes --consul %[3]s
-Ctrl-C stops everything.
-`, base, admin, consul)
 }
