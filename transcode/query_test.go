@@ -215,3 +215,17 @@ func (fmProbe) unmarshal(jsonPath string) error {
 	}
 	return protojson.Unmarshal(q, &fieldmaskpb.FieldMask{})
 }
+
+// BenchmarkDecodeQuery is a GET binding its typical query: scalars, a
+// nested field and a repeated one, by proto and JSON names.
+func BenchmarkDecodeQuery(b *testing.B) {
+	r := kitchenRouter(b, DefaultConfig())
+	req := httptest.NewRequest("GET", "/v1/sinks/x?count=5&nested.note=n&tags=a&tags=b&pageSize=7&color=RED", nil)
+	bd, vars := match(b, r, req)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := bd.Codec().DecodeRequest(req, vars); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
