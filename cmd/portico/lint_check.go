@@ -262,6 +262,13 @@ type views struct {
 
 func newViews(files []protoreflect.FileDescriptor) *views {
 	v := &views{deps: &protoregistry.Files{}, protos: map[string]*descriptorpb.FileDescriptorProto{}}
+	withImports(files, func(fd protoreflect.FileDescriptor) { _ = v.deps.RegisterFile(fd) })
+	return v
+}
+
+// withImports calls fn once for every file of files and everything they
+// import, each file after its imports.
+func withImports(files []protoreflect.FileDescriptor, fn func(protoreflect.FileDescriptor)) {
 	seen := map[string]bool{}
 	var add func(fd protoreflect.FileDescriptor)
 	add = func(fd protoreflect.FileDescriptor) {
@@ -273,12 +280,11 @@ func newViews(files []protoreflect.FileDescriptor) *views {
 		for i := 0; i < imports.Len(); i++ {
 			add(imports.Get(i).FileDescriptor)
 		}
-		_ = v.deps.RegisterFile(fd)
+		fn(fd)
 	}
 	for _, f := range files {
 		add(f)
 	}
-	return v
 }
 
 // public is the view of mv's service that holds only mv's method, with

@@ -131,21 +131,11 @@ func TestLintDescriptorSet(t *testing.T) {
 		t.Fatal(files, err)
 	}
 	set := &descriptorpb.FileDescriptorSet{}
-	seen := map[string]bool{}
-	var add func(fd protoreflect.FileDescriptor)
-	add = func(fd protoreflect.FileDescriptor) {
-		if seen[fd.Path()] {
-			return
-		}
-		seen[fd.Path()] = true
-		for i := 0; i < fd.Imports().Len(); i++ {
-			add(fd.Imports().Get(i).FileDescriptor)
-		}
+	withImports(files, func(fd protoreflect.FileDescriptor) {
 		fdp := protodesc.ToFileDescriptorProto(fd)
 		fdp.SourceCodeInfo = nil
 		set.File = append(set.File, fdp)
-	}
-	add(files[0])
+	})
 	raw, err := proto.Marshal(set)
 	if err != nil {
 		t.Fatal(err)
