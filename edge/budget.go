@@ -2,12 +2,12 @@ package edge
 
 import (
 	"io"
-	"net/http"
 	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
-	"github.com/portico-dev/portico/transcode"
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // bodyBudget bounds the request-body bytes that all requests together hold
@@ -25,12 +25,9 @@ type bodyBudget struct {
 // the bytes land, one chunk at a time.
 const budgetChunk = 32 << 10
 
-var errBodyBudget = func() *transcode.Error {
-	e := transcode.NewError(http.StatusServiceUnavailable, codes.Unavailable,
-		"too many request bodies are being received at once (edge.max_inflight_body_bytes); retry shortly")
-	e.Header = http.Header{"Retry-After": {"1"}}
-	return e
-}()
+var errBodyBudget = chain.NewError(status.New(codes.Unavailable,
+	"too many request bodies are being received at once (edge.max_inflight_body_bytes); retry shortly")).
+	WithHeader("Retry-After", "1")
 
 // budgetedBody is a request body that charges the budget as it is read.
 type budgetedBody struct {

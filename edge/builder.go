@@ -29,6 +29,7 @@ type Builder struct {
 	sources  []mesh.Discovery
 	compiler *transcode.Compiler
 	policies *policies.Compiler
+	calls    *Calls
 	tables   *Tables
 	log      *zap.Logger
 	interval time.Duration
@@ -42,8 +43,8 @@ type Builder struct {
 }
 
 // NewBuilder returns a builder; nothing runs until Start.
-func NewBuilder(sources []mesh.Discovery, c *transcode.Compiler, pc *policies.Compiler, tables *Tables, interval time.Duration, log *zap.Logger) *Builder {
-	return &Builder{sources: sources, compiler: c, policies: pc, tables: tables, log: log, interval: interval, last: map[string]*mesh.Reflection{}}
+func NewBuilder(sources []mesh.Discovery, c *transcode.Compiler, pc *policies.Compiler, calls *Calls, tables *Tables, interval time.Duration, log *zap.Logger) *Builder {
+	return &Builder{sources: sources, compiler: c, policies: pc, calls: calls, tables: tables, log: log, interval: interval, last: map[string]*mesh.Reflection{}}
 }
 
 // Refresh reflects what the sources say needs it (everything with force)
@@ -70,7 +71,7 @@ func (b *Builder) Reconfigure(ctx context.Context, apply func() (commit, rollbac
 	if err != nil {
 		return err
 	}
-	t := BuildTable(b.ordered(), b.compiler, b.policies)
+	t := BuildTable(b.ordered(), b.compiler, b.policies, b.calls)
 	if lost := lostServices(b.tables.Load(), t); len(lost) > 0 {
 		rollback()
 		return fmt.Errorf("the new config would stop serving %s: %w", strings.Join(lost, ", "), errors.Join(t.Rejected...))
@@ -162,7 +163,7 @@ func (b *Builder) refresh(ctx context.Context, force bool) bool {
 		// 404) until an upstream answers.
 		return allOK
 	}
-	t := BuildTable(ordered, b.compiler, b.policies)
+	t := BuildTable(ordered, b.compiler, b.policies, b.calls)
 	for _, err := range t.Rejected {
 		b.log.Error("service not exposed", zap.Error(err))
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/edge"
 	"github.com/portico-dev/portico/integration/harness"
-	"github.com/portico-dev/portico/transcode"
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // FuzzHTTP1Request parses raw HTTP/1.1 request bytes as Go's server does
@@ -64,7 +64,7 @@ func FuzzHTTP1Request(f *testing.F) {
 		}
 		if code == http.StatusInternalServerError {
 			id := w.Header().Get("X-Request-Id")
-			if c, called := calls.get(id); !called || transcode.HTTPStatus(c) != http.StatusInternalServerError {
+			if c, called := calls.get(id); !called || chain.HTTPStatus(c) != http.StatusInternalServerError {
 				t.Fatalf("500 for a request the backend did not fail (backend called: %v, code %v):\nrequest %q\nanswer %s",
 					called, c, data, w.Body)
 			}

@@ -4,25 +4,22 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/portico-dev/portico/policies"
-	"github.com/portico-dev/portico/transcode"
 )
 
 const (
-	metadataPrefix   = "Grpc-Metadata-"
-	requestIDHeader  = "X-Request-Id"
-	maxRequestIDLen  = 128
-	grpcTimeoutInput = "Grpc-Timeout"
+	metadataPrefix  = "Grpc-Metadata-"
+	requestIDHeader = "X-Request-Id"
+	maxRequestIDLen = 128
 )
 
 // hopByHop headers describe one connection and never cross the edge.
@@ -95,21 +92,21 @@ func (m *metadataMapper) outgoing(r *http.Request, reqID string, fwd *forwarded,
 			continue
 		}
 		key := strings.ToLower(rest)
-		// Identity keys are the edge's to set (policies.Identify), never a
+		// Identity keys are the edge's to set (the identity stage), never a
 		// client's.
 		if reservedKey(key) || key == "x-request-id" || strings.HasPrefix(key, "x-forwarded-") ||
 			strings.HasPrefix(key, policies.IdentityPrefix) || untrustedKeys[key] || strings.HasPrefix(key, "x-b3-") {
 			continue
 		}
 		if !validKey(key) {
-			return nil, transcode.NewError(http.StatusBadRequest, codes.InvalidArgument,
+			return nil, status.Error(codes.InvalidArgument,
 				"header "+truncateHeader(k)+": a metadata key may hold only 0-9, a-z, '-', '_' and '.'")
 		}
 		if strings.HasSuffix(key, "-bin") {
 			for _, v := range vs {
 				b, err := decodeBinHeader(v)
 				if err != nil {
-					return nil, transcode.NewError(http.StatusBadRequest, codes.InvalidArgument, "header "+truncateHeader(k)+": binary metadata must be base64")
+					return nil, status.Error(codes.InvalidArgument, "header "+truncateHeader(k)+": binary metadata must be base64")
 				}
 				md[key] = append(md[key], string(b))
 			}
@@ -117,7 +114,7 @@ func (m *metadataMapper) outgoing(r *http.Request, reqID string, fwd *forwarded,
 		}
 		for _, v := range vs {
 			if !printableValue(v) {
-				return nil, transcode.NewError(http.StatusBadRequest, codes.InvalidArgument,
+				return nil, status.Error(codes.InvalidArgument,
 					"header "+truncateHeader(k)+": a metadata value must be printable ASCII; send binary values base64-encoded in a -bin header")
 			}
 		}
@@ -185,11 +182,15 @@ func decodeBinHeader(v string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(v)
 }
 
-// writeMetadata copies upstream headers or trailers into HTTP headers.
-func writeMetadata(h http.Header, md metadata.MD) {
+// writeMetadata copies upstream headers or trailers into HTTP headers,
+// making h when there is something to copy and it is nil.
+func writeMetadata(h http.Header, md metadata.MD) http.Header {
 	for k, vs := range md {
 		if reservedKey(k) {
 			continue
+		}
+		if h == nil {
+			h = make(http.Header, len(md))
 		}
 		name := metadataPrefix + k
 		for _, v := range vs {
@@ -199,6 +200,7 @@ func writeMetadata(h http.Header, md metadata.MD) {
 			h.Add(name, v)
 		}
 	}
+	return h
 }
 
 // requestID keeps a well-formed client request id or makes a new one.
@@ -220,39 +222,4 @@ func printable(s string) bool {
 		}
 	}
 	return true
-}
-
-// clientTimeout parses a Grpc-Timeout header ("100m", "5S"): the client
-// may shorten the configured deadline. The gRPC spec allows up to 8 digits
-// with any unit; values beyond what a time.Duration holds (from 2562048H)
-// mean "no shorter than the configured deadline", never an overflow.
-func clientTimeout(v string) (time.Duration, bool) {
-	if len(v) < 2 || len(v) > 9 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	var unit time.Duration
-	switch v[len(v)-1] {
-	case 'H':
-		unit = time.Hour
-	case 'M':
-		unit = time.Minute
-	case 'S':
-		unit = time.Second
-	case 'm':
-		unit = time.Millisecond
-	case 'u':
-		unit = time.Microsecond
-	case 'n':
-		unit = time.Nanosecond
-	default:
-		return 0, false
-	}
-	if n > int64(math.MaxInt64/unit) {
-		return time.Duration(math.MaxInt64), true
-	}
-	return time.Duration(n) * unit, true
 }

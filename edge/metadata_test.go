@@ -2,34 +2,12 @@ package edge
 
 import (
 	"fmt"
-	"math"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/portico-dev/portico/transcode"
+	"github.com/portico-dev/portico/policies/chain"
 )
-
-func TestClientTimeout(t *testing.T) {
-	tests := []struct {
-		in   string
-		want time.Duration
-		ok   bool
-	}{
-		{"1S", time.Second, true}, {"100m", 100 * time.Millisecond, true}, {"2H", 2 * time.Hour, true},
-		{"5u", 5 * time.Microsecond, true}, {"7n", 7, true}, {"3M", 3 * time.Minute, true},
-		{"99999999H", time.Duration(math.MaxInt64), true}, {"2562048H", time.Duration(math.MaxInt64), true},
-		{"2562047H", 2562047 * time.Hour, true}, {"99999999n", 99999999, true},
-		{"", 0, false}, {"S", 0, false}, {"10", 0, false}, {"1x", 0, false}, {"-1S", 0, false}, {"123456789S", 0, false},
-	}
-	for _, tt := range tests {
-		got, ok := clientTimeout(tt.in)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("clientTimeout(%q) = %v %v, want %v %v", tt.in, got, ok, tt.want, tt.ok)
-		}
-	}
-}
 
 func TestRequestID(t *testing.T) {
 	r := httptest.NewRequest("GET", "/", nil)
@@ -82,7 +60,7 @@ func TestOutgoingMetadata(t *testing.T) {
 		}
 		r.Header[hdr] = []string{v}
 		_, err := m.outgoing(r, "id1", &fwd, false)
-		st, code := transcode.StatusOf(err)
+		st, code := chain.StatusOf(err)
 		if err == nil || code != 400 || !strings.Contains(st.Message(), want) || !strings.Contains(st.Message(), hdr) {
 			t.Errorf("%s: %v (HTTP %d), want 400 naming the header and %q", hdr, err, code, want)
 		}

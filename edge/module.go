@@ -30,8 +30,9 @@ var Module = fx.Module("edge",
 		NewTables,
 		NewDrain,
 		newBuilder,
+		NewCalls,
 		newTelemetry,
-		newHandler,
+		NewHandler,
 		newServer,
 		NewRegistry,
 		newAdmin,
@@ -134,12 +135,8 @@ func selfRegistration(mc mesh.Config, public, admin string) (*api.AgentServiceRe
 	return reg, nil
 }
 
-func newBuilder(m *mesh.Mesh, c *transcode.Compiler, pc *policies.Compiler, t *Tables, mc mesh.Config, log *zap.Logger) *Builder {
-	return NewBuilder(m.Sources(), c, pc, t, mc.RefreshInterval, log)
-}
-
-func newHandler(cfg Config, tc transcode.Config, t *Tables, tel *Telemetry, d *Drain, log *zap.Logger) *Handler {
-	return NewHandler(cfg, tc, t, tel, d, log)
+func newBuilder(m *mesh.Mesh, c *transcode.Compiler, pc *policies.Compiler, calls *Calls, t *Tables, mc mesh.Config, log *zap.Logger) *Builder {
+	return NewBuilder(m.Sources(), c, pc, calls, t, mc.RefreshInterval, log)
 }
 
 // AccessLogger is where the access log goes when the process supplies

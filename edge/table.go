@@ -22,9 +22,9 @@ type Route struct {
 	Conn       grpc.ClientConnInterface
 	FullMethod string
 	Upstream   string
-	// Policy is the route's compiled policy chain; nil lets everything
-	// through.
-	Policy     *policies.Policy
+	// Chain is the route's request path, compiled once: its policies in
+	// order, then the upstream call.
+	Chain      *policies.Chain
 	streamDesc *grpc.StreamDesc // nil for unary methods
 }
 
@@ -72,8 +72,12 @@ func (t *Tables) Store(rt *RouteTable) {
 //
 // pc compiles each method's portico.v1 options; an invalid option rejects
 // its service like a bad template does. A nil pc builds routes without
-// policies (the `routes` command).
-func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Compiler) *RouteTable {
+// policies (the `routes` command). calls makes each route's upstream call;
+// nil calls without metrics or drain (tools that serve nothing).
+func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
+	if calls == nil {
+		calls = &Calls{upstreamTimeout: DefaultConfig().UpstreamTimeout}
+	}
 	t := &RouteTable{router: transcode.NewRouter[*Route](), Built: time.Now()}
 	owner := map[string]string{}   // service name → upstream
 	claimed := map[string]*Route{} // "METHOD shape" → route
@@ -108,7 +112,7 @@ func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Co
 					continue
 				}
 			}
-			routes, err := serviceRoutes(svc, methods, claimed, pc, pols)
+			routes, err := serviceRoutes(svc, methods, claimed, pc, pols, calls)
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
 				continue
@@ -138,7 +142,7 @@ func describeRoute(r *Route) string { return r.Binding.String() }
 
 // serviceRoutes turns a service's methods into routes, failing on the first
 // route already claimed (by this or an earlier service).
-func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[string]*Route, pc *policies.Compiler, pols map[string]*policies.MethodPolicy) ([]*Route, error) {
+func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[string]*Route, pc *policies.Compiler, pols map[string]*policies.MethodPolicy, calls *Calls) ([]*Route, error) {
 	var routes []*Route
 	mine := map[string]*Route{}
 	for _, m := range methods {
@@ -148,9 +152,9 @@ func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[s
 		}
 		for _, b := range m.Bindings {
 			r := &Route{Binding: b, Codec: b.Codec(), Conn: svc.Conn, FullMethod: m.FullMethod, Upstream: svc.Upstream, streamDesc: sd}
-			if pc != nil {
-				r.Policy = pc.Bind(pols[m.FullMethod], b.HTTPMethod, b.Template.Raw)
-			}
+			r.Chain = pc.Chain(pols[m.FullMethod], b.HTTPMethod, b.Template.Raw, policies.Target{
+				Codec: r.Codec, Call: calls.call(r), Timeout: calls.upstreamTimeout, Stream: sd != nil,
+			})
 			key := b.HTTPMethod + " " + b.Template.Shape()
 			if prev := claimed[key]; prev != nil {
 				return nil, fmt.Errorf("route conflict: %s %s is claimed by %s and %s", b.HTTPMethod, b.Template.Shape(), prev.Binding, b)

@@ -60,7 +60,7 @@ func reflection(t *testing.T) *mesh.Reflection {
 func sdName(sd *desc.ServiceDescriptor) string { return sd.GetName() }
 
 func TestBuildTableIsolatesBadServices(t *testing.T) {
-	tbl := BuildTable([]*mesh.Reflection{reflection(t)}, transcode.NewCompiler(transcode.DefaultConfig()), nil)
+	tbl := BuildTable([]*mesh.Reflection{reflection(t)}, transcode.NewCompiler(transcode.DefaultConfig()), nil, nil)
 	var methods []string
 	for _, r := range tbl.Routes() {
 		methods = append(methods, r.FullMethod)
@@ -95,7 +95,7 @@ func TestBuildTableFirstUpstreamWins(t *testing.T) {
 	for _, s := range r2.Services {
 		s.Upstream = "u2"
 	}
-	tbl := BuildTable([]*mesh.Reflection{r1, r2}, transcode.NewCompiler(transcode.DefaultConfig()), nil)
+	tbl := BuildTable([]*mesh.Reflection{r1, r2}, transcode.NewCompiler(transcode.DefaultConfig()), nil, nil)
 	for _, r := range tbl.Routes() {
 		if r.Upstream != "u1" {
 			t.Fatalf("%s served by %s", r.FullMethod, r.Upstream)

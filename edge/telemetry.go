@@ -171,21 +171,6 @@ func (t *Telemetry) propagate(ctx context.Context, md map[string][]string) {
 	md["traceparent"] = []string{string(b[:])}
 }
 
-// exchange is what one request reports when it ends.
-type exchange struct {
-	start    time.Time
-	route    *Route
-	reqID    string
-	code     codes.Code // the gRPC status the answer carries
-	message  string     // its message, for errors
-	upstream string     // the instance that answered, host:port
-	subject  string
-	detail   string // what the client was not told (addresses, Go errors), for the log
-	fwd      forwarded
-	body     budgetedBody
-	rec      recorder
-}
-
 // finish records the request's metrics, span attributes and access log.
 func (t *Telemetry) finish(r *http.Request, ex *exchange, span trace.Span) {
 	elapsed := time.Since(ex.start)

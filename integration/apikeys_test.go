@@ -17,7 +17,7 @@ import (
 func TestAPIKeysFromFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "keys.yaml")
 	write := func(name, key string) {
-		body := "- name: " + name + "\n  sha256: " + policies.HashAPIKey(key) + "\n  scopes: [accounts]\n"
+		body := "- name: " + name + "\n  sha256: " + keyHash(key) + "\n  scopes: [accounts]\n"
 		if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +53,7 @@ func TestAPIKeysFromConsulKV(t *testing.T) {
 	agent := harness.Consul(t)
 	harness.Native(t, agent, "accounts", harness.NativeOptions{})
 	put := func(name, key string) {
-		v, _ := json.Marshal(map[string]any{"name": name, "sha256": policies.HashAPIKey(key), "scopes": []string{"accounts"}})
+		v, _ := json.Marshal(map[string]any{"name": name, "sha256": keyHash(key), "scopes": []string{"accounts"}})
 		if _, err := agent.Client().KV().Put(&api.KVPair{Key: "portico/api-keys/" + name, Value: v}, nil); err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -132,4 +134,10 @@ func newEnv(t *testing.T) *env {
 	b := harness.Services(t, []string{"users", "orders", "products"}, nil, rec.options()...)
 	e := harness.Portico(t, nil, b.Addr)
 	return &env{url: e.URL, c: harness.Client(t), md: rec}
+}
+
+// keyHash is the hex SHA-256 an API key is stored as (api_keys sources).
+func keyHash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
 }

@@ -184,7 +184,7 @@ func TestAccessLogHasTheFieldsAndNoSecrets(t *testing.T) {
 	idp := harness.NewIDP(t)
 	const apiKey = "sk-live-4c1d2f9b8e7a6d5c4b3a29180716f5e4"
 	keys := filepath.Join(t.TempDir(), "keys.yaml")
-	if err := os.WriteFile(keys, []byte("- name: partner-acme\n  sha256: "+policies.HashAPIKey(apiKey)+"\n  scopes: [accounts]\n"), 0o600); err != nil {
+	if err := os.WriteFile(keys, []byte("- name: partner-acme\n  sha256: "+keyHash(apiKey)+"\n  scopes: [accounts]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b := harness.Services(t, []string{"accounts"}, nil)

@@ -3,10 +3,13 @@ package policies
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -123,4 +126,39 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// apiKey is one stored key.
+type apiKey struct {
+	Name   string   `yaml:"name" json:"name"`
+	SHA256 string   `yaml:"sha256" json:"sha256"`
+	Scopes []string `yaml:"scopes" json:"scopes"`
+}
+
+// apiKeySet holds one source's keys by hash.
+type apiKeySet struct {
+	cfg  APIKeySource
+	keys atomic.Pointer[map[[32]byte]apiKey]
+}
+
+func (s *apiKeySet) store(list []apiKey) error {
+	m := make(map[[32]byte]apiKey, len(list))
+	for i, k := range list {
+		raw, err := hex.DecodeString(k.SHA256)
+		if err != nil || len(raw) != 32 || k.Name == "" {
+			return fmt.Errorf("key %d (%q): want a name and sha256 as 64 hex digits", i, k.Name)
+		}
+		m[[32]byte(raw)] = k
+	}
+	s.keys.Store(&m)
+	return nil
+}
+
+func (s *apiKeySet) lookup(key string) (apiKey, bool) {
+	m := s.keys.Load()
+	if m == nil {
+		return apiKey{}, false
+	}
+	k, ok := (*m)[sha256.Sum256([]byte(key))]
+	return k, ok
 }

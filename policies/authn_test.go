@@ -25,8 +25,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/portico-dev/portico/policies/chain"
 	accountsv1 "github.com/portico-dev/portico/protos/examples/accounts/v1"
-	"github.com/portico-dev/portico/transcode"
 )
 
 // idp is an identity provider on loopback: it signs tokens and serves its
@@ -121,6 +121,8 @@ func compileAccounts(t testing.TB, cfg Config) (*Compiler, map[string]*MethodPol
 
 const issuer = "https://idp.example.test"
 
+const whoAmI = "/portico.examples.accounts.v1.AccountService/WhoAmI"
+
 func TestJWTAttacks(t *testing.T) {
 	p := newIDP(t)
 	good, other := rsaKey(t), rsaKey(t)
@@ -133,7 +135,7 @@ func TestJWTAttacks(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.JWT = []JWTProvider{{Name: "corp", Issuer: issuer, Audiences: []string{"portico", "api"}, JWKSURL: p.srv.URL, UnknownKIDRefresh: time.Hour}}
 	c, pols := compileAccounts(t, cfg)
-	pol := c.Bind(pols["/portico.examples.accounts.v1.AccountService/WhoAmI"], http.MethodGet, "/v1/whoami")
+	pol := testChain(c, pols[whoAmI], accountsv1.File_examples_accounts_v1_accounts_proto.Services().Get(0).Methods().ByName("WhoAmI"), http.MethodGet)
 
 	now := time.Now()
 	claims := func(mut func(jwt.MapClaims)) jwt.MapClaims {
@@ -185,7 +187,7 @@ func TestJWTAttacks(t *testing.T) {
 				r.Header.Set("Authorization", "Bearer "+tt.token)
 			}
 			w := httptest.NewRecorder()
-			caller, err := pol.Admit(context.Background(), w, r)
+			caller, err := admit(pol, w, r)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("rejected a good token: %v", err)
@@ -198,15 +200,15 @@ func TestJWTAttacks(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted; want an error with %q", tt.wantErr)
 			}
-			var te *transcode.Error
-			if !errors.As(err, &te) || te.HTTPCode != http.StatusUnauthorized || status.Code(err) != codes.Unauthenticated {
+			te, ok := errors.AsType[*chain.Error](err)
+			if !ok || te.HTTPCode() != http.StatusUnauthorized || status.Code(err) != codes.Unauthenticated {
 				t.Fatalf("error = %v; want a 401 UNAUTHENTICATED", err)
 			}
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("error = %q; want it to contain %q", err, tt.wantErr)
 			}
-			if !strings.HasPrefix(te.Header.Get("Www-Authenticate"), "Bearer realm=") {
-				t.Fatalf("WWW-Authenticate = %q", te.Header.Get("Www-Authenticate"))
+			if !strings.HasPrefix(te.Header().Get("Www-Authenticate"), "Bearer realm=") {
+				t.Fatalf("WWW-Authenticate = %q", te.Header().Get("Www-Authenticate"))
 			}
 		})
 	}
@@ -229,11 +231,11 @@ func TestJWKSRotationAndUnknownKIDFlood(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.JWT = []JWTProvider{{Name: "corp", Issuer: issuer, JWKSURL: p.srv.URL, UnknownKIDRefresh: 2 * time.Second}}
 	c, pols := compileAccounts(t, cfg)
-	pol := c.Bind(pols["/portico.examples.accounts.v1.AccountService/WhoAmI"], http.MethodGet, "/v1/whoami")
+	pol := testChain(c, pols[whoAmI], accountsv1.File_examples_accounts_v1_accounts_proto.Services().Get(0).Methods().ByName("WhoAmI"), http.MethodGet)
 	call := func(tok string) error {
 		r := httptest.NewRequest(http.MethodGet, "/v1/whoami", nil)
 		r.Header.Set("Authorization", "Bearer "+tok)
-		_, err := pol.Admit(context.Background(), httptest.NewRecorder(), r)
+		_, err := admit(pol, httptest.NewRecorder(), r)
 		return err
 	}
 	claims := jwt.MapClaims{"iss": issuer, "sub": "alice", "exp": time.Now().Add(time.Hour).Unix(), "scope": "accounts"}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 
 	"cel.dev/cel-go/cel"
@@ -11,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // celCostLimit bounds one allow_if evaluation (a rule iterating over a huge
@@ -48,6 +52,43 @@ func compileAllowIf(expr string, in protoreflect.MessageDescriptor) (*allowIf, e
 		return nil, err
 	}
 	return &allowIf{src: expr, prg: prg}, nil
+}
+
+// scopesStage checks the scopes the method requires: 403 before any work
+// is spent. An anonymous caller of a public method has none to check.
+func (p *Policy) scopesStage() chain.Stage {
+	if len(p.scopes) == 0 {
+		return nil
+	}
+	scopes, optional := p.scopes, p.authMode == authOptional
+	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
+		if c.Caller != nil || !optional {
+			have := callerScopes(c.Caller)
+			for _, s := range scopes {
+				if !slices.Contains(have, s) {
+					p.metrics.denied.WithLabelValues("scope").Inc()
+					return status.Error(codes.PermissionDenied, "permission denied: the credential lacks scope "+strconv.Quote(s))
+				}
+			}
+		}
+		return next(ctx, c)
+	}
+}
+
+// allowIfStage runs the method's CEL access rule over the caller, the
+// headers and the request message: 403 unless it says true.
+func (p *Policy) allowIfStage() chain.Stage {
+	rule := p.allowIf
+	if rule == nil {
+		return nil
+	}
+	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
+		if err := rule.eval(ctx, c.Caller, c.R, c.Req); err != nil {
+			p.metrics.denied.WithLabelValues("allow_if").Inc()
+			return err
+		}
+		return next(ctx, c)
+	}
 }
 
 // eval runs the rule; anything but true is a 403.

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -20,7 +19,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/portico-dev/portico/transcode"
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // CacheStatusHeader tells clients how the cache answered: HIT, STALE, MISS
@@ -28,14 +27,9 @@ import (
 const CacheStatusHeader = "Portico-Cache"
 
 // Response is a rendered unary response, as the cache keeps it.
-type Response struct {
-	Body        []byte      `json:"b"`
-	ContentType string      `json:"c"`
-	Header      http.Header `json:"h,omitempty"`
-	Stored      time.Time   `json:"t"`
-}
+type Response = chain.Response
 
-func (e *Response) size() int64 {
+func responseSize(e *Response) int64 {
 	n := int64(len(e.Body)+len(e.ContentType)) + 128
 	for k, vs := range e.Header {
 		n += int64(len(k))
@@ -89,7 +83,7 @@ func (c *memoryCache) get(_ context.Context, key string) (*Response, error) {
 }
 
 func (c *memoryCache) set(_ context.Context, key string, e *Response, keep time.Duration) error {
-	it := &memItem{key: key, e: e, expires: c.now().Add(keep), size: e.size() + int64(len(key))}
+	it := &memItem{key: key, e: e, expires: c.now().Add(keep), size: responseSize(e) + int64(len(key))}
 	if it.size > c.max {
 		return nil
 	}
@@ -169,9 +163,6 @@ type cachePolicy struct {
 	bg           *sync.WaitGroup // background refreshes; Compiler.Stop waits
 }
 
-// Fetch calls the upstream and renders its response.
-type Fetch func(ctx context.Context) (*Response, error)
-
 var marshalDeterministic = proto.MarshalOptions{Deterministic: true}
 
 // key is route + bound request + vary headers (+ the caller unless public).
@@ -205,91 +196,147 @@ func (cp *cachePolicy) key(r *http.Request, c *Caller, req proto.Message) (strin
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)), nil
 }
 
+// stage answers a GET from the store while the answer is fresh (and,
+// within stale_while_revalidate, while one background call refreshes it);
+// misses of the same key are coalesced into one upstream call. The rest of
+// the chain (retries, the upstream call) runs on a detached copy of the
+// call, so it carries the caller's metadata even when it outlives the
+// request.
+func (cp *cachePolicy) stage(codec Codec) chain.Stage {
+	if cp == nil {
+		return nil
+	}
+	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
+		return cp.serve(ctx, c, fetcher{codec: codec, next: next})
+	}
+}
+
+// fetcher runs the rest of the chain and renders its answer for the store.
+type fetcher struct {
+	codec Codec
+	next  chain.Next
+}
+
+// filled is a flight's result: the answer and the instance that gave it.
+type filled struct {
+	e        *Response
+	upstream string
+}
+
+func (f fetcher) fetch(ctx context.Context, c *chain.Call) (filled, error) {
+	if err := f.next(ctx, c); err != nil {
+		return filled{}, err
+	}
+	body, ct, err := f.codec.EncodeResponse(nil, c.Resp)
+	if err != nil {
+		return filled{}, err
+	}
+	return filled{&Response{Body: body, ContentType: ct, Header: c.Header}, c.Upstream}, nil
+}
+
 // serve answers from the cache or through one coalesced upstream call.
-func (cp *cachePolicy) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, c *Caller, req proto.Message, fetch Fetch) error {
-	key, err := cp.key(r, c, req)
+func (cp *cachePolicy) serve(ctx context.Context, c *chain.Call, f fetcher) error {
+	key, err := cp.key(c.R, c.Caller, c.Req)
 	if err != nil {
 		return err
 	}
-	if cp.allowNoCache && noCache(r.Header) {
+	if cp.allowNoCache && noCache(c.R.Header) {
 		cp.metrics.cache.WithLabelValues("bypass").Inc()
-		e, err := cp.fill(ctx, key, fetch, false)
-		if err != nil {
-			return err
-		}
-		return writeCached(w, e, "BYPASS", 0)
+		return cp.answer(ctx, c, key, f, "BYPASS", false)
 	}
 	e, err := cp.store.get(ctx, key)
 	if err != nil {
 		cp.storeFailed(err)
 	}
-	now := time.Now()
 	if e != nil {
-		age := now.Sub(e.Stored)
+		age := time.Since(e.Stored)
 		if age <= cp.ttl {
 			cp.metrics.cache.WithLabelValues("hit").Inc()
-			return writeCached(w, e, "HIT", age)
+			cached(c, e, "HIT", age)
+			return nil
 		}
 		if age <= cp.ttl+cp.swr {
 			cp.metrics.cache.WithLabelValues("stale").Inc()
 			// One background refresh per key; the caller is not kept waiting.
 			// It runs as this caller (its identity metadata, forwarded
-			// credentials, request id and trace: the context's values),
-			// which is whose private key it refreshes, but outlives it.
-			rctx := context.WithoutCancel(ctx)
-			cp.bg.Go(func() { cp.refresh(rctx, key, fetch) })
-			return writeCached(w, e, "STALE", age)
+			// credentials, request id and trace: the call's metadata and the
+			// context's values), which is whose private key it refreshes,
+			// but outlives it.
+			rctx, rc := context.WithoutCancel(ctx), c.Detach()
+			cp.bg.Go(func() { cp.refresh(rctx, key, rc, f) })
+			cached(c, e, "STALE", age)
+			return nil
 		}
 	}
 	cp.metrics.cache.WithLabelValues("miss").Inc()
-	e, err = cp.fill(ctx, key, fetch, true)
+	return cp.answer(ctx, c, key, f, "MISS", true)
+}
+
+// answer fills key and makes the result the call's answer.
+func (cp *cachePolicy) answer(ctx context.Context, c *chain.Call, key string, f fetcher, state string, recheck bool) error {
+	res, err := cp.fill(ctx, key, c.Detach(), f, recheck)
 	if err != nil {
 		return err
 	}
-	return writeCached(w, e, "MISS", 0)
+	c.Upstream = res.upstream
+	cached(c, res.e, state, 0)
+	return nil
 }
 
-// fill runs fetch once for all concurrent callers of key (detached from any
-// one caller, bounded by the route's timeout) and stores a success.
+// cached makes e the call's answer, saying how the cache gave it.
+func cached(c *chain.Call, e *Response, state string, age time.Duration) {
+	h := c.W.Header()
+	h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+	h.Set(CacheStatusHeader, state)
+	c.Out = e
+}
+
+// fill runs the rest of the chain once for all concurrent callers of key
+// (detached from any one caller, bounded by the route's timeout) and
+// stores a success.
 //
 // With recheck, the flight first looks in the store again: a caller that
 // missed just before another caller's flight stored its answer and ended
 // would otherwise start a second upstream call for a key that is fresh by
 // now (the window that let 100 concurrent misses make 2 calls).
-func (cp *cachePolicy) fill(ctx context.Context, key string, fetch Fetch, recheck bool) (*Response, error) {
+func (cp *cachePolicy) fill(ctx context.Context, key string, fc *chain.Call, f fetcher, recheck bool) (filled, error) {
 	ch := cp.flight.DoChan(key, func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cp.timeout)
+		timeout := cp.timeout
+		if fc.Timeout > 0 {
+			timeout = min(timeout, fc.Timeout)
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
 		if recheck {
 			if e, err := cp.store.get(fctx, key); err == nil && e != nil && time.Since(e.Stored) <= cp.ttl {
-				return e, nil
+				return filled{e: e}, nil
 			}
 		}
-		e, err := fetch(fctx)
+		res, err := f.fetch(fctx, fc)
 		if err != nil {
 			return nil, err
 		}
-		e.Stored = time.Now()
-		if len(e.Body) <= cp.maxEntry {
-			if err := cp.store.set(fctx, key, e, cp.ttl+cp.swr); err != nil {
+		res.e.Stored = time.Now()
+		if len(res.e.Body) <= cp.maxEntry {
+			if err := cp.store.set(fctx, key, res.e, cp.ttl+cp.swr); err != nil {
 				cp.storeFailed(err)
 			}
 		}
-		return e, nil
+		return res, nil
 	})
 	select {
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return filled{}, ctx.Err()
 	case res := <-ch:
 		if res.Err != nil {
-			return nil, res.Err
+			return filled{}, res.Err
 		}
-		return res.Val.(*Response), nil
+		return res.Val.(filled), nil
 	}
 }
 
-func (cp *cachePolicy) refresh(ctx context.Context, key string, fetch Fetch) {
-	if _, err := cp.fill(ctx, key, fetch, false); err != nil && cp.errLog.Allow() {
+func (cp *cachePolicy) refresh(ctx context.Context, key string, c *chain.Call, f fetcher) {
+	if _, err := cp.fill(ctx, key, c, f, false); err != nil && cp.errLog.Allow() {
 		cp.log.Info("background cache refresh failed; the stale response stays until it expires", zap.String("route", cp.route), zap.Error(err))
 	}
 }
@@ -311,20 +358,4 @@ func noCache(h http.Header) bool {
 		}
 	}
 	return h.Get("Pragma") == "no-cache"
-}
-
-func writeCached(w http.ResponseWriter, e *Response, state string, age time.Duration) error {
-	h := w.Header()
-	for k, vs := range e.Header {
-		h[k] = vs
-	}
-	h.Set("Content-Type", e.ContentType)
-	h.Set("Content-Length", strconv.Itoa(len(e.Body)))
-	h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
-	h.Set(CacheStatusHeader, state)
-	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write(e.Body); err != nil {
-		return fmt.Errorf("%w: writing response: %v", transcode.ErrResponseStarted, err)
-	}
-	return nil
 }

@@ -13,7 +13,10 @@ import (
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 func TestCacheStaleWhileRevalidateAndNoCache(t *testing.T) {
@@ -22,10 +25,7 @@ func TestCacheStaleWhileRevalidateAndNoCache(t *testing.T) {
 		bg    sync.WaitGroup
 		group singleflight.Group
 	)
-	fetch := func(context.Context) (*Response, error) {
-		n := calls.Add(1)
-		return &Response{Body: []byte(itoa(int(n))), ContentType: "application/json"}, nil
-	}
+	fetch := upstream(func(context.Context, *chain.Call) string { return itoa(int(calls.Add(1))) })
 	newPolicy := func(allowNoCache bool) *cachePolicy {
 		return &cachePolicy{
 			route: "GET /x", ttl: 50 * time.Millisecond, swr: time.Minute, maxEntry: 1 << 20, timeout: time.Second,
@@ -40,10 +40,7 @@ func TestCacheStaleWhileRevalidateAndNoCache(t *testing.T) {
 		for i := 0; i+1 < len(hdr); i += 2 {
 			r.Header.Set(hdr[i], hdr[i+1])
 		}
-		w := httptest.NewRecorder()
-		if err := cp.serve(t.Context(), w, r, nil, req, fetch); err != nil {
-			t.Fatal(err)
-		}
+		w := serveCached(t, t.Context(), cp, &chain.Call{R: r, Req: req}, fetch)
 		return w.Header().Get(CacheStatusHeader), w.Body.String()
 	}
 	for i, want := range []string{"MISS", "HIT"} {
@@ -116,14 +113,14 @@ func TestCacheRefreshCarriesCallerMetadata(t *testing.T) {
 		seen  = make(chan metadata.MD, 4)
 	)
 	type traceKey struct{}
-	fetch := func(ctx context.Context) (*Response, error) {
-		md, _ := metadata.FromOutgoingContext(ctx)
+	fetch := upstream(func(ctx context.Context, c *chain.Call) string {
+		md := c.MD
 		if ctx.Value(traceKey{}) != "trace-1" {
 			md = metadata.Join(md, metadata.Pairs("lost-context-value", "1"))
 		}
 		seen <- md
-		return &Response{Body: []byte("{}"), ContentType: "application/json"}, nil
-	}
+		return "{}"
+	})
 	cp := &cachePolicy{
 		route: "GET /x", ttl: 20 * time.Millisecond, swr: time.Minute, maxEntry: 1 << 20, timeout: time.Second,
 		store: newMemoryCache(1 << 20), flight: &group, metrics: NewMetrics(nil),
@@ -133,11 +130,9 @@ func TestCacheRefreshCarriesCallerMetadata(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel() // the request ends as soon as it is answered
 		ctx = context.WithValue(ctx, traceKey{}, "trace-1")
-		ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs("x-portico-subject", "alice", "authorization", "Bearer a", "x-request-id", id))
+		md := metadata.Pairs("x-portico-subject", "alice", "authorization", "Bearer a", "x-request-id", id)
 		r := httptest.NewRequest(http.MethodGet, "/x", nil)
-		if err := cp.serve(ctx, httptest.NewRecorder(), r, &Caller{Provider: "corp", Subject: "alice"}, wrapperspb.String("k"), fetch); err != nil {
-			t.Fatal(err)
-		}
+		serveCached(t, ctx, cp, &chain.Call{R: r, MD: md, Caller: &Caller{Provider: "corp", Subject: "alice"}, Req: wrapperspb.String("k")}, fetch)
 	}
 	serve("fill")
 	<-seen
@@ -173,27 +168,58 @@ func TestCacheFillRechecksTheStore(t *testing.T) {
 		store: newMemoryCache(1 << 20), flight: &group, metrics: NewMetrics(nil),
 		errLog: rate.NewLimiter(1, 1), log: zap.NewNop(), bg: &bg,
 	}
-	fetch := func(context.Context) (*Response, error) {
-		calls.Add(1)
-		return &Response{Body: []byte("{}"), ContentType: "application/json"}, nil
-	}
+	fetch := upstream(func(context.Context, *chain.Call) string { calls.Add(1); return "{}" })
 	key := "k"
 	// The first flight stores and ends; a late caller that had missed
 	// calls fill afterwards, exactly the window of the race.
-	if _, err := cp.fill(t.Context(), key, fetch, true); err != nil {
+	if _, err := cp.fill(t.Context(), key, &chain.Call{}, fetch, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cp.fill(t.Context(), key, fetch, true); err != nil {
+	if _, err := cp.fill(t.Context(), key, &chain.Call{}, fetch, true); err != nil {
 		t.Fatal(err)
 	}
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("%d upstream calls for one fresh key; want 1", n)
 	}
 	// A refresh (no recheck) does call again.
-	if _, err := cp.fill(t.Context(), key, fetch, false); err != nil {
+	if _, err := cp.fill(t.Context(), key, &chain.Call{}, fetch, false); err != nil {
 		t.Fatal(err)
 	}
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("refresh: %d calls, want 2", n)
 	}
+}
+
+// upstream is a fetcher whose upstream answers body, rendered as is.
+func upstream(body func(ctx context.Context, c *chain.Call) string) fetcher {
+	return fetcher{codec: rawCodec{}, next: func(ctx context.Context, c *chain.Call) error {
+		c.Resp = wrapperspb.String(body(ctx, c))
+		return nil
+	}}
+}
+
+// rawCodec renders a wrapperspb.StringValue response as its bytes.
+type rawCodec struct{}
+
+func (rawCodec) DecodeRequest(*http.Request, []string) (proto.Message, error) {
+	return wrapperspb.String(""), nil
+}
+
+func (rawCodec) EncodeResponse(dst []byte, resp proto.Message) ([]byte, string, error) {
+	return append(dst, resp.(*wrapperspb.StringValue).GetValue()...), "application/json", nil
+}
+
+// serveCached runs the cache stage for c and writes its answer as the
+// writer would.
+func serveCached(t *testing.T, ctx context.Context, cp *cachePolicy, c *chain.Call, f fetcher) *httptest.ResponseRecorder {
+	t.Helper()
+	w := httptest.NewRecorder()
+	c.W = w
+	if err := cp.serve(ctx, c, f); err != nil {
+		t.Fatal(err)
+	}
+	if err := chain.WriteResponse(w, c.Out); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }

@@ -146,7 +146,7 @@ func (c *Compiler) Reconfigure(ctx context.Context, cfg Config) (commit, rollbac
 // Authenticator exposes the providers (for tests and tooling).
 func (c *Compiler) Authenticator() *Authenticator { return c.auth }
 
-// MethodPolicy is everything compiled for one method; Bind specialises it
+// MethodPolicy is everything compiled for one method; Chain specialises it
 // for one HTTP binding.
 type MethodPolicy struct {
 	Policy
@@ -156,8 +156,8 @@ type MethodPolicy struct {
 	streaming bool
 }
 
-// Policy is one route's compiled policy chain. A nil *Policy lets
-// everything through (routes compiled without policies).
+// Policy is what one route's options compiled to; Chain turns it into the
+// route's stages.
 type Policy struct {
 	method       string
 	authMode     authMode
@@ -189,7 +189,6 @@ type accepted struct {
 	byIssuer   map[string]*jwtVerifier
 	apiKeys    []*apiKeySet
 	keyHeaders []string
-	challenge  string // WWW-Authenticate scheme for a missing credential
 	maxToken   int
 }
 
@@ -330,10 +329,6 @@ func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.Met
 			}
 		}
 	}
-	acc.challenge = "Bearer"
-	if len(acc.jwt) == 0 && len(acc.apiKeys) > 0 {
-		acc.challenge = "ApiKey"
-	}
 	p.accept = acc
 	p.scopes = a.GetScopes()
 	for _, cl := range a.GetForwardClaims() {
@@ -472,15 +467,16 @@ func retryCodes(names []string) (map[codes.Code]bool, error) {
 	return out, nil
 }
 
-// Bind specialises the method policy for one HTTP binding: the cache and
-// retries depend on whether the binding is a GET.
-func (c *Compiler) Bind(mp *MethodPolicy, httpMethod, template string) *Policy {
-	if mp == nil {
-		return nil
+// bind specialises the method policy for one HTTP binding: the cache and
+// retries depend on whether the binding is a GET. Without a compiler or a
+// method policy it is the empty policy.
+func (c *Compiler) bind(mp *MethodPolicy, httpMethod, template string, t Target) *Policy {
+	if c == nil || mp == nil {
+		return &Policy{}
 	}
 	p := mp.Policy
 	get := httpMethod == http.MethodGet || httpMethod == http.MethodHead
-	if ca := mp.cacheOpt; ca != nil && httpMethod == http.MethodGet && !mp.streaming {
+	if ca := mp.cacheOpt; ca != nil && httpMethod == http.MethodGet && !mp.streaming && !t.Stream {
 		timeout := p.timeout
 		if timeout <= 0 {
 			timeout = 30 * time.Second
@@ -494,7 +490,7 @@ func (c *Compiler) Bind(mp *MethodPolicy, httpMethod, template string) *Policy {
 		}
 	}
 	rt := mp.retryOpt
-	if (get || mp.safe) && !rt.GetDisabled() && !mp.streaming {
+	if (get || mp.safe) && !rt.GetDisabled() && !mp.streaming && !t.Stream {
 		attempts := int(rt.GetAttempts())
 		if attempts == 0 {
 			attempts = c.cfg.Retry.Attempts

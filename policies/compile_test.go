@@ -131,10 +131,10 @@ func TestMethodOptionReplacesServiceFieldWhole(t *testing.T) {
 		t.Fatalf("overridden: auth mode %d scopes %v timeout %s cors %v", over.authMode, over.scopes, over.timeout, over.cors)
 	}
 	// Retries: a GET binding is safe; a POST is not unless declared.
-	if p := c.Bind(in, http.MethodGet, "/x"); p.retry == nil || p.retry.attempts != DefaultRetryAttempts {
+	if p := c.bind(in, http.MethodGet, "/x", Target{}); p.retry == nil || p.retry.attempts != DefaultRetryAttempts {
 		t.Fatalf("GET retry = %+v", p.retry)
 	}
-	if p := c.Bind(in, http.MethodPost, "/x"); p.retry != nil {
+	if p := c.bind(in, http.MethodPost, "/x", Target{}); p.retry != nil {
 		t.Fatal("a POST binding got retries")
 	}
 }

@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -9,6 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/portico-dev/portico/policies/chain"
 	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
 )
 
@@ -96,6 +101,20 @@ func (p *corsPolicy) allowed(origin string) (string, bool) {
 	return "", false
 }
 
+// corsStage decorates a cross-origin answer (error or not) with the grants.
+func (p *Policy) corsStage() chain.Stage {
+	cors := p.cors
+	if cors == nil {
+		return nil
+	}
+	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
+		if o := c.R.Header.Get("Origin"); o != "" {
+			cors.actual(c.W.Header(), o)
+		}
+		return next(ctx, c)
+	}
+}
+
 // actual decorates a cross-origin response.
 func (p *corsPolicy) actual(h http.Header, origin string) {
 	allow, ok := p.allowed(origin)
@@ -112,23 +131,20 @@ func (p *corsPolicy) actual(h http.Header, origin string) {
 	}
 }
 
-// preflight answers an OPTIONS preflight: 204 with the grants, or 403 for
-// an origin, method or header that is not allowed (no grants sent).
-func (p *corsPolicy) preflight(w http.ResponseWriter, r *http.Request, method string) {
+// preflight answers an OPTIONS preflight: 204 with the grants, or a 403
+// error for an origin or header that is not allowed (no grants sent).
+func (p *corsPolicy) preflight(w http.ResponseWriter, r *http.Request, method string) error {
 	h := w.Header()
 	h.Add("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers")
 	allow, ok := p.allowed(r.Header.Get("Origin"))
-	if ok {
-		for _, want := range strings.Split(r.Header.Get("Access-Control-Request-Headers"), ",") {
-			want = strings.TrimSpace(want)
-			if want != "" && !safelisted(want) && !containsFold(p.headers, want) {
-				ok = false
-			}
-		}
-	}
 	if !ok {
-		w.WriteHeader(http.StatusForbidden)
-		return
+		return status.Error(codes.PermissionDenied, "CORS: origin "+strconv.Quote(truncate(r.Header.Get("Origin"), 256))+" may not call this method")
+	}
+	for _, want := range strings.Split(r.Header.Get("Access-Control-Request-Headers"), ",") {
+		want = strings.TrimSpace(want)
+		if want != "" && !safelisted(want) && !containsFold(p.headers, want) {
+			return status.Error(codes.PermissionDenied, "CORS: request header "+strconv.Quote(truncate(want, 256))+" is not allowed on this method")
+		}
 	}
 	h.Set("Access-Control-Allow-Origin", allow)
 	h.Set("Access-Control-Allow-Methods", method)
@@ -140,6 +156,15 @@ func (p *corsPolicy) preflight(w http.ResponseWriter, r *http.Request, method st
 	}
 	h.Set("Access-Control-Max-Age", p.maxAge)
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// truncate cuts client input quoted in an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func safelisted(h string) bool {

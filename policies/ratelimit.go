@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/portico-dev/portico/transcode"
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // limit is a GCRA limit: a bucket of burst calls refilled at rate per
@@ -176,6 +176,21 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
+// stage takes one call from the caller's bucket before the request is
+// decoded: 429 with Retry-After past the limit. The RateLimit headers go on
+// every answer.
+func (rl *rateLimit) stage() chain.Stage {
+	if rl == nil {
+		return nil
+	}
+	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
+		if err := rl.check(ctx, c.W.Header(), c.R, c.Caller); err != nil {
+			return err
+		}
+		return next(ctx, c)
+	}
+}
+
 // check takes one call from the caller's bucket; it sets the RateLimit
 // headers on h and returns a 429 (or, failing closed, a 503) error.
 func (rl *rateLimit) check(ctx context.Context, h http.Header, r *http.Request, c *Caller) error {
@@ -216,9 +231,7 @@ func (rl *rateLimit) check(ctx context.Context, h http.Header, r *http.Request, 
 	retry := ceilSeconds(d.retryAfter)
 	st, _ := status.New(codes.ResourceExhausted, "rate limit exceeded: "+strconv.Itoa(l.rate)+" calls per "+l.period.String()+"; retry in "+strconv.FormatInt(retry, 10)+"s").
 		WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d.retryAfter)})
-	e := &transcode.Error{HTTPCode: http.StatusTooManyRequests, Status: st}
-	e.Header = http.Header{"Retry-After": {strconv.FormatInt(retry, 10)}}
-	return e
+	return chain.NewError(st).WithHeader("Retry-After", strconv.FormatInt(retry, 10))
 }
 
 func ceilSeconds(d time.Duration) int64 {

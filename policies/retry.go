@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // retryPolicy repeats failed calls of a method that is safe to repeat.
@@ -17,6 +19,18 @@ type retryPolicy struct {
 	initial, maxWait time.Duration
 	budget           *retryBudget
 	metrics          *Metrics
+}
+
+// stage repeats the rest of the chain (the upstream call) on a failure the
+// method lists, within the attempts, the backoff and the method's budget.
+// round_robin sends each attempt to the next instance.
+func (p *retryPolicy) stage() chain.Stage {
+	if p == nil {
+		return nil
+	}
+	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
+		return p.do(ctx, func(ctx context.Context) error { return next(ctx, c) })
+	}
 }
 
 // do runs call until it succeeds, fails with a code not retried, runs out

@@ -1,8 +1,8 @@
 package policies
 
 import (
+	"context"
 	"errors"
-	"net/http"
 	"strings"
 
 	validatepb "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/portico-dev/portico/transcode"
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // validationError renders protovalidate violations as 400 INVALID_ARGUMENT
@@ -42,7 +42,7 @@ func validationError(md protoreflect.MessageDescriptor, err error) error {
 		msg += " (and " + itoa(n-1) + " more)"
 	}
 	st, _ := status.New(codes.InvalidArgument, msg).WithDetails(br)
-	return &transcode.Error{HTTPCode: http.StatusBadRequest, Status: st}
+	return st.Err()
 }
 
 // jsonPath names a violation's field as clients wrote it: JSON names
@@ -72,6 +72,21 @@ func jsonPath(md protoreflect.MessageDescriptor, path *validatepb.FieldPath) str
 		b.WriteString(protovalidate.FieldPathString(validatepb.FieldPath_builder{Elements: []*validatepb.FieldPathElement{renamed}}.Build()))
 	}
 	return b.String()
+}
+
+// validateStage checks the request message against its buf.validate
+// rules: 400 with a google.rpc.BadRequest naming each field (JSON names).
+func (p *Policy) validateStage() chain.Stage {
+	v := p.validator
+	if v == nil {
+		return nil
+	}
+	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
+		if err := validate(v, c.Req); err != nil {
+			return err
+		}
+		return next(ctx, c)
+	}
 }
 
 // validate checks req with v; nil v (no rules anywhere) passes.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -18,6 +17,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // Codec is what the edge needs from a binding to serve one call: a request
@@ -30,10 +31,8 @@ type Codec interface {
 	DecodeRequest(r *http.Request, vars []string) (proto.Message, error)
 	// NewResponse returns an empty upstream response message.
 	NewResponse() proto.Message
-	// WriteResponse writes a unary response with status 200.
-	WriteResponse(w http.ResponseWriter, r *http.Request, resp proto.Message) error
-	// EncodeResponse appends the rendered response body to dst, for callers
-	// that keep it (the response cache); WriteResponse writes the same bytes.
+	// EncodeResponse appends the rendered response body to dst (the writer,
+	// chain.WriteResponse, sends it; the cache keeps it).
 	EncodeResponse(dst []byte, resp proto.Message) (body []byte, contentType string, err error)
 	// NewStreamWriter starts a server-stream response in the format the
 	// request asks for (NDJSON by default, SSE for text/event-stream).
@@ -169,7 +168,7 @@ const initialBodyBuffer = 32 << 10
 
 // errBodyTimeout answers a request body that did not arrive within
 // edge.read_timeout: 408.
-var errBodyTimeout = NewError(http.StatusRequestTimeout, codes.DeadlineExceeded,
+var errBodyTimeout = chain.HTTPError(http.StatusRequestTimeout, codes.DeadlineExceeded,
 	"the request body did not arrive in time (edge.read_timeout)")
 
 // bodyReadError turns an error from reading a request body into the client's
@@ -178,16 +177,16 @@ var errBodyTimeout = NewError(http.StatusRequestTimeout, codes.DeadlineExceeded,
 // underlying error (with addresses) is never shown to the client.
 func bodyReadError(err error, limit int64) error {
 	var mbe *http.MaxBytesError
-	var te *Error
+	var ce *chain.Error
 	switch {
-	case errors.As(err, &te):
-		return te
+	case errors.As(err, &ce):
+		return ce
 	case errors.As(err, &mbe):
 		return tooLarge(min(mbe.Limit, limit))
 	case errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
 		return errBodyTimeout
 	default:
-		return NewError(http.StatusBadRequest, codes.InvalidArgument, "the request body ended before it was complete")
+		return status.Error(codes.InvalidArgument, "the request body ended before it was complete")
 	}
 }
 
@@ -197,7 +196,7 @@ func isTimeout(err error) bool {
 }
 
 func tooLarge(limit int64) error {
-	return NewError(http.StatusRequestEntityTooLarge, codes.ResourceExhausted,
+	return chain.HTTPError(http.StatusRequestEntityTooLarge, codes.ResourceExhausted,
 		"request body exceeds the limit of "+strconv.FormatInt(limit, 10)+" bytes")
 }
 
@@ -220,7 +219,7 @@ func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) (ma
 		return nil, nil
 	}
 	if ct != "" && !isJSON(ct) {
-		return nil, NewError(http.StatusUnsupportedMediaType, codes.InvalidArgument,
+		return nil, chain.HTTPError(http.StatusUnsupportedMediaType, codes.InvalidArgument,
 			"Content-Type must be application/json, got "+strconv.Quote(truncate(ct, 100)))
 	}
 	buf := bufPool.Get().(*bytes.Buffer)
@@ -367,38 +366,10 @@ func (c *dynamicCodec) encodeField(dst []byte, m protoreflect.Message) ([]byte, 
 	return append(dst, v...), "application/json", nil
 }
 
-// outPool recycles response buffers; buffers over 1 MiB are not kept.
-var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
 func (c *dynamicCodec) EncodeResponse(dst []byte, resp proto.Message) ([]byte, string, error) {
 	out, ct, err := c.encode(dst, resp)
 	if err != nil {
-		return nil, "", NewError(http.StatusInternalServerError, codes.Internal, "encoding response: "+protoErrText(err))
+		return nil, "", status.Error(codes.Internal, "encoding response: "+protoErrText(err))
 	}
 	return out, ct, nil
-}
-
-func (c *dynamicCodec) WriteResponse(w http.ResponseWriter, r *http.Request, resp proto.Message) error {
-	bp := outPool.Get().(*[]byte)
-	out, ct, err := c.EncodeResponse((*bp)[:0], resp)
-	if err != nil {
-		outPool.Put(bp)
-		return err
-	}
-	h := w.Header()
-	h.Set("Content-Type", ct)
-	h.Set("Content-Length", strconv.Itoa(len(out)))
-	if ct != "application/json" {
-		h.Set("X-Content-Type-Options", "nosniff")
-	}
-	w.WriteHeader(http.StatusOK)
-	_, err = w.Write(out)
-	if cap(out) <= 1<<20 {
-		*bp = out[:0]
-		outPool.Put(bp)
-	}
-	if err != nil {
-		return fmt.Errorf("%w: writing response: %v", ErrResponseStarted, err)
-	}
-	return nil
 }

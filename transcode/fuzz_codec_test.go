@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // FuzzQueryBinding feeds arbitrary query strings to a binding with every
@@ -32,7 +34,7 @@ func FuzzQueryBinding(f *testing.F) {
 		req.URL.RawQuery = q
 		msg, err := b.Codec().DecodeRequest(req, vars)
 		if err != nil {
-			st, code := StatusOf(err)
+			st, code := chain.StatusOf(err)
 			if st.Code() != codes.InvalidArgument || code != 400 || st.Message() == "" {
 				t.Fatalf("query %q: %v %d %q", q, st.Code(), code, st.Message())
 			}
@@ -93,8 +95,8 @@ func FuzzJSONBody(f *testing.F) {
 			b, vars := match(t, r, req)
 			msg, err := b.Codec().DecodeRequest(req, vars)
 			if err != nil {
-				st, code := StatusOf(err)
-				var te *Error
+				st, code := chain.StatusOf(err)
+				var te *chain.Error
 				if (code != 400 && code != 413) || st.Message() == "" || (code == 413 && !errors.As(err, &te)) {
 					t.Fatalf("%s body %q: %v %d %q", target[0], body, st.Code(), code, st.Message())
 				}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 func TestBodyScanLimits(t *testing.T) {
@@ -50,7 +52,7 @@ func TestBodyScanLimits(t *testing.T) {
 				}
 				return
 			}
-			st, code := StatusOf(err)
+			st, code := chain.StatusOf(err)
 			if err == nil || st.Code() != codes.InvalidArgument || code != 400 || !strings.Contains(st.Message(), tt.wantErr) {
 				t.Fatalf("got %v, want 400 containing %q", err, tt.wantErr)
 			}

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // decodeCase is one request through the kitchen router: either the
@@ -44,7 +46,7 @@ func runDecodeCases(t *testing.T, cases []decodeCase) {
 					got, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
 					t.Fatalf("want a %d containing %q, got %s", tt.wantHTTP, tt.wantErr, got)
 				}
-				st, code := StatusOf(err)
+				st, code := chain.StatusOf(err)
 				if code != tt.wantHTTP || st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.wantErr) {
 					t.Fatalf("got %d %v %q, want %d containing %q", code, st.Code(), st.Message(), tt.wantHTTP, tt.wantErr)
 				}

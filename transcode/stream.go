@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // Server-streaming responses.
@@ -102,7 +104,7 @@ func (s *streamWriter) write(b []byte) error {
 
 func (s *streamWriter) SendError(err error) {
 	s.start("")
-	st, _ := StatusOf(err)
+	st, _ := chain.StatusOf(err)
 	// Trailers carry the status for every format; for raw HttpBody streams
 	// they are the only signal, as raw bytes have no envelope.
 	h := s.w.Header()
@@ -111,7 +113,7 @@ func (s *streamWriter) SendError(err error) {
 	if s.c.httpBodyResp {
 		return
 	}
-	body := MarshalStatus(st, s.c.types)
+	body := chain.MarshalStatus(st, s.c.types)
 	b := s.buf[:0]
 	if s.sse {
 		b = append(b, "event: error\ndata: "...)

@@ -78,7 +78,7 @@ func (l *linter) check(files []protoreflect.FileDescriptor, cfg app.Config, anyP
 			}
 		}
 	}
-	t := edge.BuildTable([]*mesh.Reflection{refl}, tc, pc)
+	t := edge.BuildTable([]*mesh.Reflection{refl}, tc, pc, nil)
 	for _, err := range t.Rejected {
 		if m := rejectedService.FindStringSubmatch(err.Error()); m != nil && bad[protoreflect.FullName(m[1])] {
 			continue // reported above, precisely

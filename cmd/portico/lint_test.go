@@ -184,7 +184,7 @@ func TestLintRoutesMatchEdge(t *testing.T) {
 			refl.Services = append(refl.Services, &mesh.Service{Name: sd.FullName(), Desc: sd, Upstream: "test"})
 		}
 	}
-	table := edge.BuildTable([]*mesh.Reflection{refl}, transcode.NewCompiler(transcode.DefaultConfig()), nil)
+	table := edge.BuildTable([]*mesh.Reflection{refl}, transcode.NewCompiler(transcode.DefaultConfig()), nil, nil)
 	if l.problems != 0 || len(table.Rejected) != 0 || l.routes == 0 || l.routes != len(table.Routes()) {
 		t.Fatalf("lint: %d routes, %d problems; edge: %d routes, rejected %v", l.routes, l.problems, len(table.Routes()), table.Rejected)
 	}

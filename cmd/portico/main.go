@@ -167,7 +167,7 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 			refls = append(refls, r.Reflection)
 		}
 	}
-	t := edge.BuildTable(refls, transcode.NewCompiler(cfg.Transcode), nil)
+	t := edge.BuildTable(refls, transcode.NewCompiler(cfg.Transcode), nil, nil)
 	app.PrintRoutes(stdout, t)
 	for _, err := range t.Rejected {
 		fmt.Fprintln(stderr, "portico routes:", err)

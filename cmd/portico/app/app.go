@@ -33,7 +33,17 @@ func Options(cfg Config, log *zap.Logger) fx.Option {
 		transcode.Module,
 		policies.Module,
 		edge.Module,
+		fx.Provide(consulKV),
 	)
+}
+
+// consulKV hands the policies' Consul API key sources the mesh's Consul
+// client, when there is one.
+func consulKV(m *mesh.Mesh) policies.ConsulKV {
+	if m.Consul == nil {
+		return nil
+	}
+	return m.Consul.KV()
 }
 
 // PrintRoutes writes one route per line: HTTP method, template, gRPC

@@ -1,4 +1,4 @@
-package transcode
+package chain
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -39,8 +38,8 @@ func TestStatusOf(t *testing.T) {
 		httpCode int
 	}{
 		{status.Error(codes.NotFound, "x"), codes.NotFound, 404},
-		{NewError(415, codes.InvalidArgument, "ct"), codes.InvalidArgument, 415},
-		{fmt.Errorf("wrapped: %w", NewError(413, codes.ResourceExhausted, "big")), codes.ResourceExhausted, 413},
+		{HTTPError(415, codes.InvalidArgument, "ct"), codes.InvalidArgument, 415},
+		{fmt.Errorf("wrapped: %w", HTTPError(413, codes.ResourceExhausted, "big")), codes.ResourceExhausted, 413},
 		{context.DeadlineExceeded, codes.DeadlineExceeded, 504},
 		{context.Canceled, codes.Canceled, 499},
 		{fmt.Errorf("plain"), codes.Unknown, 500},
@@ -80,27 +79,12 @@ func TestWriteErrorDetails(t *testing.T) {
 
 func TestWriteError405(t *testing.T) {
 	rec := httptest.NewRecorder()
-	e := NewError(405, codes.Unimplemented, "no")
-	e.Allow = []string{"GET", "POST"}
+	e := HTTPError(405, codes.Unimplemented, "no").WithHeader("Allow", "GET", "POST")
 	WriteError(rec, e, nil)
 	if rec.Code != 405 || fmt.Sprint(rec.Header().Values("Allow")) != "[GET POST]" {
 		t.Fatalf("%d %v", rec.Code, rec.Header())
 	}
 }
-
-func jsonEqual(tb testing.TB, a, b string) bool {
-	tb.Helper()
-	var x, y any
-	if err := json.Unmarshal([]byte(a), &x); err != nil {
-		tb.Fatalf("%s: %v", a, err)
-	}
-	if err := json.Unmarshal([]byte(b), &y); err != nil {
-		tb.Fatalf("%s: %v", b, err)
-	}
-	return reflect.DeepEqual(x, y)
-}
-
-func protoreflectString(s string) protoreflect.Value { return protoreflect.ValueOfString(s) }
 
 // Issue 12 point 7: nothing in a google.rpc.Status message is HTML-escaped.
 func TestMarshalStatusDoesNotEscapeHTML(t *testing.T) {

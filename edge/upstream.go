@@ -1,0 +1,279 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/portico-dev/portico/policies/chain"
+	"github.com/portico-dev/portico/transcode"
+)
+
+// Calls makes the last stage of every route's chain: the upstream call
+// through mesh (unary, or a server stream written as it arrives), timed
+// for the metrics, its failures told to clients without the edge's
+// internals. The zero value calls without metrics, for tools that build a
+// table but serve nothing.
+type Calls struct {
+	tel               *Telemetry
+	drain             *Drain
+	upstreamTimeout   time.Duration
+	maxStreamDuration time.Duration
+	streamIdle        time.Duration
+}
+
+// NewCalls returns the upstream calls of the routes the table builder
+// compiles: tel times them, drain ends server streams when Portico stops.
+func NewCalls(cfg Config, tcfg transcode.Config, tel *Telemetry, drain *Drain) *Calls {
+	return &Calls{
+		tel: tel, drain: drain, upstreamTimeout: cfg.UpstreamTimeout,
+		maxStreamDuration: cfg.MaxStreamDuration, streamIdle: tcfg.StreamIdleTimeout,
+	}
+}
+
+func (cs *Calls) observe(method string, code codes.Code, d time.Duration) {
+	if cs.tel != nil {
+		cs.tel.observeUpstream(method, code, d)
+	}
+}
+
+// call returns the route's last stage.
+func (cs *Calls) call(route *Route) chain.Next {
+	if route.streamDesc != nil {
+		return func(ctx context.Context, c *chain.Call) error { return cs.stream(ctx, route, c) }
+	}
+	return func(ctx context.Context, c *chain.Call) error { return cs.unary(ctx, route, c) }
+}
+
+// unary makes one upstream call (one attempt: the retry stage repeats it)
+// and records the answer, its metadata and the instance that gave it.
+func (cs *Calls) unary(ctx context.Context, route *Route, c *chain.Call) error {
+	resp := route.Codec.NewResponse()
+	var header, trailer metadata.MD
+	var p peer.Peer
+	start := time.Now()
+	err := route.Conn.Invoke(metadata.NewOutgoingContext(ctx, c.MD), route.FullMethod, c.Req, resp,
+		grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&p))
+	cs.observe(route.FullMethod, status.Code(err), time.Since(start))
+	if p.Addr != nil {
+		c.Upstream = p.Addr.String()
+	}
+	c.Header = writeMetadata(writeMetadata(nil, header), trailer)
+	if err != nil {
+		return upstreamError(ctx, err)
+	}
+	c.Resp = resp
+	return nil
+}
+
+var (
+	errStreamIdle    = status.Error(codes.DeadlineExceeded, "stream ended: upstream sent nothing for transcode.stream_idle_timeout")
+	errStreamTooLong = status.Error(codes.DeadlineExceeded, "stream ended: edge.max_stream_duration reached")
+	errDraining      = status.Error(codes.Unavailable, "stream ended: this Portico instance is shutting down; reconnect to continue")
+)
+
+// cutShort is a failure after the response started: there is nothing left
+// to render, only its status to log and count.
+type cutShort struct{ st *status.Status }
+
+func (e *cutShort) Error() string              { return e.st.Message() }
+func (e *cutShort) Unwrap() error              { return chain.ErrResponseStarted }
+func (e *cutShort) GRPCStatus() *status.Status { return e.st }
+
+// stream relays a server stream as it arrives, within
+// edge.max_stream_duration, ending it when the upstream is quiet for
+// transcode.stream_idle_timeout or Portico drains.
+func (cs *Calls) stream(ctx context.Context, route *Route, c *chain.Call) (err error) {
+	ctx = metadata.NewOutgoingContext(ctx, c.MD)
+	ctx, cancelMax := context.WithTimeoutCause(ctx, cs.maxStreamDuration, errStreamTooLong)
+	defer cancelMax()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// The idle timer ends the call when the upstream goes quiet; a drain
+	// ends it with a final UNAVAILABLE message the client can act on.
+	idle := time.AfterFunc(cs.streamIdle, func() { cancel(errStreamIdle) })
+	defer idle.Stop()
+	if cs.drain != nil {
+		stopDrain := context.AfterFunc(cs.drain.Context(), func() { cancel(errDraining) })
+		defer stopDrain()
+	}
+	start := time.Now()
+	// code is how the upstream call ended, for the metrics and the access
+	// log (a stream that started answers 200 whatever happens next).
+	code := codes.OK
+	defer func() { cs.observe(route.FullMethod, code, time.Since(start)) }()
+	fail := func(e error) error {
+		e = upstreamError(ctx, e)
+		code = status.Code(e)
+		return e
+	}
+	st, err := route.Conn.NewStream(ctx, route.streamDesc, route.FullMethod)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() {
+		if p, ok := peer.FromContext(st.Context()); ok && p.Addr != nil {
+			c.Upstream = p.Addr.String()
+		}
+	}()
+	if err := st.SendMsg(c.Req); err != nil {
+		return fail(st.RecvMsg(route.Codec.NewResponse()))
+	}
+	if err := st.CloseSend(); err != nil {
+		return fail(err)
+	}
+	w := c.W
+	sw := route.Codec.NewStreamWriter(w, c.R)
+	started := false
+	for {
+		msg := route.Codec.NewResponse()
+		err := st.RecvMsg(msg)
+		idle.Reset(cs.streamIdle)
+		if !started {
+			if hdr, herr := st.Header(); herr == nil {
+				writeMetadata(w.Header(), hdr)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if !started {
+					sw.Start()
+				}
+				writeTrailers(w, st.Trailer())
+				c.Streamed = true
+				return nil
+			}
+			err = fail(err)
+			if !started {
+				return err
+			}
+			sw.SendError(err)
+			return &cutShort{status.Convert(err)}
+		}
+		started = true
+		c.Streamed = true
+		if err := sw.Send(msg); err != nil {
+			// The client went away, or stopped reading for edge.write_timeout:
+			// returning cancels the upstream call.
+			code = codes.Canceled
+			return &cutShort{status.New(codes.Canceled, "client went away or stopped reading mid-stream")}
+		}
+		if c.R.Method == http.MethodHead {
+			// The status and headers are known: HEAD wants nothing more.
+			return nil
+		}
+	}
+}
+
+// upstreamError keeps the upstream's status, naming deadline and
+// cancellation by the edge's own context. Errors grpc-go made on this side
+// of the connection (no instance, dial and TLS failures, resets, messages
+// over the size limit) carry addresses and Go error chains: they keep their
+// code with a plain sentence, the detail going to the log.
+func upstreamError(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause == errStreamIdle || cause == errStreamTooLong || cause == errDraining {
+		return cause
+	}
+	if st, ok := status.FromError(err); ok {
+		if st.Code() == codes.DeadlineExceeded && ctx.Err() != nil {
+			return status.Error(codes.DeadlineExceeded, "upstream call exceeded its deadline")
+		}
+		if msg, internal := transportMessage(st); internal {
+			return &internalError{st: status.New(st.Code(), msg), detail: st.Message()}
+		}
+		return err
+	}
+	return chain.FromContextError(err)
+}
+
+// transportMessage recognises a status made by the gRPC client rather than
+// returned by the service, and gives the sentence clients get instead.
+func transportMessage(st *status.Status) (string, bool) {
+	msg := st.Message()
+	if !looksInternal(msg) {
+		return "", false
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return "the upstream service is unavailable; retry later", true
+	case codes.ResourceExhausted:
+		return "the upstream message is larger than the edge accepts", true
+	case codes.DeadlineExceeded:
+		return "upstream call exceeded its deadline", true
+	case codes.Canceled:
+		return "the upstream call was cancelled", true
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return "the edge could not authenticate to the upstream service", true
+	default:
+		return "the upstream call failed", true
+	}
+}
+
+// internalMarkers are phrases of grpc-go's and Go's own errors; a service's
+// message containing one (or an IP address with a port) is not shown
+// either: an edge never tells clients about its network.
+var internalMarkers = []string{
+	"transport:", "transport is closing", "connection error", "dial tcp", "dial unix", "connect:",
+	"grpc:", "subconn", "name resolver", "resolver error", "produced zero addresses", "connection refused",
+	"connection reset", "broken pipe", "i/o timeout", "eof", "rst_stream", "goaway", "tls:", "x509:",
+	"handshake", "no such host", "read tcp", "write tcp", "desc =",
+}
+
+func looksInternal(msg string) bool {
+	lower := strings.ToLower(msg)
+	for _, m := range internalMarkers {
+		if strings.Contains(lower, m) {
+			return true
+		}
+	}
+	return hasAddrPort(msg)
+}
+
+// hasAddrPort finds an IPv4 address with a port ("10.1.2.3:9000") or a
+// bracketed IPv6 one.
+func hasAddrPort(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '[' {
+			if j := strings.Index(s[i:], "]:"); j > 1 {
+				if _, err := netip.ParseAddr(s[i+1 : i+j]); err == nil {
+					return true
+				}
+			}
+			continue
+		}
+		if s[i] < '0' || s[i] > '9' || (i > 0 && (s[i-1] == '.' || (s[i-1] >= '0' && s[i-1] <= '9'))) {
+			continue
+		}
+		j := i
+		for j < len(s) && (s[j] == '.' || (s[j] >= '0' && s[j] <= '9')) {
+			j++
+		}
+		if j < len(s) && s[j] == ':' && j+1 < len(s) && s[j+1] >= '0' && s[j+1] <= '9' {
+			if _, err := netip.ParseAddr(s[i:j]); err == nil {
+				return true
+			}
+		}
+		i = j
+	}
+	return false
+}
+
+// writeTrailers sends upstream trailers as HTTP trailers.
+func writeTrailers(w http.ResponseWriter, md metadata.MD) {
+	tr := writeMetadata(nil, md)
+	for k, vs := range tr {
+		for _, v := range vs {
+			w.Header().Add(http.TrailerPrefix+k, v)
+		}
+	}
+}

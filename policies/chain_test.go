@@ -1,0 +1,91 @@
+package policies
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/portico-dev/portico/policies/chain"
+)
+
+// emptyCodec decodes every request as an empty message of the method's
+// input type and renders every answer as {}.
+type emptyCodec struct {
+	in protoreflect.MessageDescriptor
+}
+
+func (c emptyCodec) DecodeRequest(*http.Request, []string) (proto.Message, error) {
+	return dynamicpb.NewMessage(c.in), nil
+}
+
+func (emptyCodec) EncodeResponse(dst []byte, _ proto.Message) ([]byte, string, error) {
+	return append(dst, "{}"...), "application/json", nil
+}
+
+// testChain compiles the chain of one binding of md whose upstream answers
+// at once.
+func testChain(c *Compiler, mp *MethodPolicy, md protoreflect.MethodDescriptor, httpMethod string) *Chain {
+	return c.Chain(mp, httpMethod, "/x", Target{
+		Codec:   emptyCodec{md.Input()},
+		Timeout: time.Second,
+		Call: func(_ context.Context, c *chain.Call) error {
+			c.Resp = dynamicpb.NewMessage(md.Output())
+			return nil
+		},
+	})
+}
+
+// admit serves r through ch and returns the caller the chain found.
+func admit(ch *Chain, w http.ResponseWriter, r *http.Request) (*Caller, error) {
+	c := &chain.Call{W: w, R: r, MD: metadata.MD{}}
+	err := ch.Serve(r.Context(), c)
+	return c.Caller, err
+}
+
+// The stages run in the written order: a request refused by a header
+// stage is never decoded, and the writer answers once the call returns.
+func TestChainOrderAndWriter(t *testing.T) {
+	var order []string
+	stage := func(name string, fail error) chain.Stage {
+		return func(ctx context.Context, c *chain.Call, next chain.Next) error {
+			order = append(order, name)
+			if fail != nil {
+				return fail
+			}
+			return next(ctx, c)
+		}
+	}
+	last := func(_ context.Context, c *chain.Call) error {
+		order = append(order, "call")
+		c.Out = &chain.Response{Body: []byte(`{"ok":true}`), ContentType: "application/json"}
+		return nil
+	}
+	run := chain.Build([]chain.Stage{respond(emptyCodec{}), stage("a", nil), nil, stage("b", nil)}, last)
+	w := httptest.NewRecorder()
+	if err := run(t.Context(), &chain.Call{W: w}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(order, ","); got != "a,b,call" || w.Code != 200 || w.Body.String() != `{"ok":true}` {
+		t.Fatalf("order %s, answer %d %s", got, w.Code, w.Body)
+	}
+	order = nil
+	refused := status.Error(codes.PermissionDenied, "no")
+	run = chain.Build([]chain.Stage{respond(emptyCodec{}), stage("a", refused), stage("b", nil)}, last)
+	w = httptest.NewRecorder()
+	if err := run(t.Context(), &chain.Call{W: w}); err != refused {
+		t.Fatalf("error %v, want the refusal", err)
+	}
+	if got := strings.Join(order, ","); got != "a" || w.Body.Len() != 0 {
+		t.Fatalf("after a refusal: order %s, body %q", got, w.Body)
+	}
+}
