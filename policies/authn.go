@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -11,8 +12,10 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/portico-dev/portico/policies/chain"
+	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
 )
 
 // Caller is who made a request, as the authentication stage found it.
@@ -245,4 +248,51 @@ func (acc *accepted) describe() string {
 		parts = append(parts, "an API key in "+h)
 	}
 	return strings.Join(parts, " or ")
+}
+
+func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.MethodDescriptor) error {
+	p.authMode = authRequired
+	if a.GetPublic() {
+		p.authMode = authOptional
+	}
+	acc := &accepted{byIssuer: map[string]*jwtVerifier{}, maxToken: c.cfg.MaxTokenBytes}
+	names := a.GetProviders()
+	for _, n := range names {
+		if !c.AnyProvider && !slices.Contains(c.auth.Providers(), n) {
+			return fmt.Errorf("providers: %q is not a configured provider (configured: %v)", n, c.auth.Providers())
+		}
+	}
+	take := func(n string) bool { return len(names) == 0 || slices.Contains(names, n) }
+	for _, v := range c.auth.jwt {
+		if take(v.cfg.Name) {
+			acc.jwt = append(acc.jwt, v)
+			acc.byIssuer[v.cfg.Issuer] = v
+		}
+	}
+	for _, s := range c.auth.apiKeys {
+		if take(s.cfg.Name) {
+			acc.apiKeys = append(acc.apiKeys, s)
+			if !slices.Contains(acc.keyHeaders, s.cfg.Header) {
+				acc.keyHeaders = append(acc.keyHeaders, s.cfg.Header)
+			}
+		}
+	}
+	p.accept = acc
+	p.scopes = a.GetScopes()
+	for _, cl := range a.GetForwardClaims() {
+		if cl == "" || strings.ContainsFunc(cl, func(r rune) bool {
+			return !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+		}) {
+			return fmt.Errorf("forward_claims: %q is not a valid claim name for metadata", cl)
+		}
+		p.forward = append(p.forward, cl)
+	}
+	if expr := a.GetAllowIf(); expr != "" {
+		ai, err := compileAllowIf(expr, md.Input())
+		if err != nil {
+			return fmt.Errorf("allow_if: %w", err)
+		}
+		p.allowIf = ai
+	}
+	return nil
 }

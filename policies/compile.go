@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,7 +15,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 
@@ -302,171 +299,6 @@ func orInt(v, def int) int {
 	return def
 }
 
-func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.MethodDescriptor) error {
-	p.authMode = authRequired
-	if a.GetPublic() {
-		p.authMode = authOptional
-	}
-	acc := &accepted{byIssuer: map[string]*jwtVerifier{}, maxToken: c.cfg.MaxTokenBytes}
-	names := a.GetProviders()
-	for _, n := range names {
-		if !c.AnyProvider && !slices.Contains(c.auth.Providers(), n) {
-			return fmt.Errorf("providers: %q is not a configured provider (configured: %v)", n, c.auth.Providers())
-		}
-	}
-	take := func(n string) bool { return len(names) == 0 || slices.Contains(names, n) }
-	for _, v := range c.auth.jwt {
-		if take(v.cfg.Name) {
-			acc.jwt = append(acc.jwt, v)
-			acc.byIssuer[v.cfg.Issuer] = v
-		}
-	}
-	for _, s := range c.auth.apiKeys {
-		if take(s.cfg.Name) {
-			acc.apiKeys = append(acc.apiKeys, s)
-			if !slices.Contains(acc.keyHeaders, s.cfg.Header) {
-				acc.keyHeaders = append(acc.keyHeaders, s.cfg.Header)
-			}
-		}
-	}
-	p.accept = acc
-	p.scopes = a.GetScopes()
-	for _, cl := range a.GetForwardClaims() {
-		if cl == "" || strings.ContainsFunc(cl, func(r rune) bool {
-			return !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
-		}) {
-			return fmt.Errorf("forward_claims: %q is not a valid claim name for metadata", cl)
-		}
-		p.forward = append(p.forward, cl)
-	}
-	if expr := a.GetAllowIf(); expr != "" {
-		ai, err := compileAllowIf(expr, md.Input())
-		if err != nil {
-			return fmt.Errorf("allow_if: %w", err)
-		}
-		p.allowIf = ai
-	}
-	return nil
-}
-
-func (c *Compiler) compileRateLimit(method string, rl *porticov1.RateLimit) (*rateLimit, error) {
-	period := rl.GetPeriod().AsDuration()
-	if period <= 0 {
-		return nil, errors.New("period: must be a positive duration")
-	}
-	mk := func(name string, n, burst uint32, per time.Duration) limit {
-		return limit{name: name, rate: int(n), period: per, burst: orInt(int(burst), int(n))}
-	}
-	base := mk("default", rl.GetRequests(), rl.GetBurst(), period)
-	if rl.GetRequests() == 0 && len(rl.GetTiers()) == 0 {
-		return nil, errors.New("requests: must be > 0")
-	}
-	if err := checkRate(int(rl.GetRequests()), period); err != nil {
-		return nil, err
-	}
-	var key keyFunc
-	name := rl.GetKeyName()
-	switch rl.GetKey() {
-	case porticov1.RateLimit_KEY_UNSPECIFIED:
-		key = func(r *http.Request, c *Caller) string {
-			if !c.Anonymous() {
-				return "sub:" + c.Provider + ":" + c.Subject
-			}
-			return "ip:" + clientIP(r)
-		}
-	case porticov1.RateLimit_KEY_IP:
-		key = func(r *http.Request, _ *Caller) string { return "ip:" + clientIP(r) }
-	case porticov1.RateLimit_KEY_SUBJECT:
-		key = func(_ *http.Request, c *Caller) string {
-			if c.Anonymous() {
-				return "anonymous"
-			}
-			return "sub:" + c.Provider + ":" + c.Subject
-		}
-	case porticov1.RateLimit_KEY_API_KEY:
-		key = func(_ *http.Request, c *Caller) string {
-			if c == nil || c.APIKey == "" {
-				return "no-key"
-			}
-			return "key:" + c.Provider + ":" + c.APIKey
-		}
-	case porticov1.RateLimit_KEY_HEADER:
-		if name == "" {
-			return nil, errors.New("key_name: KEY_HEADER needs the header name")
-		}
-		h := http.CanonicalHeaderKey(name)
-		key = func(r *http.Request, _ *Caller) string { return "h:" + r.Header.Get(h) }
-	case porticov1.RateLimit_KEY_CLAIM:
-		if name == "" {
-			return nil, errors.New("key_name: KEY_CLAIM needs the claim name")
-		}
-		key = func(_ *http.Request, c *Caller) string {
-			if c == nil {
-				return "c:"
-			}
-			return "c:" + fmt.Sprint(c.Claims[name])
-		}
-	default:
-		return nil, fmt.Errorf("key: unknown value %d", rl.GetKey())
-	}
-	out := c.newRateLimit(method+":", base, key)
-	if len(rl.GetTiers()) > 0 {
-		if rl.GetTierClaim() == "" {
-			return nil, errors.New("tier_claim: tiers need the claim that picks them")
-		}
-		out.tierKey = rl.GetTierClaim()
-		out.tiers = map[string]limit{}
-		for i, t := range rl.GetTiers() {
-			if t.GetValue() == "" || t.GetRequests() == 0 {
-				return nil, fmt.Errorf("tiers[%d]: needs a value and requests > 0", i)
-			}
-			per := period
-			if t.GetPeriod() != nil {
-				if per = t.GetPeriod().AsDuration(); per <= 0 {
-					return nil, fmt.Errorf("tiers[%d].period: must be a positive duration", i)
-				}
-			}
-			if err := checkRate(int(t.GetRequests()), per); err != nil {
-				return nil, fmt.Errorf("tiers[%d]: %w", i, err)
-			}
-			out.tiers[t.GetValue()] = mk(t.GetValue(), t.GetRequests(), t.GetBurst(), per)
-		}
-	}
-	return out, nil
-}
-
-// checkRate refuses limits finer than the stores can count (one call per
-// microsecond).
-func checkRate(n int, period time.Duration) error {
-	if n > 0 && period/time.Duration(n) < time.Microsecond {
-		return fmt.Errorf("requests: %d per %s is more than one per microsecond", n, period)
-	}
-	return nil
-}
-
-func (c *Compiler) newRateLimit(prefix string, l limit, key keyFunc) *rateLimit {
-	return &rateLimit{
-		prefix: "portico:rl:" + prefix, key: key, base: l, store: c.limits,
-		failOpen: c.cfg.RateLimit.OnStoreError == "allow", metrics: c.metrics, errLog: c.errLog, log: c.log,
-	}
-}
-
-// retryCodes parses code names; UNAVAILABLE is always in.
-func retryCodes(names []string) (map[codes.Code]bool, error) {
-	out := map[codes.Code]bool{codes.Unavailable: true}
-	for _, n := range names {
-		var code codes.Code
-		if err := code.UnmarshalJSON([]byte(strconv.Quote(strings.ToUpper(n)))); err != nil {
-			return nil, fmt.Errorf("%q is not a gRPC code name", n)
-		}
-		if code == codes.DeadlineExceeded || code == codes.OK {
-			return nil, fmt.Errorf("%s cannot be retried", n)
-		}
-		out[code] = true
-	}
-	return out, nil
-}
-
 // bind specialises the method policy for one HTTP binding: the cache and
 // retries depend on whether the binding is a GET. Without a compiler or a
 // method policy it is the empty policy.
@@ -521,16 +353,4 @@ func canonical(hs []string) []string {
 		out[i] = http.CanonicalHeaderKey(h)
 	}
 	return out
-}
-
-// budget returns the method's retry budget, shared across table swaps.
-func (c *Compiler) budget(method string) *retryBudget {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b := c.budgets[method]
-	if b == nil {
-		b = newRetryBudget(c.cfg.Retry.BudgetRatio, c.cfg.Retry.BudgetMinPerSecond)
-		c.budgets[method] = b
-	}
-	return b
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"math"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/portico-dev/portico/policies/chain"
+	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
 )
 
 // limit is a GCRA limit: a bucket of burst calls refilled at rate per
@@ -236,4 +238,106 @@ func (rl *rateLimit) check(ctx context.Context, h http.Header, r *http.Request, 
 
 func ceilSeconds(d time.Duration) int64 {
 	return int64(math.Ceil(d.Seconds()))
+}
+
+func (c *Compiler) compileRateLimit(method string, rl *porticov1.RateLimit) (*rateLimit, error) {
+	period := rl.GetPeriod().AsDuration()
+	if period <= 0 {
+		return nil, errors.New("period: must be a positive duration")
+	}
+	mk := func(name string, n, burst uint32, per time.Duration) limit {
+		return limit{name: name, rate: int(n), period: per, burst: orInt(int(burst), int(n))}
+	}
+	base := mk("default", rl.GetRequests(), rl.GetBurst(), period)
+	if rl.GetRequests() == 0 && len(rl.GetTiers()) == 0 {
+		return nil, errors.New("requests: must be > 0")
+	}
+	if err := checkRate(int(rl.GetRequests()), period); err != nil {
+		return nil, err
+	}
+	var key keyFunc
+	name := rl.GetKeyName()
+	switch rl.GetKey() {
+	case porticov1.RateLimit_KEY_UNSPECIFIED:
+		key = func(r *http.Request, c *Caller) string {
+			if !c.Anonymous() {
+				return "sub:" + c.Provider + ":" + c.Subject
+			}
+			return "ip:" + clientIP(r)
+		}
+	case porticov1.RateLimit_KEY_IP:
+		key = func(r *http.Request, _ *Caller) string { return "ip:" + clientIP(r) }
+	case porticov1.RateLimit_KEY_SUBJECT:
+		key = func(_ *http.Request, c *Caller) string {
+			if c.Anonymous() {
+				return "anonymous"
+			}
+			return "sub:" + c.Provider + ":" + c.Subject
+		}
+	case porticov1.RateLimit_KEY_API_KEY:
+		key = func(_ *http.Request, c *Caller) string {
+			if c == nil || c.APIKey == "" {
+				return "no-key"
+			}
+			return "key:" + c.Provider + ":" + c.APIKey
+		}
+	case porticov1.RateLimit_KEY_HEADER:
+		if name == "" {
+			return nil, errors.New("key_name: KEY_HEADER needs the header name")
+		}
+		h := http.CanonicalHeaderKey(name)
+		key = func(r *http.Request, _ *Caller) string { return "h:" + r.Header.Get(h) }
+	case porticov1.RateLimit_KEY_CLAIM:
+		if name == "" {
+			return nil, errors.New("key_name: KEY_CLAIM needs the claim name")
+		}
+		key = func(_ *http.Request, c *Caller) string {
+			if c == nil {
+				return "c:"
+			}
+			return "c:" + fmt.Sprint(c.Claims[name])
+		}
+	default:
+		return nil, fmt.Errorf("key: unknown value %d", rl.GetKey())
+	}
+	out := c.newRateLimit(method+":", base, key)
+	if len(rl.GetTiers()) > 0 {
+		if rl.GetTierClaim() == "" {
+			return nil, errors.New("tier_claim: tiers need the claim that picks them")
+		}
+		out.tierKey = rl.GetTierClaim()
+		out.tiers = map[string]limit{}
+		for i, t := range rl.GetTiers() {
+			if t.GetValue() == "" || t.GetRequests() == 0 {
+				return nil, fmt.Errorf("tiers[%d]: needs a value and requests > 0", i)
+			}
+			per := period
+			if t.GetPeriod() != nil {
+				if per = t.GetPeriod().AsDuration(); per <= 0 {
+					return nil, fmt.Errorf("tiers[%d].period: must be a positive duration", i)
+				}
+			}
+			if err := checkRate(int(t.GetRequests()), per); err != nil {
+				return nil, fmt.Errorf("tiers[%d]: %w", i, err)
+			}
+			out.tiers[t.GetValue()] = mk(t.GetValue(), t.GetRequests(), t.GetBurst(), per)
+		}
+	}
+	return out, nil
+}
+
+// checkRate refuses limits finer than the stores can count (one call per
+// microsecond).
+func checkRate(n int, period time.Duration) error {
+	if n > 0 && period/time.Duration(n) < time.Microsecond {
+		return fmt.Errorf("requests: %d per %s is more than one per microsecond", n, period)
+	}
+	return nil
+}
+
+func (c *Compiler) newRateLimit(prefix string, l limit, key keyFunc) *rateLimit {
+	return &rateLimit{
+		prefix: "portico:rl:" + prefix, key: key, base: l, store: c.limits,
+		failOpen: c.cfg.RateLimit.OnStoreError == "allow", metrics: c.metrics, errLog: c.errLog, log: c.log,
+	}
 }

@@ -2,7 +2,10 @@ package policies
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,4 +117,32 @@ func (b *retryBudget) withdraw() bool {
 	}
 	cur.retries++
 	return true
+}
+
+// retryCodes parses code names; UNAVAILABLE is always in.
+func retryCodes(names []string) (map[codes.Code]bool, error) {
+	out := map[codes.Code]bool{codes.Unavailable: true}
+	for _, n := range names {
+		var code codes.Code
+		if err := code.UnmarshalJSON([]byte(strconv.Quote(strings.ToUpper(n)))); err != nil {
+			return nil, fmt.Errorf("%q is not a gRPC code name", n)
+		}
+		if code == codes.DeadlineExceeded || code == codes.OK {
+			return nil, fmt.Errorf("%s cannot be retried", n)
+		}
+		out[code] = true
+	}
+	return out, nil
+}
+
+// budget returns the method's retry budget, shared across table swaps.
+func (c *Compiler) budget(method string) *retryBudget {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.budgets[method]
+	if b == nil {
+		b = newRetryBudget(c.cfg.Retry.BudgetRatio, c.cfg.Retry.BudgetMinPerSecond)
+		c.budgets[method] = b
+	}
+	return b
 }
