@@ -100,7 +100,11 @@ func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Co
 				}
 				desc = pub
 			}
-			methods, err := c.CompileService(desc, svc.Types)
+			var types transcode.Resolver
+			if svc.Types != nil { // no typed nil in the interface
+				types = svc.Types
+			}
+			methods, err := c.CompileService(desc, types)
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
 				continue
