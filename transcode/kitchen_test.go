@@ -1,7 +1,6 @@
 package transcode
 
 import (
-	"context"
 	"net/http"
 	"testing"
 
@@ -134,7 +133,7 @@ func parseService(tb testing.TB, src, service string) protoreflect.ServiceDescri
 			return protocompile.SearchResult{Desc: fd}, nil
 		}),
 	})}
-	files, err := c.Compile(context.Background(), "test.proto")
+	files, err := c.Compile(tb.Context(), "test.proto")
 	if err != nil {
 		tb.Fatalf("parse: %v", err)
 	}
