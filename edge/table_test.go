@@ -4,9 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jhump/protoreflect/desc"
-	"github.com/jhump/protoreflect/desc/protoparse"
-	"google.golang.org/protobuf/reflect/protoreflect"
+	"github.com/bufbuild/protocompile"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/transcode"
@@ -42,22 +41,28 @@ service E {
 
 func reflection(t *testing.T) *mesh.Reflection {
 	t.Helper()
-	p := protoparse.Parser{
-		Accessor:     protoparse.FileContentsFromMap(map[string]string{"t.proto": tableProto}),
-		LookupImport: desc.LoadFileDescriptor,
-	}
-	fds, err := p.ParseFiles("t.proto")
+	c := protocompile.Compiler{Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
+		&protocompile.SourceResolver{Accessor: protocompile.SourceAccessorFromMap(map[string]string{"t.proto": tableProto})},
+		protocompile.ResolverFunc(func(path string) (protocompile.SearchResult, error) {
+			fd, err := protoregistry.GlobalFiles.FindFileByPath(path)
+			if err != nil {
+				return protocompile.SearchResult{}, err
+			}
+			return protocompile.SearchResult{Desc: fd}, nil
+		}),
+	})}
+	files, err := c.Compile(t.Context(), "t.proto")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &mesh.Reflection{Upstream: "u1"}
-	for _, sd := range fds[0].GetServices() {
-		r.Services = append(r.Services, &mesh.Service{Name: protoreflect.FullName("t.v1." + sdName(sd)), Desc: sd.UnwrapService(), Upstream: "u1"})
+	services := files[0].Services()
+	for i := range services.Len() {
+		sd := services.Get(i)
+		r.Services = append(r.Services, &mesh.Service{Name: sd.FullName(), Desc: sd, Upstream: "u1"})
 	}
 	return r
 }
-
-func sdName(sd *desc.ServiceDescriptor) string { return sd.GetName() }
 
 func TestBuildTableIsolatesBadServices(t *testing.T) {
 	tbl := BuildTable([]*mesh.Reflection{reflection(t)}, transcode.NewCompiler(transcode.DefaultConfig()), nil, nil)

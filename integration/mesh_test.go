@@ -257,11 +257,10 @@ func TestInstanceRemovalAndAdditionDelays(t *testing.T) {
 	// how long until it serves its first call.
 	c := harness.Native(t, f.agent, "products", harness.NativeOptions{Seen: f.seen})
 	passing := harness.WaitInstance(t, f.agent, "products", c.ID, true)
-	first := eventually(t, 5*time.Second, "new instance serving", func() bool {
+	eventually(t, 5*time.Second, "new instance serving", func() bool {
 		return !firstCallAfter(f.seen, c.ID, time.Time{}).IsZero()
 	})
 	addition := firstCallAfter(f.seen, c.ID, time.Time{}).Sub(passing)
-	_ = first
 	st := stop()
 	t.Logf("FIGURE removal delay (Consul reports critical → last new call): %v", removal.Round(time.Millisecond))
 	t.Logf("FIGURE addition delay (Consul reports passing → first call): %v", addition.Round(time.Millisecond))

@@ -8,8 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/jhump/protoreflect/desc"
-	"github.com/jhump/protoreflect/grpcreflect"
+	"github.com/jhump/protoreflect/v2/grpcreflect"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -55,18 +54,18 @@ func reflectUpstream(ctx context.Context, addr string, conn grpc.ClientConnInter
 		return nil, fmt.Errorf("reflection on %s: listing services: %w", addr, err)
 	}
 	slices.Sort(names)
-	files := map[string]*desc.FileDescriptor{}
-	var sds []*desc.ServiceDescriptor
+	files := map[string]protoreflect.FileDescriptor{}
+	var sds []protoreflect.ServiceDescriptor
 	for _, name := range names {
-		if infrastructure(name) {
+		if infrastructure(string(name)) {
 			continue
 		}
-		sd, err := client.ResolveService(name)
+		sd, err := resolveService(client, name)
 		if err != nil {
 			return nil, fmt.Errorf("reflection on %s: resolving %s: %w", addr, name, err)
 		}
 		sds = append(sds, sd)
-		collectFiles(sd.GetFile(), files)
+		collectFiles(sd.ParentFile(), files)
 	}
 	reg := new(protoregistry.Files)
 	h := sha256.New()
@@ -76,7 +75,7 @@ func reflectUpstream(ctx context.Context, addr string, conn grpc.ClientConnInter
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		fd := files[k].UnwrapFile()
+		fd := files[k]
 		if err := reg.RegisterFile(fd); err != nil {
 			return nil, fmt.Errorf("reflection on %s: file %s: %w", addr, k, err)
 		}
@@ -91,8 +90,8 @@ func reflectUpstream(ctx context.Context, addr string, conn grpc.ClientConnInter
 	out := &Reflection{Upstream: addr, Hash: hex.EncodeToString(h.Sum(nil))}
 	for _, sd := range sds {
 		out.Services = append(out.Services, &Service{
-			Name:     protoreflect.FullName(sd.GetFullyQualifiedName()),
-			Desc:     sd.UnwrapService(),
+			Name:     sd.FullName(),
+			Desc:     sd,
 			Upstream: addr,
 			Conn:     conn,
 			Types:    types,
@@ -101,12 +100,35 @@ func reflectUpstream(ctx context.Context, addr string, conn grpc.ClientConnInter
 	return out, nil
 }
 
-func collectFiles(fd *desc.FileDescriptor, into map[string]*desc.FileDescriptor) {
-	if _, ok := into[fd.GetName()]; ok {
+// resolveService fetches the file that declares name and returns the
+// service in it.
+func resolveService(client *grpcreflect.Client, name protoreflect.FullName) (protoreflect.ServiceDescriptor, error) {
+	fd, err := client.FileContainingSymbol(name)
+	if err != nil {
+		return nil, err
+	}
+	sd, ok := findService(fd, name)
+	if !ok {
+		return nil, fmt.Errorf("service not found: %s is not a service in %s", name, fd.Path())
+	}
+	return sd, nil
+}
+
+func findService(fd protoreflect.FileDescriptor, name protoreflect.FullName) (protoreflect.ServiceDescriptor, bool) {
+	if fd.Package() != name.Parent() {
+		return nil, false
+	}
+	sd := fd.Services().ByName(name.Name())
+	return sd, sd != nil
+}
+
+func collectFiles(fd protoreflect.FileDescriptor, into map[string]protoreflect.FileDescriptor) {
+	if _, ok := into[fd.Path()]; ok {
 		return
 	}
-	into[fd.GetName()] = fd
-	for _, dep := range fd.GetDependencies() {
-		collectFiles(dep, into)
+	into[fd.Path()] = fd
+	imports := fd.Imports()
+	for i := range imports.Len() {
+		collectFiles(imports.Get(i).FileDescriptor, into)
 	}
 }

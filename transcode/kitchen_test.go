@@ -4,9 +4,9 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/jhump/protoreflect/desc"
-	"github.com/jhump/protoreflect/desc/protoparse"
+	"github.com/bufbuild/protocompile"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // kitchenProto exercises every field kind the transcoder binds.
@@ -123,19 +123,25 @@ message Sink {
 // descriptors linked into the test binary.
 func parseService(tb testing.TB, src, service string) protoreflect.ServiceDescriptor {
 	tb.Helper()
-	p := protoparse.Parser{
-		Accessor:     protoparse.FileContentsFromMap(map[string]string{"test.proto": src}),
-		LookupImport: desc.LoadFileDescriptor,
-	}
-	fds, err := p.ParseFiles("test.proto")
+	c := protocompile.Compiler{Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
+		&protocompile.SourceResolver{Accessor: protocompile.SourceAccessorFromMap(map[string]string{"test.proto": src})},
+		protocompile.ResolverFunc(func(path string) (protocompile.SearchResult, error) {
+			fd, err := protoregistry.GlobalFiles.FindFileByPath(path)
+			if err != nil {
+				return protocompile.SearchResult{}, err
+			}
+			return protocompile.SearchResult{Desc: fd}, nil
+		}),
+	})}
+	files, err := c.Compile(tb.Context(), "test.proto")
 	if err != nil {
 		tb.Fatalf("parse: %v", err)
 	}
-	sd := fds[0].FindService(service)
-	if sd == nil {
+	sd := files[0].Services().ByName(protoreflect.FullName(service).Name())
+	if sd == nil || sd.FullName() != protoreflect.FullName(service) {
 		tb.Fatalf("no service %s", service)
 	}
-	return sd.UnwrapService()
+	return sd
 }
 
 // kitchenRouter compiles the kitchen service into a router.

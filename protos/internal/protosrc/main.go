@@ -10,8 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/jhump/protoreflect/desc"
-	"github.com/jhump/protoreflect/desc/protoprint"
+	"github.com/jhump/protoreflect/v2/protoprint"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
@@ -35,10 +34,6 @@ func write(dir, name string) error {
 	if err != nil {
 		return err
 	}
-	d, err := desc.WrapFile(fd)
-	if err != nil {
-		return err
-	}
 	out := filepath.Join(dir, filepath.FromSlash(name))
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
@@ -48,5 +43,5 @@ func write(dir, name string) error {
 		return err
 	}
 	defer f.Close()
-	return (&protoprint.Printer{}).PrintProtoFile(d, f)
+	return (&protoprint.Printer{}).PrintProtoFile(fd, f)
 }
