@@ -10,11 +10,7 @@ import (
 	"time"
 
 	"buf.build/go/protovalidate"
-	"github.com/go-redis/redis_rate/v10"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
-	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 
@@ -29,21 +25,15 @@ type Compiler struct {
 	// define (for `portico lint` without the operator's config).
 	AnyProvider bool
 
-	cfg     Config
 	kv      ConsulKV
-	auth    *Authenticator
 	metrics *Metrics
 	log     *zap.Logger
+	stores  *stores
 
-	rdb        *redis.Client // nil without Redis
-	limits     limiter
-	cacheStore cacheStore
-	flight     singleflight.Group
-	errLog     *rate.Limiter
-
-	mu      sync.Mutex
-	budgets map[string]*retryBudget
-	bg      sync.WaitGroup // stale-while-revalidate refreshes
+	mu      sync.Mutex // guards what a reconfigure swaps
+	cfg     Config
+	auth    *Authenticator
+	budgets *retryBudgets
 }
 
 // NewCompiler prepares the stores named by cfg; nothing connects until used.
@@ -52,27 +42,12 @@ func NewCompiler(cfg Config, kv ConsulKV, metrics *Metrics, log *zap.Logger) *Co
 	if metrics == nil {
 		metrics = NewMetrics(nil)
 	}
-	c := &Compiler{
+	return &Compiler{
 		cfg: cfg, kv: kv, metrics: metrics, log: log,
 		auth:    NewAuthenticator(cfg, kv, log),
-		errLog:  rate.NewLimiter(rate.Every(time.Second), 1),
-		budgets: map[string]*retryBudget{},
+		stores:  newStores(cfg, log),
+		budgets: newRetryBudgets(cfg.Retry),
 	}
-	if cfg.Redis.Address != "" {
-		setRedisLog.Do(func() { redis.SetLogger(redisLog{log.Named("redis")}) })
-		c.rdb = newRedisClient(cfg.Redis)
-	}
-	if cfg.RateLimit.Store == "redis" {
-		c.limits = &redisLimiter{l: redis_rate.NewLimiter(c.rdb), timeout: cfg.Redis.Timeout}
-	} else {
-		c.limits = newMemoryLimiter()
-	}
-	if cfg.Cache.Store == "redis" {
-		c.cacheStore = &redisCache{rdb: c.rdb, timeout: cfg.Redis.Timeout}
-	} else {
-		c.cacheStore = newMemoryCache(cfg.Cache.MaxBytes)
-	}
-	return c
 }
 
 // Start fetches the credential providers' keys and starts their refresh.
@@ -81,11 +56,7 @@ func (c *Compiler) Start(ctx context.Context) error { return c.auth.Start(ctx) }
 // Stop ends background work and closes the Redis client.
 func (c *Compiler) Stop() error {
 	c.auth.Stop()
-	c.bg.Wait()
-	if c.rdb != nil {
-		return c.rdb.Close()
-	}
-	return nil
+	return c.stores.close()
 }
 
 // Reconfigure applies a new operator config to what the next compile
@@ -129,7 +100,7 @@ func (c *Compiler) Reconfigure(ctx context.Context, cfg Config) (commit, rollbac
 	c.mu.Lock()
 	oldBudgets := c.budgets
 	c.cfg, c.auth = cfg, auth
-	c.budgets = map[string]*retryBudget{} // new retry settings, fresh budgets
+	c.budgets = newRetryBudgets(cfg.Retry) // new retry settings, fresh budgets
 	c.mu.Unlock()
 	rollback = func() {
 		c.mu.Lock()
@@ -317,8 +288,8 @@ func (c *Compiler) bind(mp *MethodPolicy, httpMethod, template string, t Target)
 			route: httpMethod + " " + template + " " + p.method,
 			ttl:   ca.GetTtl().AsDuration(), swr: ca.GetStaleWhileRevalidate().AsDuration(),
 			vary: canonical(ca.GetVaryHeaders()), public: ca.GetPublic(), allowNoCache: ca.GetAllowClientNoCache(),
-			maxEntry: c.cfg.Cache.MaxEntryBytes, timeout: timeout, store: c.cacheStore, flight: &c.flight,
-			metrics: c.metrics, errLog: c.errLog, log: c.log, bg: &c.bg,
+			maxEntry: c.cfg.Cache.MaxEntryBytes, timeout: timeout, store: c.stores.cache, flight: &c.stores.flight,
+			metrics: c.metrics, errLog: c.stores.errLog, log: c.log, bg: &c.stores.bg,
 		}
 	}
 	rt := mp.retryOpt
@@ -333,7 +304,7 @@ func (c *Compiler) bind(mp *MethodPolicy, httpMethod, template string, t Target)
 				attempts: attempts, codes: cs,
 				initial: durOr(rt.GetInitialBackoff().AsDuration(), 10*time.Millisecond),
 				maxWait: durOr(rt.GetMaxBackoff().AsDuration(), 250*time.Millisecond),
-				budget:  c.budget(p.method), metrics: c.metrics,
+				budget:  c.retryBudget(p.method), metrics: c.metrics,
 			}
 		}
 	}

@@ -337,7 +337,7 @@ func checkRate(n int, period time.Duration) error {
 
 func (c *Compiler) newRateLimit(prefix string, l limit, key keyFunc) *rateLimit {
 	return &rateLimit{
-		prefix: "portico:rl:" + prefix, key: key, base: l, store: c.limits,
-		failOpen: c.cfg.RateLimit.OnStoreError == "allow", metrics: c.metrics, errLog: c.errLog, log: c.log,
+		prefix: "portico:rl:" + prefix, key: key, base: l, store: c.stores.limits,
+		failOpen: c.cfg.RateLimit.OnStoreError == "allow", metrics: c.metrics, errLog: c.stores.errLog, log: c.log,
 	}
 }

@@ -135,14 +135,32 @@ func retryCodes(names []string) (map[codes.Code]bool, error) {
 	return out, nil
 }
 
-// budget returns the method's retry budget, shared across table swaps.
-func (c *Compiler) budget(method string) *retryBudget {
+// retryBudget returns the method's retry budget, shared across table swaps.
+func (c *Compiler) retryBudget(method string) *retryBudget {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	b := c.budgets[method]
+	budgets := c.budgets
+	c.mu.Unlock()
+	return budgets.get(method)
+}
+
+// retryBudgets holds one budget per method, made with one retry config.
+type retryBudgets struct {
+	cfg RetryConfig
+	mu  sync.Mutex
+	m   map[string]*retryBudget
+}
+
+func newRetryBudgets(cfg RetryConfig) *retryBudgets {
+	return &retryBudgets{cfg: cfg, m: map[string]*retryBudget{}}
+}
+
+func (bs *retryBudgets) get(method string) *retryBudget {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	b := bs.m[method]
 	if b == nil {
-		b = newRetryBudget(c.cfg.Retry.BudgetRatio, c.cfg.Retry.BudgetMinPerSecond)
-		c.budgets[method] = b
+		b = newRetryBudget(bs.cfg.BudgetRatio, bs.cfg.BudgetMinPerSecond)
+		bs.m[method] = b
 	}
 	return b
 }

@@ -9,11 +9,13 @@
 // query bind to, and the message types it decodes into. Bindings go into a
 // [Router], built once per route table and only read afterwards.
 //
-// On the data path, the edge matches a request with [Router.Match], then asks
-// the binding's [Codec] to decode the HTTP request into a request message and
-// to encode the upstream response (or a server stream of them) as JSON. No
-// descriptor lookup, template parse or option read happens per request.
+// On the data path, the edge matches a request with [Router.Match]; the
+// route's chain then asks the binding's [Codec] to decode the HTTP request
+// into a request message and to encode the upstream response (or a server
+// stream of them) as JSON. No descriptor lookup, template parse or option
+// read happens per request.
 //
-// Errors are gRPC statuses throughout; [WriteError] renders one as a
-// google.rpc.Status JSON body with the HTTP code from [HTTPStatus].
+// Errors are gRPC statuses throughout, with the request path's one error
+// type (policies/chain.Error) where the HTTP status or headers must say
+// more than the code (413, 415, 408); the edge renders them in one place.
 package transcode
