@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -58,7 +59,7 @@ func memHandler(t *testing.T, pc *policies.Compiler, conn memConn) *Handler {
 	}
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	tables := NewTables()
-	table := BuildTable([]*mesh.Reflection{refl}, transcode.NewCompiler(transcode.DefaultConfig()), pc, NewCalls(cfg, transcode.DefaultConfig(), tel, NewDrain()))
+	table := BuildTable([]*mesh.Reflection{refl}, transcode.NewCompiler(transcode.DefaultConfig()), pc, NewCalls(tel, NewDrain(), CallLimits{Timeout: time.Second, MaxStreamDuration: time.Minute, StreamIdle: time.Minute}))
 	if len(table.Rejected) > 0 {
 		t.Fatal(table.Rejected)
 	}

@@ -30,7 +30,7 @@ var Module = fx.Module("edge",
 		NewTables,
 		NewDrain,
 		newBuilder,
-		NewCalls,
+		newCalls,
 		newTelemetry,
 		NewHandler,
 		newServer,
@@ -133,6 +133,10 @@ func selfRegistration(mc mesh.Config, public, admin string) (*api.AgentServiceRe
 		reg.Connect = &api.AgentServiceConnect{Native: true}
 	}
 	return reg, nil
+}
+
+func newCalls(cfg Config, tc transcode.Config, tel *Telemetry, d *Drain) *Calls {
+	return NewCalls(tel, d, CallLimits{Timeout: cfg.UpstreamTimeout, MaxStreamDuration: cfg.MaxStreamDuration, StreamIdle: tc.StreamIdleTimeout})
 }
 
 func newBuilder(m *mesh.Mesh, c *transcode.Compiler, pc *policies.Compiler, calls *Calls, t *Tables, mc mesh.Config, log *zap.Logger) *Builder {

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/portico-dev/portico/policies/chain"
-	"github.com/portico-dev/portico/transcode"
 )
 
 // Calls makes the last stage of every route's chain: the upstream call
@@ -32,12 +31,24 @@ type Calls struct {
 	streamIdle        time.Duration
 }
 
+// CallLimits bound the upstream calls.
+type CallLimits struct {
+	// Timeout is the deadline of a unary call whose method declares none
+	// (edge.upstream_timeout).
+	Timeout time.Duration
+	// MaxStreamDuration ends a server stream (edge.max_stream_duration).
+	MaxStreamDuration time.Duration
+	// StreamIdle ends a server stream whose upstream sends nothing for
+	// that long (transcode.stream_idle_timeout).
+	StreamIdle time.Duration
+}
+
 // NewCalls returns the upstream calls of the routes the table builder
 // compiles: tel times them, drain ends server streams when Portico stops.
-func NewCalls(cfg Config, tcfg transcode.Config, tel *Telemetry, drain *Drain) *Calls {
+func NewCalls(tel *Telemetry, drain *Drain, limits CallLimits) *Calls {
 	return &Calls{
-		tel: tel, drain: drain, upstreamTimeout: cfg.UpstreamTimeout,
-		maxStreamDuration: cfg.MaxStreamDuration, streamIdle: tcfg.StreamIdleTimeout,
+		tel: tel, drain: drain, upstreamTimeout: limits.Timeout,
+		maxStreamDuration: limits.MaxStreamDuration, streamIdle: limits.StreamIdle,
 	}
 }
 
