@@ -30,7 +30,12 @@ type Mesh struct {
 	// Catalog discovers Consul services; nil without Consul.
 	Catalog *Catalog
 
-	closers []func()
+	// identity is Identity's own lifecycle (its watches or reload loop);
+	// nil in plaintext mode.
+	identity interface {
+		Start()
+		Close()
+	}
 }
 
 // New builds the mesh for cfg; nothing is contacted until Start. opts are
@@ -59,17 +64,15 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Mesh, error) {
 	switch cfg.TLSMode() {
 	case TLSModeConsul:
 		ci := NewConsulIdentity(m.Consul, cfg.Consul.Register.Name, log)
-		m.Identity = ci
-		m.closers = append(m.closers, ci.Close)
+		m.Identity, m.identity = ci, ci
 		creds = &explainTLS{ClientCredentials(ci), consulPeer, fixConsulTLS}
 	case TLSModeFiles:
-		fi, err := NewFileIdentity(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile, cfg.TLS.TrustDomains, cfg.TLS.ReloadInterval, log)
+		fi, err := NewFileIdentity(cfg.TLS, log)
 		if err != nil {
 			_ = static.Close()
 			return nil, fmt.Errorf("mesh.tls: %w", err)
 		}
-		m.Identity = fi
-		m.closers = append(m.closers, fi.Close)
+		m.Identity, m.identity = fi, fi
 		creds = &explainTLS{ClientCredentials(fi), consulPeer, fixConsulTLS}
 	default:
 		log.Warn("mesh.tls.mode is plaintext: calls to Consul services are neither encrypted nor authenticated")
@@ -81,14 +84,17 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Mesh, error) {
 	return m, nil
 }
 
-// Start begins watching Consul. It waits briefly (at most 5 s) for the
-// identity and a first read of the catalog so that the first route table
-// already holds the Consul services, but never fails because Consul is not there yet: Portico then
-// starts unready and keeps retrying.
+// Start begins watching Consul and the identity's source. It waits
+// briefly (at most 5 s) for the identity and a first read of the catalog so
+// that the first route table already holds the Consul services, but never
+// fails because Consul is not there yet: Portico then starts unready and
+// keeps retrying. Close stops what Start began.
 func (m *Mesh) Start(ctx context.Context) error {
+	if m.identity != nil {
+		m.identity.Start()
+	}
 	if m.Catalog != nil {
 		m.Catalog.Start()
-		m.closers = append(m.closers, func() { _ = m.Catalog.Close() })
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -175,10 +181,15 @@ func (m *Mesh) ConsulStatus() WatchStatus {
 	return st
 }
 
-// Close stops every watch and closes every connection.
+// Close stops every watch (waiting for each) and closes every connection;
+// it is safe without Start.
 func (m *Mesh) Close() error {
-	for i := len(m.closers) - 1; i >= 0; i-- {
-		m.closers[i]()
+	var err error
+	if m.Catalog != nil {
+		err = m.Catalog.Close()
 	}
-	return errors.Join(m.Static.Close())
+	if m.identity != nil {
+		m.identity.Close()
+	}
+	return errors.Join(err, m.Static.Close())
 }
