@@ -39,6 +39,7 @@ type Catalog struct {
 	changed  chan struct{}
 	listed   chan struct{} // closed after the first service list
 	listOnce sync.Once
+	built    *builtQueue // resolvers grpc-go built, waiting for their first push
 
 	mu       sync.Mutex
 	services map[string]*catalogService
@@ -89,7 +90,7 @@ func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCrede
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Catalog{
 		cfg: cfg, client: client, creds: creds, dial: opts, log: log, health: newWatchHealth(), clock: realClock{},
-		changed: make(chan struct{}, 1), listed: make(chan struct{}), services: map[string]*catalogService{},
+		changed: make(chan struct{}, 1), listed: make(chan struct{}), built: newBuiltQueue(), services: map[string]*catalogService{},
 		draining: map[*grpc.ClientConn]*time.Timer{}, ctx: ctx, cancel: cancel,
 	}
 }
@@ -98,8 +99,10 @@ func (c *Catalog) limiter() *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(c.cfg.Consul.QueryRate), 5)
 }
 
-// Start begins watching the service list.
+// Start begins watching the service list, and pushing their state to the
+// resolvers grpc-go builds; Close stops both and waits for them.
 func (c *Catalog) Start() {
+	c.wg.Go(func() { c.built.run(c.ctx) })
 	c.wg.Go(func() {
 		watchResync(c.ctx, "catalog-services", c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
 			func(q *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
@@ -234,7 +237,7 @@ func (c *Catalog) startService(name string) (*catalogService, error) {
 		lb = "least_request_experimental"
 	}
 	conn, err := grpc.NewClient("portico-consul:///"+name, append([]grpc.DialOption{
-		grpc.WithResolvers(&serviceResolver{svc: svc}),
+		grpc.WithResolvers(&serviceResolver{svc: svc, built: c.built}),
 		grpc.WithTransportCredentials(c.creds),
 		grpc.WithChainUnaryInterceptor(svc.outliers.unary()),
 		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, lb)),
@@ -465,7 +468,10 @@ func (c *Catalog) Close() error {
 // serviceResolver hands one service's instances to its client connection.
 // grpc-go may close and rebuild it (idle mode); a new one starts from the
 // latest state.
-type serviceResolver struct{ svc *catalogService }
+type serviceResolver struct {
+	svc   *catalogService
+	built *builtQueue
+}
 
 func (r *serviceResolver) Scheme() string { return "portico-consul" }
 
@@ -473,8 +479,9 @@ func (r *serviceResolver) Build(_ resolver.Target, cc resolver.ClientConn, _ res
 	r.svc.mu.Lock()
 	r.svc.cc = cc
 	r.svc.mu.Unlock()
-	// Not from Build itself: grpc-go holds locks here that UpdateState needs.
-	go r.svc.push()
+	// Not from Build itself: grpc-go holds locks here that UpdateState
+	// needs. The catalog's builtQueue goroutine pushes once Build returned.
+	r.built.add(r.svc)
 	return r, nil
 }
 
@@ -485,4 +492,43 @@ func (r *serviceResolver) Close() {
 	r.svc.mu.Lock()
 	defer r.svc.mu.Unlock()
 	r.svc.cc = nil
+}
+
+// builtQueue carries the services whose resolver grpc-go has just built to
+// the one goroutine (owned by the catalog, started by Start) that pushes
+// them their latest state. add never blocks, so Build returns at once.
+type builtQueue struct {
+	mu   sync.Mutex
+	svcs []*catalogService
+	wake chan struct{} // holds a signal while svcs is not empty
+}
+
+func newBuiltQueue() *builtQueue { return &builtQueue{wake: make(chan struct{}, 1)} }
+
+func (q *builtQueue) add(svc *catalogService) {
+	q.mu.Lock()
+	q.svcs = append(q.svcs, svc)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run pushes each queued service's state until ctx ends.
+func (q *builtQueue) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-q.wake:
+		}
+		q.mu.Lock()
+		svcs := q.svcs
+		q.svcs = nil
+		q.mu.Unlock()
+		for _, svc := range svcs {
+			svc.push()
+		}
+	}
 }
