@@ -84,8 +84,17 @@ func (c *Catalog) removeLocked(svc *catalogService) {
 	conn := svc.conn
 	c.draining[conn] = time.AfterFunc(c.cfg.Consul.DrainAfterDeregister, func() {
 		c.mu.Lock()
+		if c.closed {
+			// Close took it from draining and closes it.
+			c.mu.Unlock()
+			return
+		}
 		delete(c.draining, conn)
+		// Before Close (which sets closed under mu, then waits), so that
+		// Close waits for this close too.
+		c.wg.Add(1)
 		c.mu.Unlock()
+		defer c.wg.Done()
 		_ = conn.Close()
 	})
 }
