@@ -36,6 +36,9 @@ type Mesh struct {
 		Start()
 		Close()
 	}
+	// self keeps Portico registered in Consul between Register and Leave
+	// (register.go).
+	self selfRegistration
 }
 
 // New builds the mesh for cfg; nothing is contacted until Start. opts are
@@ -182,8 +185,10 @@ func (m *Mesh) ConsulStatus() WatchStatus {
 }
 
 // Close stops every watch (waiting for each) and closes every connection;
-// it is safe without Start.
+// it is safe without Start. A registration that Leave did not end stays in
+// Consul, as after a crash.
 func (m *Mesh) Close() error {
+	m.self.stop()
 	var err error
 	if m.Catalog != nil {
 		err = m.Catalog.Close()
