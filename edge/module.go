@@ -50,14 +50,15 @@ type runIn struct {
 // run appends the edge's hooks in the order they start; fx stops them in
 // reverse. The mesh (a dependency of all of them) has started before.
 //
-//  1. the builder: the first route table is built before anything listens;
-//  2. telemetry, which only stops: it flushes the spans still buffered;
+//  1. telemetry: spans are exported from the first reflection on, and the
+//     last ones are flushed after everything else stopped;
+//  2. the builder: the first route table is built before anything listens;
 //  3. the admin listener;
 //  4. the public listener, after which Portico registers itself in Consul;
 //     its stop drains (serving.stop).
 func run(in runIn) {
+	in.Lifecycle.Append(fx.StartStopHook(in.Telemetry.Start, in.Telemetry.Shutdown))
 	in.Lifecycle.Append(fx.StartStopHook(in.Builder.Start, in.Builder.Stop))
-	in.Lifecycle.Append(fx.StopHook(in.Telemetry.Shutdown))
 	if in.Admin != nil {
 		in.Lifecycle.Append(fx.StartStopHook(in.Admin.Start, in.Admin.Stop))
 	}
