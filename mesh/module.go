@@ -38,10 +38,10 @@ type metricsIn struct {
 	Reg *prometheus.Registry `optional:"true"`
 }
 
-// registerMetrics adds the catalog's own metrics (the service grace) to the
-// process registry.
+// registerMetrics adds the mesh's metrics (Mesh.Collectors) to the process
+// registry.
 func registerMetrics(in metricsIn) {
-	if in.Reg != nil && in.Mesh.Catalog != nil {
-		in.Reg.MustRegister(in.Mesh.Catalog.Collectors()...)
+	if in.Reg != nil {
+		in.Reg.MustRegister(in.Mesh.Collectors()...)
 	}
 }
