@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/policies"
@@ -28,7 +27,7 @@ var Module = fx.Module("edge",
 		newServer,
 		NewRegistry,
 		newAdmin,
-		fx.Annotate(func(t *Telemetry) grpc.DialOption { return t.ClientHandler() }, fx.ResultTags(mesh.DialOptionsGroup)),
+		fx.Annotate((*Telemetry).ClientHandler, fx.ResultTags(mesh.DialOptionsGroup)),
 	),
 	fx.Invoke(RegisterMetrics),
 	fx.Invoke(run),
@@ -118,12 +117,32 @@ func (s *serving) stop(ctx context.Context) error {
 	return s.server.Stop(ctx)
 }
 
-func newBuilder(m *mesh.Mesh, c *transcode.Compiler, pc *policies.Compiler, t *Tables, mc mesh.Config, log *zap.Logger) *Builder {
-	return NewBuilder(m.Sources(), c, pc, t, mc.RefreshInterval, log)
+type builderIn struct {
+	fx.In
+	Mesh      *mesh.Mesh
+	Transcode *transcode.Compiler
+	Policies  *policies.Compiler
+	Tables    *Tables
+	Log       *zap.Logger
 }
 
-func newHandler(cfg Config, tc transcode.Config, t *Tables, tel *Telemetry, d *Drain, log *zap.Logger) *Handler {
-	return NewHandler(cfg, tc, t, tel, d, log)
+func newBuilder(in builderIn) *Builder {
+	return NewBuilder(BuilderParams{Sources: in.Mesh.Sources(), Compiler: in.Transcode, Policies: in.Policies, Tables: in.Tables,
+		Interval: in.Mesh.RefreshInterval(), Log: in.Log})
+}
+
+type handlerIn struct {
+	fx.In
+	Config    Config
+	Transcode transcode.Config
+	Tables    *Tables
+	Telemetry *Telemetry
+	Drain     *Drain
+	Log       *zap.Logger
+}
+
+func newHandler(in handlerIn) *Handler {
+	return NewHandler(in.Config, in.Transcode, in.Tables, in.Telemetry, in.Drain, in.Log)
 }
 
 // AccessLogger is where the access log goes when the process supplies
@@ -165,10 +184,20 @@ func newServer(cfg Config, h *Handler, reg *prometheus.Registry, log *zap.Logger
 	return s
 }
 
+type adminIn struct {
+	fx.In
+	Config   Config
+	Registry *prometheus.Registry
+	Tables   *Tables
+	Mesh     *mesh.Mesh
+	Drain    *Drain
+	Log      *zap.Logger
+}
+
 // newAdmin returns nil when edge.admin_listen is empty.
-func newAdmin(cfg Config, reg *prometheus.Registry, t *Tables, m *mesh.Mesh, d *Drain, log *zap.Logger) *Admin {
-	if cfg.AdminListen == "" {
+func newAdmin(in adminIn) *Admin {
+	if in.Config.AdminListen == "" {
 		return nil
 	}
-	return NewAdmin(cfg.AdminListen, reg, Readiness(t, m, d), log)
+	return NewAdmin(in.Config.AdminListen, in.Registry, Readiness(in.Tables, in.Mesh, in.Drain), in.Log)
 }

@@ -54,14 +54,24 @@ type Catalog struct {
 	wg     sync.WaitGroup
 }
 
-// NewCatalog returns a catalog; Start begins watching. creds secure the
-// calls (ClientCredentials in the mesh modes, which expect each instance to
-// prove its service's SPIFFE ID in the local trust domain); opts are added
-// to every service connection.
-func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCredentials, log *zap.Logger, opts ...grpc.DialOption) *Catalog {
+// CatalogParams is what a Catalog works with besides the configuration.
+type CatalogParams struct {
+	// Client is the Consul agent's.
+	Client *api.Client
+	// Creds secure the calls: ClientCredentials in the mesh modes, which
+	// expect each instance to prove its service's SPIFFE ID in the local
+	// trust domain.
+	Creds credentials.TransportCredentials
+	// DialOptions are added to every service connection.
+	DialOptions []grpc.DialOption
+	Log         *zap.Logger
+}
+
+// NewCatalog returns a catalog; Start begins watching.
+func NewCatalog(cfg Config, p CatalogParams) *Catalog {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Catalog{
-		cfg: cfg, client: client, creds: creds, dial: opts, log: log, health: newWatchHealth(), clock: realClock{},
+		cfg: cfg, client: p.Client, creds: p.Creds, dial: p.DialOptions, log: p.Log, health: newWatchHealth(), clock: realClock{},
 		changed: make(chan struct{}, 1), listed: make(chan struct{}), built: newBuiltQueue(), services: map[string]*catalogService{},
 		draining: map[*grpc.ClientConn]*time.Timer{}, ctx: ctx, cancel: cancel,
 	}

@@ -82,7 +82,7 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Mesh, error) {
 		creds = &explainPlaintext{insecure.NewCredentials(), consulPeer, fixConsulPlaintext}
 	}
 	if m.Consul != nil {
-		m.Catalog = NewCatalog(cfg, m.Consul, creds, log, opts...)
+		m.Catalog = NewCatalog(cfg, CatalogParams{Client: m.Consul, Creds: creds, DialOptions: opts, Log: log})
 	}
 	return m, nil
 }
@@ -122,6 +122,10 @@ func (m *Mesh) Sources() []Discovery {
 	}
 	return out
 }
+
+// RefreshInterval is how often every upstream is reflected again
+// (mesh.refresh_interval).
+func (m *Mesh) RefreshInterval() time.Duration { return m.cfg.RefreshInterval }
 
 // Check is one readiness condition.
 type Check struct {

@@ -150,7 +150,7 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.ServerOption) (*Server, error
 		s.ownID = mesh.NewConsulIdentity(client, cfg.Service, log)
 		s.identity = s.ownID
 	}
-	s.authz = NewAuthorizer(aclient, cfg.Service, cfg.AuthzTTL, cfg.AuthzMaxStale, log)
+	s.authz = NewAuthorizer(AuthorizerParams{Client: aclient, Target: cfg.Service, TTL: cfg.AuthzTTL, MaxStale: cfg.AuthzMaxStale, Log: log})
 	s.Health = health.NewServer()
 	opts = append([]grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(mesh.ServerTLSConfig(s.identity))),
