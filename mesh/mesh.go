@@ -106,12 +106,20 @@ func (m *Mesh) Start(ctx context.Context) error {
 			m.log.Warn("starting without a mesh identity; calls to mesh services fail until it loads", zap.Error(err))
 		}
 	}
-	if m.Catalog != nil {
-		if err := m.Catalog.WaitSynced(wctx); err != nil {
-			m.log.Warn("starting before the consul catalog was read; routes appear once it is", zap.Error(err))
-		}
+	if err := m.WaitSynced(wctx); err != nil {
+		m.log.Warn("starting before the consul catalog was read; routes appear once it is", zap.Error(err))
 	}
 	return nil
+}
+
+// WaitSynced waits until the Consul catalog and every exposed service's
+// instances have been read once, or ctx ends; without Consul it returns
+// nil at once.
+func (m *Mesh) WaitSynced(ctx context.Context) error {
+	if m.Catalog == nil {
+		return nil
+	}
+	return m.Catalog.WaitSynced(ctx)
 }
 
 // Sources lists the discovery sources for the route table.
