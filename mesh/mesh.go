@@ -56,6 +56,7 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Mesh, error) {
 	if cfg.Consul.Address != "" {
 		ac, err := cfg.Consul.APIConfig()
 		if err != nil {
+			_ = static.Close()
 			return nil, err
 		}
 		if m.Consul, err = api.NewClient(ac); err != nil {
