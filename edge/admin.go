@@ -36,8 +36,9 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// RegisterMetrics adds the route-table and mesh gauges to reg.
-func RegisterMetrics(reg *prometheus.Registry, m *mesh.Mesh, tables *Tables) {
+// RegisterMetrics adds the route-table gauges to reg (the mesh registers
+// its own).
+func RegisterMetrics(reg *prometheus.Registry, tables *Tables) {
 	table := func(f func(*RouteTable) float64) func() float64 {
 		return func() float64 {
 			if t := tables.Load(); t != nil {
@@ -64,53 +65,6 @@ func RegisterMetrics(reg *prometheus.Registry, m *mesh.Mesh, tables *Tables) {
 			Help: "Route tables built and swapped in.",
 		}, func() float64 { return float64(tables.builds.Load()) }),
 	)
-	if m.Catalog != nil {
-		reg.MustRegister(instancesCollector{m.Catalog})
-		reg.MustRegister(
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "portico_consul_watch_healthy",
-				Help: "1 when every Consul watch answers; 0 while Portico serves its last known state (degraded).",
-			}, func() float64 {
-				if m.ConsulStatus().Healthy {
-					return 1
-				}
-				return 0
-			}),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "portico_consul_watch_errors_total",
-				Help: "Failed Consul queries (catalog, health, Connect CA).",
-			}, func() float64 { return float64(m.ConsulStatus().Errors) }),
-		)
-	}
-	if m.Identity != nil {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "portico_mesh_certificate_expiry_timestamp_seconds",
-			Help: "When Portico's mesh leaf certificate expires (Unix time); 0 before it is loaded.",
-		}, func() float64 {
-			if id := m.Identity.Identity(); id != nil {
-				return float64(id.NotAfter().Unix())
-			}
-			return 0
-		}))
-	}
-}
-
-// instancesCollector reports each exposed service's passing instances by
-// state: healthy (in the balancer) or ejected (outlier detection).
-type instancesCollector struct{ c *mesh.Catalog }
-
-var instancesDesc = prometheus.NewDesc("portico_upstream_instances",
-	"Passing Consul instances of each exposed service, by state: healthy (receiving calls) or ejected (outlier detection).",
-	[]string{"service", "state"}, nil)
-
-func (instancesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- instancesDesc }
-
-func (ic instancesCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, svc := range ic.c.Services() {
-		n, ejected := ic.c.Instances(svc), len(ic.c.Ejected(svc))
-		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(max(n-ejected, 0)), svc, "healthy")
-		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(ejected), svc, "ejected")
-	}
 }
 
 // NewAdmin prepares the admin listener on addr.

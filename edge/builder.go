@@ -42,9 +42,28 @@ type Builder struct {
 	done   chan struct{}
 }
 
+// BuilderParams is what a Builder works from.
+type BuilderParams struct {
+	// Sources are the discovery sources, in route-table order.
+	Sources []mesh.Discovery
+	// Compiler compiles each service's methods into routes.
+	Compiler *transcode.Compiler
+	// Policies compiles each route's policies; nil: none.
+	Policies *policies.Compiler
+	// Calls makes each route's upstream call.
+	Calls *Calls
+	// Tables receives every table built.
+	Tables *Tables
+	// Interval is how often every upstream is reflected again, whatever
+	// the sources signal (mesh.refresh_interval).
+	Interval time.Duration
+	Log      *zap.Logger
+}
+
 // NewBuilder returns a builder; nothing runs until Start.
-func NewBuilder(sources []mesh.Discovery, c *transcode.Compiler, pc *policies.Compiler, calls *Calls, tables *Tables, interval time.Duration, log *zap.Logger) *Builder {
-	return &Builder{sources: sources, compiler: c, policies: pc, calls: calls, tables: tables, log: log, interval: interval, last: map[string]*mesh.Reflection{}}
+func NewBuilder(p BuilderParams) *Builder {
+	return &Builder{sources: p.Sources, compiler: p.Compiler, policies: p.Policies, calls: p.Calls, tables: p.Tables, log: p.Log, interval: p.Interval,
+		last: map[string]*mesh.Reflection{}}
 }
 
 // Refresh reflects what the sources say needs it (everything with force)

@@ -3,15 +3,11 @@ package edge
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/policies"
@@ -19,11 +15,7 @@ import (
 )
 
 // Module provides the route tables, the builder, the handler, the public and
-// admin servers, telemetry, and runs them: the first table is built before
-// the listener opens; with Consul, Portico registers itself once both
-// listen. Stopping follows Drain's order: fail readiness and leave Consul,
-// keep serving for edge.drain_delay while connections move away, end
-// streams, close the listener and drain in-flight requests.
+// admin servers, telemetry, and runs them in the order run writes down.
 var Module = fx.Module("edge",
 	fx.Decorate(func(l *zap.Logger) *zap.Logger { return l.Named("edge") }),
 	fx.Provide(
@@ -36,111 +28,113 @@ var Module = fx.Module("edge",
 		newServer,
 		NewRegistry,
 		newAdmin,
-		fx.Annotate(func(t *Telemetry) grpc.DialOption { return t.ClientHandler() }, fx.ResultTags(mesh.DialOptionsGroup)),
+		fx.Annotate((*Telemetry).ClientHandler, fx.ResultTags(mesh.DialOptionsGroup)),
 	),
 	fx.Invoke(RegisterMetrics),
-	fx.Invoke(func(lc fx.Lifecycle, b *Builder, s *Server, a *Admin, d *Drain, tel *Telemetry, m *mesh.Mesh, cfg Config, mc mesh.Config, log *zap.Logger) {
-		lc.Append(fx.StartStopHook(func(ctx context.Context) error {
-			b.Start(ctx)
-			return nil
-		}, b.Stop))
-		lc.Append(fx.StopHook(tel.Shutdown))
-		if a != nil {
-			lc.Append(fx.StartStopHook(a.Start, a.Stop))
-		}
-		var r *mesh.Registrar
-		lc.Append(fx.Hook{
-			OnStart: func(ctx context.Context) error {
-				if err := s.Start(ctx); err != nil {
-					return err
-				}
-				if a == nil || m.Consul == nil || !mc.Consul.RegisterEnabled() {
-					return nil
-				}
-				reg, err := selfRegistration(mc, s.Addr().String(), a.Addr().String())
-				if err != nil {
-					// This hook's stop will not run: close what started.
-					return errors.Join(err, s.Stop(ctx))
-				}
-				r = mesh.StartRegistrar(m.Consul, reg, log)
-				return nil
-			},
-			OnStop: func(ctx context.Context) error {
-				start := time.Now()
-				d.Begin()
-				s.BeginDrain()
-				log.Info("draining: readiness fails from now on", zap.Duration("drain_delay", cfg.DrainDelay), zap.Duration("shutdown_grace", cfg.ShutdownGrace))
-				if r != nil {
-					if err := r.Deregister(5 * time.Second); err != nil {
-						log.Warn("leaving consul", zap.Error(err))
-					}
-				}
-				if wait := cfg.DrainDelay - time.Since(start); wait > 0 {
-					t := time.NewTimer(wait)
-					select {
-					case <-t.C:
-					case <-ctx.Done():
-						t.Stop()
-					}
-				}
-				d.EndStreams()
-				return s.Stop(ctx)
-			},
-		})
-	}),
+	fx.Invoke(run),
 )
 
-// selfRegistration describes this Portico instance to Consul: the public
-// address, and an HTTP check on the admin listener's /readyz.
-func selfRegistration(mc mesh.Config, public, admin string) (*api.AgentServiceRegistration, error) {
-	rc := mc.Consul.Register
-	addr := public
-	if rc.Address != "" {
-		addr = rc.Address
+type runIn struct {
+	fx.In
+	Lifecycle fx.Lifecycle
+	Telemetry *Telemetry
+	Builder   *Builder
+	Admin     *Admin // nil without edge.admin_listen
+	Server    *Server
+	Drain     *Drain
+	Mesh      *mesh.Mesh
+	Config    Config
+	Log       *zap.Logger
+}
+
+// run appends the edge's hooks in the order they start; fx stops them in
+// reverse. The mesh (a dependency of all of them) has started before.
+//
+//  1. telemetry: spans are exported from the first reflection on, and the
+//     last ones are flushed after everything else stopped;
+//  2. the builder: the first route table is built before anything listens;
+//  3. the admin listener;
+//  4. the public listener, after which Portico registers itself in Consul;
+//     its stop drains (serving.stop).
+func run(in runIn) {
+	in.Lifecycle.Append(fx.StartStopHook(in.Telemetry.Start, in.Telemetry.Shutdown))
+	in.Lifecycle.Append(fx.StartStopHook(in.Builder.Start, in.Builder.Stop))
+	if in.Admin != nil {
+		in.Lifecycle.Append(fx.StartStopHook(in.Admin.Start, in.Admin.Stop))
 	}
-	host, port, err := mesh.SplitAddr(addr)
-	if err != nil {
-		return nil, fmt.Errorf("mesh.consul.register.address: %w", err)
+	s := &serving{server: in.Server, admin: in.Admin, drain: in.Drain, mesh: in.Mesh,
+		drainDelay: in.Config.DrainDelay, shutdownGrace: in.Config.ShutdownGrace, log: in.Log}
+	in.Lifecycle.Append(fx.StartStopHook(s.start, s.stop))
+}
+
+// serving is the public listener with what happens around it: Portico
+// registers in Consul once both listeners listen, and a stop follows
+// Drain's order.
+type serving struct {
+	server        *Server
+	admin         *Admin // nil: no registration (Consul's check needs /readyz)
+	drain         *Drain
+	mesh          *mesh.Mesh
+	drainDelay    time.Duration
+	shutdownGrace time.Duration
+	log           *zap.Logger
+}
+
+// start opens the public listener, then registers Portico in Consul (when
+// Consul and mesh.consul.register say so, and the admin listener serves the
+// check).
+func (s *serving) start(ctx context.Context) error {
+	if err := s.server.Start(ctx); err != nil {
+		return err
 	}
-	ah, ap, err := net.SplitHostPort(admin)
-	if err != nil {
-		return nil, err
+	if s.admin == nil {
+		return nil
 	}
-	if ip := net.ParseIP(ah); ah == "" || (ip != nil && ip.IsUnspecified()) {
-		// The agent reaches the admin listener where it reaches the public
-		// one (a container's name), or on loopback.
-		ah = "127.0.0.1"
-		if rc.Address != "" {
-			ah = host
+	if err := s.mesh.Register(s.server.Addr().String(), s.admin.Addr().String()); err != nil {
+		// This hook's stop will not run: close what started.
+		return errors.Join(err, s.server.Stop(ctx))
+	}
+	return nil
+}
+
+// stop drains in Drain's order: readiness fails and Portico leaves Consul,
+// it keeps serving for edge.drain_delay while connections move away, then
+// streams end, the listener closes and in-flight requests drain.
+func (s *serving) stop(ctx context.Context) error {
+	start := time.Now()
+	s.drain.Begin()
+	s.server.BeginDrain()
+	s.log.Info("draining: readiness fails from now on", zap.Duration("drain_delay", s.drainDelay), zap.Duration("shutdown_grace", s.shutdownGrace))
+	s.mesh.Leave()
+	if wait := s.drainDelay - time.Since(start); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
 		}
 	}
-	id := rc.ID
-	if id == "" {
-		id = mesh.InstanceID(rc.Name, net.JoinHostPort(host, fmt.Sprint(port)))
-	}
-	reg := &api.AgentServiceRegistration{
-		ID: id, Name: rc.Name, Address: host, Port: port, Tags: rc.Tags,
-		Check: &api.AgentServiceCheck{
-			CheckID:                        id + ":readyz",
-			Name:                           "Portico readiness",
-			HTTP:                           "http://" + net.JoinHostPort(ah, ap) + "/readyz",
-			Interval:                       rc.CheckInterval.String(),
-			Timeout:                        rc.CheckTimeout.String(),
-			DeregisterCriticalServiceAfter: rc.DeregisterCriticalAfter.String(),
-		},
-	}
-	if mc.TLSMode() == mesh.TLSModeConsul {
-		reg.Connect = &api.AgentServiceConnect{Native: true}
-	}
-	return reg, nil
+	s.drain.EndStreams()
+	return s.server.Stop(ctx)
 }
 
 func newCalls(cfg Config, tc transcode.Config, tel *Telemetry, d *Drain) *Calls {
 	return NewCalls(tel, d, CallLimits{Timeout: cfg.UpstreamTimeout, MaxStreamDuration: cfg.MaxStreamDuration, StreamIdle: tc.StreamIdleTimeout})
 }
 
-func newBuilder(m *mesh.Mesh, c *transcode.Compiler, pc *policies.Compiler, calls *Calls, t *Tables, mc mesh.Config, log *zap.Logger) *Builder {
-	return NewBuilder(m.Sources(), c, pc, calls, t, mc.RefreshInterval, log)
+type builderIn struct {
+	fx.In
+	Mesh      *mesh.Mesh
+	Transcode *transcode.Compiler
+	Policies  *policies.Compiler
+	Calls     *Calls
+	Tables    *Tables
+	Log       *zap.Logger
+}
+
+func newBuilder(in builderIn) *Builder {
+	return NewBuilder(BuilderParams{Sources: in.Mesh.Sources(), Compiler: in.Transcode, Policies: in.Policies, Calls: in.Calls,
+		Tables: in.Tables, Interval: in.Mesh.RefreshInterval(), Log: in.Log})
 }
 
 // AccessLogger is where the access log goes when the process supplies
@@ -182,10 +176,20 @@ func newServer(cfg Config, h *Handler, reg *prometheus.Registry, log *zap.Logger
 	return s
 }
 
+type adminIn struct {
+	fx.In
+	Config   Config
+	Registry *prometheus.Registry
+	Tables   *Tables
+	Mesh     *mesh.Mesh
+	Drain    *Drain
+	Log      *zap.Logger
+}
+
 // newAdmin returns nil when edge.admin_listen is empty.
-func newAdmin(cfg Config, reg *prometheus.Registry, t *Tables, m *mesh.Mesh, d *Drain, log *zap.Logger) *Admin {
-	if cfg.AdminListen == "" {
+func newAdmin(in adminIn) *Admin {
+	if in.Config.AdminListen == "" {
 		return nil
 	}
-	return NewAdmin(cfg.AdminListen, reg, Readiness(t, m, d), log)
+	return NewAdmin(in.Config.AdminListen, in.Registry, Readiness(in.Tables, in.Mesh, in.Drain), in.Log)
 }

@@ -43,7 +43,8 @@ type Telemetry struct {
 	prop        propagation.TextMapPropagator
 	trust       trustNets
 	traceHeader string
-	exporting   bool // spans leave the process: client spans via otelgrpc
+	exporting   bool                   // spans leave the process: client spans via otelgrpc
+	otlp        []otlptracegrpc.Option // the exporter Start connects; nil: none
 }
 
 // latencyBuckets span loopback calls (sub-millisecond) to slow upstreams.
@@ -51,7 +52,8 @@ var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25
 
 // NewTelemetry registers the request metrics on reg and builds the tracer
 // provider: with the "none" exporter spans are never exported, but trace
-// ids are made, propagated and returned all the same.
+// ids are made, propagated and returned all the same. With the "otlp"
+// exporter, Start connects it and Shutdown flushes and closes it.
 //
 // access receives the access log at info; nil means none.
 func NewTelemetry(cfg Config, reg prometheus.Registerer, access *zap.Logger) (*Telemetry, error) {
@@ -97,20 +99,12 @@ func NewTelemetry(cfg Config, reg prometheus.Registerer, access *zap.Logger) (*T
 	}
 	switch tc.Exporter {
 	case "otlp":
-		eopts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(tc.Endpoint), otlptracegrpc.WithTimeout(10 * time.Second)}
-		if tc.Insecure {
-			eopts = append(eopts, otlptracegrpc.WithInsecure())
-		}
-		// New does not wait for the collector: it connects in the background.
-		exp, err := otlptracegrpc.New(context.Background(), eopts...)
-		if err != nil {
-			return nil, fmt.Errorf("edge.tracing: %w", err)
-		}
 		t.exporting = true
-		opts = append(opts,
-			sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)),
-			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(tc.SampleRatio))),
-		)
+		t.otlp = []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(tc.Endpoint), otlptracegrpc.WithTimeout(10 * time.Second)}
+		if tc.Insecure {
+			t.otlp = append(t.otlp, otlptracegrpc.WithInsecure())
+		}
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(tc.SampleRatio))))
 	default:
 		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
 	}
@@ -135,7 +129,23 @@ func (t *Telemetry) ClientHandler() grpc.DialOption {
 	))
 }
 
-// Shutdown exports the spans still buffered.
+// Start connects the OTLP exporter, if there is one, and exports spans
+// from now on in batches (at least every second), from a goroutine the
+// tracer provider owns until Shutdown.
+func (t *Telemetry) Start(ctx context.Context) error {
+	if t.otlp == nil {
+		return nil
+	}
+	// New does not wait for the collector: it connects in the background.
+	exp, err := otlptracegrpc.New(ctx, t.otlp...)
+	if err != nil {
+		return fmt.Errorf("edge.tracing: %w", err)
+	}
+	t.tp.RegisterSpanProcessor(sdktrace.NewBatchSpanProcessor(exp, sdktrace.WithBatchTimeout(time.Second)))
+	return nil
+}
+
+// Shutdown exports the spans still buffered and closes the exporter.
 func (t *Telemetry) Shutdown(ctx context.Context) error { return t.tp.Shutdown(ctx) }
 
 // startSpan continues a trusted client's trace or starts one, and returns

@@ -518,6 +518,7 @@ func TestWrongSPIFFEIDRefused(t *testing.T) {
 	// The impostor joins, then the genuine orders instance leaves.
 	genuine := mustInstances(t, f.agent, "orders")
 	usersID := mesh.NewConsulIdentity(f.agent.Client(), "users", zap.NewNop())
+	usersID.Start()
 	t.Cleanup(usersID.Close)
 	imp := harness.Native(t, f.agent, "orders", harness.NativeOptions{Identity: usersID})
 	for _, id := range genuine {
@@ -632,10 +633,11 @@ func TestFilesModeWithReload(t *testing.T) {
 	ca := meshtest.NewCA(t, "example.test")
 	fileIdentity := func(service string) *mesh.FileIdentity {
 		f := ca.WriteFiles(t, t.TempDir(), agent.Datacenter, service)
-		id, err := mesh.NewFileIdentity(f.Cert, f.Key, f.CA, []string{ca.TrustDomain}, 50*time.Millisecond, zap.NewNop())
+		id, err := mesh.NewFileIdentity(mesh.TLSConfig{CertFile: f.Cert, KeyFile: f.Key, CAFile: f.CA, TrustDomains: []string{ca.TrustDomain}, ReloadInterval: 50 * time.Millisecond}, zap.NewNop())
 		if err != nil {
 			t.Fatal(err)
 		}
+		id.Start()
 		t.Cleanup(id.Close)
 		return id
 	}
@@ -666,10 +668,11 @@ func TestFilesModeWithReload(t *testing.T) {
 	// An instance holding a certificate of another CA is refused.
 	stranger := meshtest.NewCA(t, "example.test")
 	sf := stranger.WriteFiles(t, t.TempDir(), agent.Datacenter, "products")
-	sid, err := mesh.NewFileIdentity(sf.Cert, sf.Key, sf.CA, []string{"example.test"}, time.Second, zap.NewNop())
+	sid, err := mesh.NewFileIdentity(mesh.TLSConfig{CertFile: sf.Cert, KeyFile: sf.Key, CAFile: sf.CA, TrustDomains: []string{"example.test"}, ReloadInterval: time.Second}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
+	sid.Start()
 	t.Cleanup(sid.Close)
 	bad := harness.Native(t, agent, "products", harness.NativeOptions{Identity: sid})
 	for range 20 {

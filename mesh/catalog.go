@@ -12,9 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
-	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/resolver"
 )
 
 // MetaDescriptors is the service-meta key where a mesh-native instance
@@ -26,7 +24,11 @@ const MetaDescriptors = "portico_descriptors"
 // tag, each with its own client connection whose resolver is fed the
 // passing instances by a blocking query. A service that disappears from
 // Consul keeps its routes and last known instances for
-// mesh.consul.service_grace (see grace.go). It implements Discovery.
+// mesh.consul.service_grace. It implements Discovery.
+//
+// This file holds its lifecycle and what it answers; catalog_watch.go what
+// Consul's answers change, conns.go the connection of each service,
+// resolver.go how instances reach grpc-go, and grace.go the service grace.
 type Catalog struct {
 	cfg    Config
 	client *api.Client
@@ -39,6 +41,7 @@ type Catalog struct {
 	changed  chan struct{}
 	listed   chan struct{} // closed after the first service list
 	listOnce sync.Once
+	built    *builtQueue // resolvers grpc-go built, waiting for their first push
 
 	mu       sync.Mutex
 	services map[string]*catalogService
@@ -51,45 +54,25 @@ type Catalog struct {
 	wg     sync.WaitGroup
 }
 
-// catalogService is one exposed Consul service.
-type catalogService struct {
-	name   string
-	conn   *grpc.ClientConn
-	cancel context.CancelFunc
-
-	// pushMu serialises pushes to grpc-go, which happen outside mu: grpc-go
-	// may call Build (which takes mu) while holding its own locks.
-	pushMu sync.Mutex
-
-	outliers *outliers
-
-	mu        sync.Mutex
-	cc        resolver.ClientConn // nil while grpc-go has no resolver open
-	state     *resolver.State     // nil until the first health answer
-	instances int
-	version   string // what the instances say they serve
-	reflected string // version at the last successful reflection
-	forced    bool   // reflect at the next Reflect whatever the version
-
-	// What Consul says, what is served, and the grace between (grace.go).
-	// listed changes with both the catalog's mu and this one held.
-	listed  bool                // in the catalog's last service list
-	entries []*api.ServiceEntry // the last health answer: every registered instance, any health
-	serving []*api.ServiceEntry // the instances in state
-	holding holdReason          // why serving keeps instances Consul did not confirm
-	grace   *graceState         // non-nil during the grace period
-	removed bool
+// CatalogParams is what a Catalog works with besides the configuration.
+type CatalogParams struct {
+	// Client is the Consul agent's.
+	Client *api.Client
+	// Creds secure the calls: ClientCredentials in the mesh modes, which
+	// expect each instance to prove its service's SPIFFE ID in the local
+	// trust domain.
+	Creds credentials.TransportCredentials
+	// DialOptions are added to every service connection.
+	DialOptions []grpc.DialOption
+	Log         *zap.Logger
 }
 
-// NewCatalog returns a catalog; Start begins watching. creds secure the
-// calls (ClientCredentials in the mesh modes, which expect each instance to
-// prove its service's SPIFFE ID in the local trust domain); opts are added
-// to every service connection.
-func NewCatalog(cfg Config, client *api.Client, creds credentials.TransportCredentials, log *zap.Logger, opts ...grpc.DialOption) *Catalog {
+// NewCatalog returns a catalog; Start begins watching.
+func NewCatalog(cfg Config, p CatalogParams) *Catalog {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Catalog{
-		cfg: cfg, client: client, creds: creds, dial: opts, log: log, health: newWatchHealth(), clock: realClock{},
-		changed: make(chan struct{}, 1), listed: make(chan struct{}), services: map[string]*catalogService{},
+		cfg: cfg, client: p.Client, creds: p.Creds, dial: p.DialOptions, log: p.Log, health: newWatchHealth(), clock: realClock{},
+		changed: make(chan struct{}, 1), listed: make(chan struct{}), built: newBuiltQueue(), services: map[string]*catalogService{},
 		draining: map[*grpc.ClientConn]*time.Timer{}, ctx: ctx, cancel: cancel,
 	}
 }
@@ -98,89 +81,16 @@ func (c *Catalog) limiter() *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(c.cfg.Consul.QueryRate), 5)
 }
 
-// Start begins watching the service list.
+// Start begins watching the service list, and pushing their state to the
+// resolvers grpc-go builds; Close stops both and waits for them.
 func (c *Catalog) Start() {
+	c.wg.Go(func() { c.built.run(c.ctx) })
 	c.wg.Go(func() {
 		watchResync(c.ctx, "catalog-services", c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
 			func(q *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
 				return c.client.Catalog().Services(q)
 			},
 			c.setServices)
-	})
-}
-
-// setServices starts and stops per-service watches as services gain or lose
-// the expose tag. It only runs on successful answers, so a Consul outage
-// never empties the set; a service missing from an answer is removed after
-// its grace period (at once without one), unless it is back by then.
-func (c *Catalog) setServices(all map[string][]string, resync bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return
-	}
-	want := map[string]bool{}
-	for name, tags := range all {
-		if slices.Contains(tags, c.cfg.Consul.Tag) {
-			want[name] = true
-		}
-	}
-	changed := false
-	for name := range want {
-		if _, ok := c.services[name]; ok {
-			continue
-		}
-		svc, err := c.startService(name)
-		if err != nil {
-			c.log.Error("cannot watch consul service", zap.String("service", name), zap.Error(err))
-			continue
-		}
-		c.services[name] = svc
-		c.log.Info("consul service exposed", zap.String("service", name))
-		changed = true
-	}
-	for name, svc := range c.services {
-		if !want[name] && c.cfg.Consul.ServiceGrace == 0 {
-			c.removeLocked(svc)
-			c.log.Info("consul service no longer exposed; closing its connections after the drain period",
-				zap.String("service", name), zap.Duration("drain", c.cfg.Consul.DrainAfterDeregister))
-			changed = true
-			continue
-		}
-		svc.mu.Lock()
-		if svc.listed != want[name] {
-			svc.listed = want[name]
-			c.reviewGraceLocked(svc, resync)
-		}
-		svc.mu.Unlock()
-	}
-	if changed {
-		c.notify()
-	}
-	c.listOnce.Do(func() { close(c.listed) })
-}
-
-// removeLocked stops watching svc and closes its connection after the
-// drain period; c.mu is held. Its routes go at the next table build.
-func (c *Catalog) removeLocked(svc *catalogService) {
-	delete(c.services, svc.name)
-	c.removed++
-	svc.mu.Lock()
-	svc.removed = true
-	if svc.grace != nil {
-		svc.grace.stop()
-		svc.grace = nil
-	}
-	svc.mu.Unlock()
-	svc.cancel()
-	svc.outliers.stop()
-	c.health.forget("health/" + svc.name)
-	conn := svc.conn
-	c.draining[conn] = time.AfterFunc(c.cfg.Consul.DrainAfterDeregister, func() {
-		c.mu.Lock()
-		delete(c.draining, conn)
-		c.mu.Unlock()
-		_ = conn.Close()
 	})
 }
 
@@ -223,119 +133,6 @@ func (c *Catalog) notify() {
 	select {
 	case c.changed <- struct{}{}:
 	default:
-	}
-}
-
-func (c *Catalog) startService(name string) (*catalogService, error) {
-	svc := &catalogService{name: name, listed: true}
-	svc.outliers = &outliers{cfg: c.cfg.Outliers, svc: name, log: c.log, push: svc.push, now: time.Now, hosts: map[string]*hostState{}}
-	lb := "round_robin"
-	if c.cfg.LoadBalancing.For(name) == BalancerLeastRequest {
-		lb = "least_request_experimental"
-	}
-	conn, err := grpc.NewClient("portico-consul:///"+name, append([]grpc.DialOption{
-		grpc.WithResolvers(&serviceResolver{svc: svc}),
-		grpc.WithTransportCredentials(c.creds),
-		grpc.WithChainUnaryInterceptor(svc.outliers.unary()),
-		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, lb)),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(c.cfg.MaxRecvMessageBytes),
-			grpc.MaxCallSendMsgSize(c.cfg.MaxSendMessageBytes),
-			grpc.ForceCodecV2(dynamicCodec{}),
-		),
-	}, c.dial...)...)
-	if err != nil {
-		return nil, err
-	}
-	svc.conn = conn
-	ctx, cancel := context.WithCancel(c.ctx)
-	svc.cancel = cancel
-	c.wg.Go(func() {
-		// Every instance, whatever its health: the catalog filters passing
-		// ones itself, so that it can tell an instance that failed its
-		// check (removed at once) from one Consul does not know right now
-		// (kept for the grace period).
-		watchResync(ctx, "health/"+name, c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
-			func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
-				return c.client.Health().Service(name, c.cfg.Consul.Tag, false, q)
-			},
-			func(entries []*api.ServiceEntry, resync bool) {
-				if c.updateInstances(svc, entries, resync) {
-					c.notify()
-				}
-			})
-	})
-	return svc, nil
-}
-
-// updateInstances takes Consul's answer about svc's instances (every
-// registered one, any health), pushes the ones to serve to the resolver and
-// reports whether what they serve may have changed.
-func (c *Catalog) updateInstances(svc *catalogService, entries []*api.ServiceEntry, resync bool) bool {
-	svc.mu.Lock()
-	first := svc.state == nil
-	prevN := svc.instances
-	svc.entries = entries
-	changed := c.resolveLocked(svc, c.cfg.Consul.ServiceGrace > 0)
-	c.reviewGraceLocked(svc, resync)
-	n, holding := svc.instances, svc.holding
-	svc.mu.Unlock()
-	svc.push()
-	if first || prevN != n {
-		passingN := 0
-		for _, e := range entries {
-			if passing(e) {
-				passingN++
-			}
-		}
-		fields := []zap.Field{zap.String("service", svc.name), zap.Int("passing", passingN)}
-		if holding != holdNone {
-			fields = append(fields, zap.Int("serving", n), zap.String("kept", string(holding)))
-		}
-		c.log.Info("consul instances", fields...)
-	}
-	return changed
-}
-
-// resolveLocked recomputes what svc serves from Consul's last answer and
-// what it served so far, keeping what Consul does not confirm only with
-// hold; svc.mu is held. It reports whether what the instances serve may
-// have changed.
-func (c *Catalog) resolveLocked(svc *catalogService, hold bool) bool {
-	serve, why := selectInstances(svc.entries, svc.serving, hold)
-	eps := make([]resolver.Endpoint, 0, len(serve))
-	var versions []string
-	for _, e := range serve {
-		addr := resolver.Address{Addr: entryAddr(e), ServerName: svc.name}
-		addr = WithExpectedIdentity(addr, ServiceID("", e.Service.Namespace, e.Node.Datacenter, e.Service.Service))
-		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{addr}})
-		if h := e.Service.Meta[MetaDescriptors]; h != "" {
-			versions = append(versions, "hash:"+h)
-		} else {
-			versions = append(versions, "id:"+e.Service.ID)
-		}
-	}
-	slices.Sort(versions)
-	version := strings.Join(slices.Compact(versions), ",")
-	svc.state, svc.instances, svc.serving, svc.holding = &resolver.State{Endpoints: eps}, len(eps), serve, why
-	changed := version != svc.version
-	svc.version = version
-	return changed && len(eps) > 0
-}
-
-// push hands the latest state to grpc-go, if a resolver is open. Pushes are
-// serialised and always carry the latest state, so a slow one cannot
-// overwrite a newer one.
-func (svc *catalogService) push() {
-	svc.pushMu.Lock()
-	defer svc.pushMu.Unlock()
-	svc.mu.Lock()
-	cc, st := svc.cc, svc.state
-	svc.mu.Unlock()
-	if cc != nil && st != nil {
-		// An error only says the balancer has nothing usable yet; the next
-		// update is pushed all the same.
-		_ = cc.UpdateState(svc.outliers.filter(*st))
 	}
 }
 
@@ -460,29 +257,4 @@ func (c *Catalog) Close() error {
 		_ = conn.Close()
 	}
 	return nil
-}
-
-// serviceResolver hands one service's instances to its client connection.
-// grpc-go may close and rebuild it (idle mode); a new one starts from the
-// latest state.
-type serviceResolver struct{ svc *catalogService }
-
-func (r *serviceResolver) Scheme() string { return "portico-consul" }
-
-func (r *serviceResolver) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
-	r.svc.mu.Lock()
-	r.svc.cc = cc
-	r.svc.mu.Unlock()
-	// Not from Build itself: grpc-go holds locks here that UpdateState needs.
-	go r.svc.push()
-	return r, nil
-}
-
-// ResolveNow: the blocking query already delivers every change.
-func (r *serviceResolver) ResolveNow(resolver.ResolveNowOptions) {}
-
-func (r *serviceResolver) Close() {
-	r.svc.mu.Lock()
-	defer r.svc.mu.Unlock()
-	r.svc.cc = nil
 }

@@ -229,7 +229,7 @@ func newTestCatalog(t *testing.T, grace time.Duration, initial ...*api.ServiceEn
 	cfg.Consul.DrainAfterDeregister = time.Millisecond
 	cfg.Consul.ServiceGrace = grace
 	core, logs := observer.New(zapcore.InfoLevel)
-	c := NewCatalog(cfg, client, insecure.NewCredentials(), zap.New(core))
+	c := NewCatalog(cfg, CatalogParams{Client: client, Creds: insecure.NewCredentials(), Log: zap.New(core)})
 	clk := &fakeClock{now: time.Unix(1_000_000, 0)}
 	c.clock = clk
 	c.Start()

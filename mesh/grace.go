@@ -229,7 +229,7 @@ func (c *Catalog) Removed() uint64 {
 	return c.removed
 }
 
-// Collectors are the grace period's metrics, for the edge's registry.
+// Collectors are the grace period's metrics (part of Mesh.Collectors).
 func (c *Catalog) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

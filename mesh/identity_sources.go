@@ -37,21 +37,27 @@ type ConsulIdentity struct {
 	roots *api.CARootList
 	leaf  *api.LeafCert
 
-	cancel context.CancelFunc
+	cancel context.CancelFunc // set by Start
 	wg     sync.WaitGroup
 }
 
-// NewConsulIdentity starts watching the leaf of service (a service NAME: the
-// agent issues leaves per name, whatever its parameter is called) and the CA
-// roots. Close stops it.
+// NewConsulIdentity returns the identity of service (a service NAME: the
+// agent issues leaves per name, whatever its parameter is called); nothing
+// is contacted until Start. Close stops it.
 func NewConsulIdentity(client *api.Client, service string, log *zap.Logger) *ConsulIdentity {
+	return &ConsulIdentity{client: client, service: service, log: log, health: newWatchHealth(), ready: make(chan struct{})}
+}
+
+// Start begins watching the leaf and the CA roots, each in a goroutine that
+// Close stops and waits for.
+func (c *ConsulIdentity) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &ConsulIdentity{client: client, service: service, log: log, health: newWatchHealth(), ready: make(chan struct{}), cancel: cancel}
+	c.cancel = cancel
 	lim := func() *rate.Limiter { return rate.NewLimiter(rate.Every(100*time.Millisecond), 5) }
 	c.wg.Go(func() {
-		watch(ctx, "connect-ca-roots", lim(), c.health, log, 5*time.Minute,
+		watch(ctx, "connect-ca-roots", lim(), c.health, c.log, 5*time.Minute,
 			func(q *api.QueryOptions) (*api.CARootList, *api.QueryMeta, error) {
-				return client.Agent().ConnectCARoots(q)
+				return c.client.Agent().ConnectCARoots(q)
 			},
 			func(r *api.CARootList) {
 				c.mu.Lock()
@@ -61,9 +67,9 @@ func NewConsulIdentity(client *api.Client, service string, log *zap.Logger) *Con
 			})
 	})
 	c.wg.Go(func() {
-		watch(ctx, "connect-ca-leaf/"+service, lim(), c.health, log, 5*time.Minute,
+		watch(ctx, "connect-ca-leaf/"+c.service, lim(), c.health, c.log, 5*time.Minute,
 			func(q *api.QueryOptions) (*api.LeafCert, *api.QueryMeta, error) {
-				return client.Agent().ConnectCALeaf(service, q)
+				return c.client.Agent().ConnectCALeaf(c.service, q)
 			},
 			func(l *api.LeafCert) {
 				c.mu.Lock()
@@ -72,7 +78,6 @@ func NewConsulIdentity(client *api.Client, service string, log *zap.Logger) *Con
 				c.rebuild()
 			})
 	})
-	return c
 }
 
 // rebuild makes a new snapshot from the latest leaf and roots.
@@ -112,9 +117,11 @@ func (c *ConsulIdentity) Ready() <-chan struct{} { return c.ready }
 // Status reports whether the leaf and roots watches are answering.
 func (c *ConsulIdentity) Status() WatchStatus { return c.health.status() }
 
-// Close stops the watches.
+// Close stops the watches and waits for them; it is safe without Start.
 func (c *ConsulIdentity) Close() {
-	c.cancel()
+	if c.cancel != nil {
+		c.cancel()
+	}
 	c.wg.Wait()
 }
 
@@ -123,28 +130,37 @@ func (c *ConsulIdentity) Close() {
 type FileIdentity struct {
 	certFile, keyFile, caFile string
 	trust                     []string
+	interval                  time.Duration
 	log                       *zap.Logger
 
 	cur   atomic.Pointer[Identity]
 	ready chan struct{}
 	last  [3][]byte
 
-	cancel context.CancelFunc
+	cancel context.CancelFunc // set by Start
 	wg     sync.WaitGroup
 }
 
-// NewFileIdentity loads the files once (an error is returned if that fails)
-// and then checks them every interval until Close.
-func NewFileIdentity(certFile, keyFile, caFile string, trustDomains []string, interval time.Duration, log *zap.Logger) (*FileIdentity, error) {
-	f := &FileIdentity{certFile: certFile, keyFile: keyFile, caFile: caFile, trust: trustDomains, log: log, ready: make(chan struct{})}
+// NewFileIdentity loads the files of files mode (cfg's CertFile, KeyFile,
+// CAFile and TrustDomains) once; an error is returned if that fails. Start
+// then checks them every cfg.ReloadInterval until Close.
+func NewFileIdentity(cfg TLSConfig, log *zap.Logger) (*FileIdentity, error) {
+	f := &FileIdentity{certFile: cfg.CertFile, keyFile: cfg.KeyFile, caFile: cfg.CAFile, trust: cfg.TrustDomains, interval: cfg.ReloadInterval,
+		log: log, ready: make(chan struct{})}
 	if _, err := f.reload(); err != nil {
 		return nil, err
 	}
 	close(f.ready)
+	return f, nil
+}
+
+// Start begins checking the files for changes, in a goroutine that Close
+// stops and waits for.
+func (f *FileIdentity) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	f.wg.Go(func() {
-		t := time.NewTicker(interval)
+		t := time.NewTicker(f.interval)
 		defer t.Stop()
 		for {
 			select {
@@ -155,14 +171,13 @@ func NewFileIdentity(certFile, keyFile, caFile string, trustDomains []string, in
 			changed, err := f.reload()
 			switch {
 			case err != nil:
-				log.Error("mesh identity files changed but cannot be loaded; keeping the previous identity", zap.Error(err))
+				f.log.Error("mesh identity files changed but cannot be loaded; keeping the previous identity", zap.Error(err))
 			case changed:
 				id := f.cur.Load()
-				log.Info("mesh identity reloaded from files", zap.String("id", id.ID), zap.Time("not_after", id.NotAfter()))
+				f.log.Info("mesh identity reloaded from files", zap.String("id", id.ID), zap.Time("not_after", id.NotAfter()))
 			}
 		}
 	})
-	return f, nil
 }
 
 // reload reads the three files and swaps in a new identity if their bytes
@@ -200,9 +215,11 @@ func (f *FileIdentity) Identity() *Identity { return f.cur.Load() }
 // Ready implements IdentitySource.
 func (f *FileIdentity) Ready() <-chan struct{} { return f.ready }
 
-// Close stops the reload loop.
+// Close stops the reload loop and waits for it; it is safe without Start.
 func (f *FileIdentity) Close() {
-	f.cancel()
+	if f.cancel != nil {
+		f.cancel()
+	}
 	f.wg.Wait()
 }
 

@@ -105,10 +105,12 @@ func TestFileIdentityReloads(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "td.consul")
 	files := ca.WriteFiles(t, dir, "dc1", "portico")
-	f, err := NewFileIdentity(files.Cert, files.Key, files.CA, []string{"td.consul"}, 10*time.Millisecond, zap.NewNop())
+	tc := TLSConfig{CertFile: files.Cert, KeyFile: files.Key, CAFile: files.CA, TrustDomains: []string{"td.consul"}, ReloadInterval: 10 * time.Millisecond}
+	f, err := NewFileIdentity(tc, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Start()
 	defer f.Close()
 	if !strings.HasSuffix(f.Identity().ID, "/svc/portico") {
 		t.Fatalf("id %s", f.Identity().ID)
@@ -129,7 +131,8 @@ func TestFileIdentityReloads(t *testing.T) {
 	if !strings.HasSuffix(f.Identity().ID, "/svc/portico2") {
 		t.Fatalf("a broken reload replaced the identity: %s", f.Identity().ID)
 	}
-	if _, err := NewFileIdentity(files.Cert, files.Key, files.CA, []string{"td.consul"}, time.Second, zap.NewNop()); err == nil {
+	tc.ReloadInterval = time.Second
+	if _, err := NewFileIdentity(tc, zap.NewNop()); err == nil {
 		t.Fatal("a broken key at start must fail")
 	}
 }

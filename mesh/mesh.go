@@ -30,7 +30,15 @@ type Mesh struct {
 	// Catalog discovers Consul services; nil without Consul.
 	Catalog *Catalog
 
-	closers []func()
+	// identity is Identity's own lifecycle (its watches or reload loop);
+	// nil in plaintext mode.
+	identity interface {
+		Start()
+		Close()
+	}
+	// self keeps Portico registered in Consul between Register and Leave
+	// (register.go).
+	self selfRegistration
 }
 
 // New builds the mesh for cfg; nothing is contacted until Start. opts are
@@ -48,6 +56,7 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Mesh, error) {
 	if cfg.Consul.Address != "" {
 		ac, err := cfg.Consul.APIConfig()
 		if err != nil {
+			_ = static.Close()
 			return nil, err
 		}
 		if m.Consul, err = api.NewClient(ac); err != nil {
@@ -59,36 +68,37 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Mesh, error) {
 	switch cfg.TLSMode() {
 	case TLSModeConsul:
 		ci := NewConsulIdentity(m.Consul, cfg.Consul.Register.Name, log)
-		m.Identity = ci
-		m.closers = append(m.closers, ci.Close)
+		m.Identity, m.identity = ci, ci
 		creds = &explainTLS{ClientCredentials(ci), consulPeer, fixConsulTLS}
 	case TLSModeFiles:
-		fi, err := NewFileIdentity(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile, cfg.TLS.TrustDomains, cfg.TLS.ReloadInterval, log)
+		fi, err := NewFileIdentity(cfg.TLS, log)
 		if err != nil {
 			_ = static.Close()
 			return nil, fmt.Errorf("mesh.tls: %w", err)
 		}
-		m.Identity = fi
-		m.closers = append(m.closers, fi.Close)
+		m.Identity, m.identity = fi, fi
 		creds = &explainTLS{ClientCredentials(fi), consulPeer, fixConsulTLS}
 	default:
 		log.Warn("mesh.tls.mode is plaintext: calls to Consul services are neither encrypted nor authenticated")
 		creds = &explainPlaintext{insecure.NewCredentials(), consulPeer, fixConsulPlaintext}
 	}
 	if m.Consul != nil {
-		m.Catalog = NewCatalog(cfg, m.Consul, creds, log, opts...)
+		m.Catalog = NewCatalog(cfg, CatalogParams{Client: m.Consul, Creds: creds, DialOptions: opts, Log: log})
 	}
 	return m, nil
 }
 
-// Start begins watching Consul. It waits briefly (at most 5 s) for the
-// identity and a first read of the catalog so that the first route table
-// already holds the Consul services, but never fails because Consul is not there yet: Portico then
-// starts unready and keeps retrying.
+// Start begins watching Consul and the identity's source. It waits
+// briefly (at most 5 s) for the identity and a first read of the catalog so
+// that the first route table already holds the Consul services, but never
+// fails because Consul is not there yet: Portico then starts unready and
+// keeps retrying. Close stops what Start began.
 func (m *Mesh) Start(ctx context.Context) error {
+	if m.identity != nil {
+		m.identity.Start()
+	}
 	if m.Catalog != nil {
 		m.Catalog.Start()
-		m.closers = append(m.closers, func() { _ = m.Catalog.Close() })
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -97,12 +107,20 @@ func (m *Mesh) Start(ctx context.Context) error {
 			m.log.Warn("starting without a mesh identity; calls to mesh services fail until it loads", zap.Error(err))
 		}
 	}
-	if m.Catalog != nil {
-		if err := m.Catalog.WaitSynced(wctx); err != nil {
-			m.log.Warn("starting before the consul catalog was read; routes appear once it is", zap.Error(err))
-		}
+	if err := m.WaitSynced(wctx); err != nil {
+		m.log.Warn("starting before the consul catalog was read; routes appear once it is", zap.Error(err))
 	}
 	return nil
+}
+
+// WaitSynced waits until the Consul catalog and every exposed service's
+// instances have been read once, or ctx ends; without Consul it returns
+// nil at once.
+func (m *Mesh) WaitSynced(ctx context.Context) error {
+	if m.Catalog == nil {
+		return nil
+	}
+	return m.Catalog.WaitSynced(ctx)
 }
 
 // Sources lists the discovery sources for the route table.
@@ -113,6 +131,10 @@ func (m *Mesh) Sources() []Discovery {
 	}
 	return out
 }
+
+// RefreshInterval is how often every upstream is reflected again
+// (mesh.refresh_interval).
+func (m *Mesh) RefreshInterval() time.Duration { return m.cfg.RefreshInterval }
 
 // Check is one readiness condition.
 type Check struct {
@@ -175,10 +197,17 @@ func (m *Mesh) ConsulStatus() WatchStatus {
 	return st
 }
 
-// Close stops every watch and closes every connection.
+// Close stops every watch (waiting for each) and closes every connection;
+// it is safe without Start. A registration that Leave did not end stays in
+// Consul, as after a crash.
 func (m *Mesh) Close() error {
-	for i := len(m.closers) - 1; i >= 0; i-- {
-		m.closers[i]()
+	m.self.stop()
+	var err error
+	if m.Catalog != nil {
+		err = m.Catalog.Close()
 	}
-	return errors.Join(m.Static.Close())
+	if m.identity != nil {
+		m.identity.Close()
+	}
+	return errors.Join(err, m.Static.Close())
 }

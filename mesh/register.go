@@ -22,10 +22,8 @@ type Registrar struct {
 	reg    *api.AgentServiceRegistration
 	log    *zap.Logger
 
-	registered chan struct{}
-	once       sync.Once
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // Registration interval: how often the registrar checks that the agent still
@@ -36,13 +34,10 @@ const registrarCheckEvery = 5 * time.Second
 // answer) and keeps it registered until Deregister.
 func StartRegistrar(client *api.Client, reg *api.AgentServiceRegistration, log *zap.Logger) *Registrar {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Registrar{client: client, reg: reg, log: log.With(zap.String("service_id", reg.ID)), registered: make(chan struct{}), cancel: cancel}
+	r := &Registrar{client: client, reg: reg, log: log.With(zap.String("service_id", reg.ID)), cancel: cancel}
 	r.wg.Go(func() { r.loop(ctx) })
 	return r
 }
-
-// Registered is closed after the first successful registration.
-func (r *Registrar) Registered() <-chan struct{} { return r.registered }
 
 func (r *Registrar) loop(ctx context.Context) {
 	backoff := watchRetryMin
@@ -79,7 +74,6 @@ func (r *Registrar) ensure(ctx context.Context) error {
 		return err
 	}
 	r.log.Info("registered in consul", zap.String("service", r.reg.Name), zap.String("address", net.JoinHostPort(r.reg.Address, strconv.Itoa(r.reg.Port))))
-	r.once.Do(func() { close(r.registered) })
 	return nil
 }
 
@@ -123,4 +117,108 @@ func SplitAddr(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("address %q is unspecified; set an address other instances can reach", addr)
 	}
 	return host, port, nil
+}
+
+// selfRegistration is Portico's own instance in Consul
+// (mesh.consul.register), registered once the edge listens and removed
+// first when it stops: see Mesh.Register and Mesh.Leave.
+type selfRegistration struct {
+	mu sync.Mutex
+	r  *Registrar // nil unless registered
+}
+
+// Register registers Portico in Consul and keeps it registered (again after
+// an agent lost it) until Leave: public is the public listener's address,
+// admin the admin listener's, whose /readyz is the instance's check.
+// Without Consul, or with mesh.consul.register.enabled false, it does
+// nothing. An error (an address other instances cannot reach) registers
+// nothing.
+func (m *Mesh) Register(public, admin string) error {
+	if m.Consul == nil || !m.cfg.Consul.RegisterEnabled() {
+		return nil
+	}
+	reg, err := registration(m.cfg, public, admin)
+	if err != nil {
+		return err
+	}
+	m.self.mu.Lock()
+	defer m.self.mu.Unlock()
+	if m.self.r != nil {
+		return errors.New("mesh: Portico is already registered in consul")
+	}
+	m.self.r = StartRegistrar(m.Consul, reg, m.log)
+	return nil
+}
+
+// Leave removes Portico's registration from Consul (waiting at most 5 s; a
+// failure is logged) so that peers stop sending it traffic: the first step
+// of a drain. It does nothing when Register did not register.
+func (m *Mesh) Leave() {
+	m.self.mu.Lock()
+	r := m.self.r
+	m.self.r = nil
+	m.self.mu.Unlock()
+	if r == nil {
+		return
+	}
+	if err := r.Deregister(5 * time.Second); err != nil {
+		m.log.Warn("leaving consul", zap.Error(err))
+	}
+}
+
+// stop ends the registrar's loop if Leave did not, leaving the instance
+// registered.
+func (s *selfRegistration) stop() {
+	s.mu.Lock()
+	r := s.r
+	s.r = nil
+	s.mu.Unlock()
+	if r != nil {
+		r.Stop()
+	}
+}
+
+// registration describes this Portico instance to Consul: the public
+// address, and an HTTP check on the admin listener's /readyz.
+func registration(mc Config, public, admin string) (*api.AgentServiceRegistration, error) {
+	rc := mc.Consul.Register
+	addr := public
+	if rc.Address != "" {
+		addr = rc.Address
+	}
+	host, port, err := SplitAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("mesh.consul.register.address: %w", err)
+	}
+	ah, ap, err := net.SplitHostPort(admin)
+	if err != nil {
+		return nil, err
+	}
+	if ip := net.ParseIP(ah); ah == "" || (ip != nil && ip.IsUnspecified()) {
+		// The agent reaches the admin listener where it reaches the public
+		// one (a container's name), or on loopback.
+		ah = "127.0.0.1"
+		if rc.Address != "" {
+			ah = host
+		}
+	}
+	id := rc.ID
+	if id == "" {
+		id = InstanceID(rc.Name, net.JoinHostPort(host, fmt.Sprint(port)))
+	}
+	reg := &api.AgentServiceRegistration{
+		ID: id, Name: rc.Name, Address: host, Port: port, Tags: rc.Tags,
+		Check: &api.AgentServiceCheck{
+			CheckID:                        id + ":readyz",
+			Name:                           "Portico readiness",
+			HTTP:                           "http://" + net.JoinHostPort(ah, ap) + "/readyz",
+			Interval:                       rc.CheckInterval.String(),
+			Timeout:                        rc.CheckTimeout.String(),
+			DeregisterCriticalServiceAfter: rc.DeregisterCriticalAfter.String(),
+		},
+	}
+	if mc.TLSMode() == TLSModeConsul {
+		reg.Connect = &api.AgentServiceConnect{Native: true}
+	}
+	return reg, nil
 }

@@ -149,11 +149,9 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 	}
 	_ = m.Start(ctx)
 	code := 0
-	if m.Catalog != nil {
-		if err := m.Catalog.WaitSynced(ctx); err != nil {
-			fmt.Fprintln(stderr, "portico routes:", err)
-			code = 1
-		}
+	if err := m.WaitSynced(ctx); err != nil {
+		fmt.Fprintln(stderr, "portico routes:", err)
+		code = 1
 	}
 	var refls []*mesh.Reflection
 	for _, src := range m.Sources() {

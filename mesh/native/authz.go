@@ -45,9 +45,22 @@ type decision struct {
 	at     time.Time
 }
 
-// NewAuthorizer authorizes calls to target (a Consul service name).
-func NewAuthorizer(client *api.Client, target string, ttl, maxStale time.Duration, log *zap.Logger) *Authorizer {
-	return &Authorizer{client: client, target: target, ttl: ttl, maxStale: maxStale, log: log, cache: map[string]decision{}}
+// AuthorizerParams is what an Authorizer works with.
+type AuthorizerParams struct {
+	// Client asks the local agent.
+	Client *api.Client
+	// Target is the service calls are authorized to (a Consul service
+	// name).
+	Target string
+	// TTL is how long a decision is cached; MaxStale how long one is used
+	// while the agent does not answer.
+	TTL, MaxStale time.Duration
+	Log           *zap.Logger
+}
+
+// NewAuthorizer authorizes calls to p.Target.
+func NewAuthorizer(p AuthorizerParams) *Authorizer {
+	return &Authorizer{client: p.Client, target: p.Target, ttl: p.TTL, maxStale: p.MaxStale, log: p.Log, cache: map[string]decision{}}
 }
 
 // Authorize returns nil if the caller (its certificate's SPIFFE URI and

@@ -93,7 +93,7 @@ type Server struct {
 	log      *zap.Logger
 	client   *api.Client
 	identity mesh.IdentitySource
-	closeID  func()
+	ownID    *mesh.ConsulIdentity // the identity New made (nil with Config.Identity); Run starts and stops it
 	authz    *Authorizer
 	hsrv     *grpc.Server
 
@@ -145,12 +145,12 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.ServerOption) (*Server, error
 	if err != nil {
 		return nil, fmt.Errorf("native: consul client: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, client: client, identity: cfg.Identity, closeID: func() {}, listening: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, client: client, identity: cfg.Identity, listening: make(chan struct{})}
 	if s.identity == nil {
-		ci := mesh.NewConsulIdentity(client, cfg.Service, log)
-		s.identity, s.closeID = ci, ci.Close
+		s.ownID = mesh.NewConsulIdentity(client, cfg.Service, log)
+		s.identity = s.ownID
 	}
-	s.authz = NewAuthorizer(aclient, cfg.Service, cfg.AuthzTTL, cfg.AuthzMaxStale, log)
+	s.authz = NewAuthorizer(AuthorizerParams{Client: aclient, Target: cfg.Service, TTL: cfg.AuthzTTL, MaxStale: cfg.AuthzMaxStale, Log: log})
 	s.Health = health.NewServer()
 	opts = append([]grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(mesh.ServerTLSConfig(s.identity))),
@@ -170,7 +170,10 @@ func New(cfg Config, log *zap.Logger, opts ...grpc.ServerOption) (*Server, error
 // DeregisterDelay, and drains in-flight calls for at most Grace. It returns
 // nil after a requested stop.
 func (s *Server) Run(ctx context.Context) error {
-	defer s.closeID()
+	if s.ownID != nil {
+		s.ownID.Start()
+		defer s.ownID.Close()
+	}
 	signalled := false
 	defer func() {
 		if !signalled {

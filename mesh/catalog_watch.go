@@ -1,0 +1,182 @@
+package mesh
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/resolver"
+)
+
+// What the catalog makes of its watches' answers (watch.go runs the
+// blocking queries): the service list starts and removes services, and each
+// service's instances become the state its resolver is pushed.
+
+// setServices starts and stops per-service watches as services gain or lose
+// the expose tag. It only runs on successful answers, so a Consul outage
+// never empties the set; a service missing from an answer is removed after
+// its grace period (at once without one), unless it is back by then.
+func (c *Catalog) setServices(all map[string][]string, resync bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	want := map[string]bool{}
+	for name, tags := range all {
+		if slices.Contains(tags, c.cfg.Consul.Tag) {
+			want[name] = true
+		}
+	}
+	changed := false
+	for name := range want {
+		if _, ok := c.services[name]; ok {
+			continue
+		}
+		svc, err := c.startService(name)
+		if err != nil {
+			c.log.Error("cannot watch consul service", zap.String("service", name), zap.Error(err))
+			continue
+		}
+		c.services[name] = svc
+		c.log.Info("consul service exposed", zap.String("service", name))
+		changed = true
+	}
+	for name, svc := range c.services {
+		if !want[name] && c.cfg.Consul.ServiceGrace == 0 {
+			c.removeLocked(svc)
+			c.log.Info("consul service no longer exposed; closing its connections after the drain period",
+				zap.String("service", name), zap.Duration("drain", c.cfg.Consul.DrainAfterDeregister))
+			changed = true
+			continue
+		}
+		svc.mu.Lock()
+		if svc.listed != want[name] {
+			svc.listed = want[name]
+			c.reviewGraceLocked(svc, resync)
+		}
+		svc.mu.Unlock()
+	}
+	if changed {
+		c.notify()
+	}
+	c.listOnce.Do(func() { close(c.listed) })
+}
+
+// removeLocked stops watching svc and closes its connection after the
+// drain period; c.mu is held. Its routes go at the next table build.
+func (c *Catalog) removeLocked(svc *catalogService) {
+	delete(c.services, svc.name)
+	c.removed++
+	svc.mu.Lock()
+	svc.removed = true
+	if svc.grace != nil {
+		svc.grace.stop()
+		svc.grace = nil
+	}
+	svc.mu.Unlock()
+	svc.cancel()
+	svc.outliers.stop()
+	c.health.forget("health/" + svc.name)
+	conn := svc.conn
+	c.draining[conn] = time.AfterFunc(c.cfg.Consul.DrainAfterDeregister, func() {
+		c.mu.Lock()
+		if c.closed {
+			// Close took it from draining and closes it.
+			c.mu.Unlock()
+			return
+		}
+		delete(c.draining, conn)
+		// Before Close (which sets closed under mu, then waits), so that
+		// Close waits for this close too.
+		c.wg.Add(1)
+		c.mu.Unlock()
+		defer c.wg.Done()
+		_ = conn.Close()
+	})
+}
+
+// startService opens the connection of the exposed service name and starts
+// watching its instances, until svc.cancel or Close.
+func (c *Catalog) startService(name string) (*catalogService, error) {
+	svc, err := c.newService(name)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	svc.cancel = cancel
+	c.wg.Go(func() {
+		// Every instance, whatever its health: the catalog filters passing
+		// ones itself, so that it can tell an instance that failed its
+		// check (removed at once) from one Consul does not know right now
+		// (kept for the grace period).
+		watchResync(ctx, "health/"+name, c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
+			func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+				return c.client.Health().Service(name, c.cfg.Consul.Tag, false, q)
+			},
+			func(entries []*api.ServiceEntry, resync bool) {
+				if c.updateInstances(svc, entries, resync) {
+					c.notify()
+				}
+			})
+	})
+	return svc, nil
+}
+
+// updateInstances takes Consul's answer about svc's instances (every
+// registered one, any health), pushes the ones to serve to the resolver and
+// reports whether what they serve may have changed.
+func (c *Catalog) updateInstances(svc *catalogService, entries []*api.ServiceEntry, resync bool) bool {
+	svc.mu.Lock()
+	first := svc.state == nil
+	prevN := svc.instances
+	svc.entries = entries
+	changed := c.resolveLocked(svc, c.cfg.Consul.ServiceGrace > 0)
+	c.reviewGraceLocked(svc, resync)
+	n, holding := svc.instances, svc.holding
+	svc.mu.Unlock()
+	svc.push()
+	if first || prevN != n {
+		passingN := 0
+		for _, e := range entries {
+			if passing(e) {
+				passingN++
+			}
+		}
+		fields := []zap.Field{zap.String("service", svc.name), zap.Int("passing", passingN)}
+		if holding != holdNone {
+			fields = append(fields, zap.Int("serving", n), zap.String("kept", string(holding)))
+		}
+		c.log.Info("consul instances", fields...)
+	}
+	return changed
+}
+
+// resolveLocked recomputes what svc serves from Consul's last answer and
+// what it served so far, keeping what Consul does not confirm only with
+// hold; svc.mu is held. It reports whether what the instances serve may
+// have changed.
+func (c *Catalog) resolveLocked(svc *catalogService, hold bool) bool {
+	serve, why := selectInstances(svc.entries, svc.serving, hold)
+	eps := make([]resolver.Endpoint, 0, len(serve))
+	var versions []string
+	for _, e := range serve {
+		addr := resolver.Address{Addr: entryAddr(e), ServerName: svc.name}
+		addr = WithExpectedIdentity(addr, ServiceID("", e.Service.Namespace, e.Node.Datacenter, e.Service.Service))
+		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{addr}})
+		if h := e.Service.Meta[MetaDescriptors]; h != "" {
+			versions = append(versions, "hash:"+h)
+		} else {
+			versions = append(versions, "id:"+e.Service.ID)
+		}
+	}
+	slices.Sort(versions)
+	version := strings.Join(slices.Compact(versions), ",")
+	svc.state, svc.instances, svc.serving, svc.holding = &resolver.State{Endpoints: eps}, len(eps), serve, why
+	changed := version != svc.version
+	svc.version = version
+	return changed && len(eps) > 0
+}
