@@ -36,6 +36,9 @@ func (p *Policy) deadlineStage(t Target) chain.Stage {
 			}
 			c.Timeout = min(c.Timeout, d)
 		}
+		if c.Timeout <= 0 { // no deadline configured anywhere
+			return next(ctx, c)
+		}
 		ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 		return next(ctx, c)
