@@ -34,7 +34,12 @@ func (p *Policy) deadlineStage(t Target) chain.Stage {
 			if !ok {
 				return status.Error(codes.InvalidArgument, "Grpc-Timeout header "+strconv.Quote(v[:min(len(v), 32)])+" is malformed")
 			}
-			c.Timeout = min(c.Timeout, d)
+			if d <= 0 {
+				d = time.Nanosecond // "0S": the deadline has passed already
+			}
+			if c.Timeout <= 0 || d < c.Timeout {
+				c.Timeout = d
+			}
 		}
 		if c.Timeout <= 0 { // no deadline configured anywhere
 			return next(ctx, c)

@@ -27,7 +27,7 @@ type Call struct {
 	MD metadata.MD
 	// Caller is who authenticated; nil for anonymous calls.
 	Caller *Caller
-	// Timeout is the upstream deadline the timeout stage chose.
+	// Timeout is the upstream deadline the deadline stage chose; 0: none.
 	Timeout time.Duration
 
 	// Req is the upstream request message, set by the decode stage.
