@@ -89,3 +89,45 @@ func TestChainOrderAndWriter(t *testing.T) {
 		t.Fatalf("after a refusal: order %s, body %q", got, w.Body)
 	}
 }
+
+// The deadline stage bounds the rest of the chain by the method's timeout,
+// shortened (never lengthened) by the client's Grpc-Timeout.
+func TestDeadlineStage(t *testing.T) {
+	p := &Policy{timeout: time.Minute}
+	stage := p.deadlineStage(Target{Timeout: time.Hour})
+	for _, tt := range []struct {
+		header string
+		max    time.Duration // the deadline is at most this far
+		min    time.Duration
+		err    string
+	}{
+		{"", time.Minute, 59 * time.Second, ""},
+		{"100m", 100 * time.Millisecond, 0, ""},
+		{"2H", time.Minute, 59 * time.Second, ""},
+		{"0S", 0, -time.Hour, ""},
+		{"soon", 0, 0, "Grpc-Timeout header"},
+	} {
+		r := httptest.NewRequest("GET", "/x", nil)
+		if tt.header != "" {
+			r.Header.Set(GrpcTimeoutHeader, tt.header)
+		}
+		var left time.Duration
+		err := stage(t.Context(), &chain.Call{R: r}, func(ctx context.Context, _ *chain.Call) error {
+			dl, ok := ctx.Deadline()
+			if !ok {
+				t.Fatalf("%q: no deadline", tt.header)
+			}
+			left = time.Until(dl)
+			return nil
+		})
+		if tt.err != "" {
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("%q: error %v", tt.header, err)
+			}
+			continue
+		}
+		if err != nil || left > tt.max || left < tt.min {
+			t.Fatalf("%q: %v left (want %v..%v), error %v", tt.header, left, tt.min, tt.max, err)
+		}
+	}
+}
