@@ -6,11 +6,16 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/portico-dev/portico/policies/chain"
 )
 
 // The connection guard sits between the listener and net/http, where the
@@ -117,13 +122,15 @@ type guardListener struct {
 	net.Listener
 	tls           *tls.Config
 	headerTimeout time.Duration
+	maxHeader     int
 	log           *zap.Logger
 }
 
 // newGuardListener guards the connections ln accepts; headerTimeout bounds
-// an HTTP/2 header block (edge.read_header_timeout).
-func newGuardListener(ln net.Listener, tlsConf *tls.Config, headerTimeout time.Duration, log *zap.Logger) net.Listener {
-	return &guardListener{Listener: ln, tls: tlsConf, headerTimeout: headerTimeout, log: log}
+// an HTTP/2 header block (edge.read_header_timeout), maxHeader an HTTP/1.1
+// request line and header fields (edge.max_header_bytes).
+func newGuardListener(ln net.Listener, tlsConf *tls.Config, headerTimeout time.Duration, maxHeader int, log *zap.Logger) net.Listener {
+	return &guardListener{Listener: ln, tls: tlsConf, headerTimeout: headerTimeout, maxHeader: maxHeader, log: log}
 }
 
 func (l *guardListener) Accept() (net.Conn, error) {
@@ -131,7 +138,9 @@ func (l *guardListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newGuardConn(raw, l.tls, l.headerTimeout, l.log), nil
+	c := newGuardConn(raw, l.tls, l.headerTimeout, l.log)
+	c.maxHeader = uint64(max(l.maxHeader, 0))
+	return c, nil
 }
 
 // guardConn watches the bytes net/http reads from one connection.
@@ -141,6 +150,9 @@ type guardConn struct {
 	tlsConn  *tls.Conn
 	tlsState atomic.Pointer[tls.ConnectionState]
 	log      *zap.Logger
+	// maxHeader bounds an HTTP/1.1 request line and header fields; 0: Go's
+	// own limit only.
+	maxHeader uint64
 
 	// Read state: net/http never reads concurrently from one connection.
 	pre     int  // preface bytes matched so far, -1 once decided
@@ -153,6 +165,8 @@ type guardConn struct {
 	flaws flawLog
 	// lingerWanted: a request left its body unread; Close lingers.
 	lingerWanted atomic.Bool
+	// refused: the guard answered the connection; net/http writes nothing more.
+	refused atomic.Bool
 
 	mu            sync.Mutex // guards the fields below, shared with the timer
 	headerTimeout time.Duration
@@ -178,8 +192,45 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	}
 	if n > 0 {
 		c.scan(p[:n])
+		if c.maxHeader > 0 && c.h1.headerBytes() > c.maxHeader {
+			return 0, c.refuseHeaders()
+		}
 	}
 	return n, err
+}
+
+// Write sends p, unless the guard has answered the connection itself.
+func (c *guardConn) Write(p []byte) (int, error) {
+	if c.refused.Load() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// errHeadersTooLarge ends the read of a header block past edge.max_header_bytes.
+var errHeadersTooLarge = errors.New("request header block exceeds edge.max_header_bytes")
+
+// refuseHeaders answers an HTTP/1.1 header block past edge.max_header_bytes
+// with 431 and a google.rpc.Status body, as every other refusal (Go's own
+// answer, which it would send a few kilobytes later, is plain text). To
+// net/http the read fails; whatever it writes after that (a 400 for the
+// header line cut short) is dropped. The close lingers so that the client,
+// still sending headers, reads the answer.
+func (c *guardConn) refuseHeaders() error {
+	c.h1.state = h1Off
+	body := chain.MarshalStatus(status.New(codes.ResourceExhausted,
+		"request headers exceed the limit of "+strconv.FormatUint(c.maxHeader, 10)+" bytes (edge.max_header_bytes)"), nil)
+	resp := make([]byte, 0, 256+len(body))
+	resp = append(resp, "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\n"+
+		"X-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: "...)
+	resp = strconv.AppendInt(resp, int64(len(body)), 10)
+	resp = append(resp, "\r\n\r\n"...)
+	resp = append(resp, body...)
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
+	_, _ = c.Conn.Write(resp)
+	c.refused.Store(true)
+	c.lingerWanted.Store(true)
+	return &net.OpError{Op: "read", Net: "tcp", Source: c.raw.LocalAddr(), Addr: c.raw.RemoteAddr(), Err: errHeadersTooLarge}
 }
 
 // scan feeds bytes read to the HTTP/2 preface check, then to the parser of

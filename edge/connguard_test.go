@@ -648,3 +648,53 @@ func TestGuardLingersSoTheAnswerArrives(t *testing.T) {
 		})
 	}
 }
+
+// A header block past edge.max_header_bytes gets a 431 with a
+// google.rpc.Status body from the guard (Go's own answer is plain text),
+// and the connection closes after it; one under the limit is served.
+func TestGuardRefusesOversizedHeaders(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler:        http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		MaxHeaderBytes: 8 << 10,
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(newGuardListener(ln, nil, time.Second, 8<<10, zap.NewNop()))
+	}()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+
+	send := func(headers int) (string, error) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		var b strings.Builder
+		b.WriteString("GET / HTTP/1.1\r\nHost: x\r\n")
+		for i := range headers {
+			fmt.Fprintf(&b, "X-H-%05d: %s\r\n", i, strings.Repeat("v", 40))
+		}
+		b.WriteString("Connection: close\r\n\r\n")
+		go func() { _, _ = c.Write([]byte(b.String())) }() // the guard may answer before it is all sent
+		out, err := io.ReadAll(c)
+		return string(out), err
+	}
+	if out, err := send(10); err != nil || !strings.HasPrefix(out, "HTTP/1.1 200 ") || !strings.HasSuffix(out, "ok") {
+		t.Fatalf("under the limit: %q %v", out, err)
+	}
+	out, err := send(1000)
+	if err != nil {
+		t.Fatalf("over the limit: %v (%q)", err, out)
+	}
+	head, body, _ := strings.Cut(out, "\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.1 431 ") || !strings.Contains(head, "Content-Type: application/json") ||
+		body != `{"code":8,"message":"request headers exceed the limit of 8192 bytes (edge.max_header_bytes)","details":[]}` {
+		t.Fatalf("over the limit: %q", out)
+	}
+}

@@ -67,6 +67,7 @@ type h1Scanner struct {
 // h1Block is the state of one header block (or trailer), zeroed at each
 // request line.
 type h1Block struct {
+	start      uint64 // pos of the request line's first byte
 	method     [8]byte
 	methodLen  int
 	target     uint8 // 0 none yet, 1 exactly "*", 2 other
@@ -113,7 +114,7 @@ func (s *h1Scanner) step(p []byte) int {
 			s.skipped++
 			return 1
 		}
-		s.h1Block = h1Block{}
+		s.h1Block = h1Block{start: s.pos}
 		s.state = h1Method
 		return 0
 	case h1Method:
@@ -324,6 +325,15 @@ func (s *h1Scanner) step(p []byte) int {
 		return s.off()
 	}
 	return len(p)
+}
+
+// headerBytes counts the request line and header fields read so far of a
+// header block still open; 0 outside one.
+func (s *h1Scanner) headerBytes() uint64 {
+	if s.state < h1Method || s.state > h1Value || s.trailer {
+		return 0
+	}
+	return s.pos - s.start
 }
 
 func (s *h1Scanner) off() int {

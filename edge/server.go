@@ -82,7 +82,7 @@ func (s *Server) Start(context.Context) error {
 		s.certs.Store(certs)
 		tlsConf = &tls.Config{GetConfigForClient: certs.configFor}
 	}
-	ln = newGuardListener(ln, tlsConf, s.cfg.ReadHeaderTimeout, s.log.Named("guard"))
+	ln = newGuardListener(ln, tlsConf, s.cfg.ReadHeaderTimeout, s.cfg.MaxHeaderBytes, s.log.Named("guard"))
 	s.ln = ln
 	s.done = make(chan struct{})
 	go func() {

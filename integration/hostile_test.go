@@ -534,7 +534,8 @@ func rowH1Framing(t *testing.T, h *hostile) {
 	}
 }
 
-// rowHeaderFloods (6): 10k headers. HTTP/1.1: 431 from Go's server.
+// rowHeaderFloods (6): 10k headers. HTTP/1.1: 431 with a google.rpc.Status
+// body from the connection guard.
 // h2c: the stream or the connection is refused; Portico serves on.
 func rowHeaderFloods(t *testing.T, h *hostile) {
 	t.Run("h1", func(t *testing.T) {
@@ -550,8 +551,9 @@ func rowHeaderFloods(t *testing.T, h *hostile) {
 		if err != nil {
 			t.Fatalf("no answer: %v", err)
 		}
-		if r.code != http.StatusRequestHeaderFieldsTooLarge {
-			t.Fatalf("got %s; want 431", r)
+		if r.code != http.StatusRequestHeaderFieldsTooLarge || r.header.Get("Content-Type") != "application/json" ||
+			!strings.Contains(r.body, `"code":8,"message":"request headers exceed the limit of`) {
+			t.Fatalf("got %s %q; want 431 with a google.rpc.Status body", r, r.body)
 		}
 	})
 	t.Run("h2c", func(t *testing.T) {
