@@ -4,10 +4,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bufbuild/protocompile"
-	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/portico-dev/portico/mesh"
+	"github.com/portico-dev/portico/mesh/meshtest"
 	"github.com/portico-dev/portico/transcode"
 )
 
@@ -41,20 +41,7 @@ service E {
 
 func reflection(t *testing.T) *mesh.Reflection {
 	t.Helper()
-	c := protocompile.Compiler{Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
-		&protocompile.SourceResolver{Accessor: protocompile.SourceAccessorFromMap(map[string]string{"t.proto": tableProto})},
-		protocompile.ResolverFunc(func(path string) (protocompile.SearchResult, error) {
-			fd, err := protoregistry.GlobalFiles.FindFileByPath(path)
-			if err != nil {
-				return protocompile.SearchResult{}, err
-			}
-			return protocompile.SearchResult{Desc: fd}, nil
-		}),
-	})}
-	files, err := c.Compile(t.Context(), "t.proto")
-	if err != nil {
-		t.Fatal(err)
-	}
+	files := []protoreflect.FileDescriptor{meshtest.CompileProto(t, tableProto)}
 	r := &mesh.Reflection{Upstream: "u1"}
 	services := files[0].Services()
 	for i := range services.Len() {

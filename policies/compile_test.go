@@ -1,20 +1,18 @@
 package policies
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/bufbuild/protocompile"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
 
+	"github.com/portico-dev/portico/mesh/meshtest"
 	_ "github.com/portico-dev/portico/protos/portico/v1"
 )
 
@@ -22,21 +20,7 @@ import (
 // google/api from the binary) and returns its first service.
 func compileProto(t *testing.T, src string) protoreflect.ServiceDescriptor {
 	t.Helper()
-	c := protocompile.Compiler{Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
-		&protocompile.SourceResolver{Accessor: protocompile.SourceAccessorFromMap(map[string]string{"t.proto": src})},
-		protocompile.ResolverFunc(func(path string) (protocompile.SearchResult, error) {
-			fd, err := protoregistry.GlobalFiles.FindFileByPath(path)
-			if err != nil {
-				return protocompile.SearchResult{}, err
-			}
-			return protocompile.SearchResult{Desc: fd}, nil
-		}),
-	})}
-	files, err := c.Compile(context.Background(), "t.proto")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files[0].Services().Get(0)
+	return meshtest.CompileProto(t, src).Services().Get(0)
 }
 
 const protoHead = `syntax = "proto3";
@@ -105,7 +89,7 @@ func TestOptionErrors(t *testing.T) {
 			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
 				t.Fatalf("error %q; want it to contain %q", err, tt.wantErr)
 			}
-			if err != nil && !strings.HasPrefix(err.Error(), "t.proto: t.S") {
+			if err != nil && !strings.HasPrefix(err.Error(), "test.proto: t.S") {
 				t.Fatalf("error %q does not name the file and the service or method", err)
 			}
 		})

@@ -4,9 +4,9 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/bufbuild/protocompile"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/portico-dev/portico/mesh/meshtest"
 )
 
 // kitchenProto exercises every field kind the transcoder binds.
@@ -123,20 +123,7 @@ message Sink {
 // descriptors linked into the test binary.
 func parseService(tb testing.TB, src, service string) protoreflect.ServiceDescriptor {
 	tb.Helper()
-	c := protocompile.Compiler{Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
-		&protocompile.SourceResolver{Accessor: protocompile.SourceAccessorFromMap(map[string]string{"test.proto": src})},
-		protocompile.ResolverFunc(func(path string) (protocompile.SearchResult, error) {
-			fd, err := protoregistry.GlobalFiles.FindFileByPath(path)
-			if err != nil {
-				return protocompile.SearchResult{}, err
-			}
-			return protocompile.SearchResult{Desc: fd}, nil
-		}),
-	})}
-	files, err := c.Compile(tb.Context(), "test.proto")
-	if err != nil {
-		tb.Fatalf("parse: %v", err)
-	}
+	files := []protoreflect.FileDescriptor{meshtest.CompileProto(tb, src)}
 	sd := files[0].Services().ByName(protoreflect.FullName(service).Name())
 	if sd == nil || sd.FullName() != protoreflect.FullName(service) {
 		tb.Fatalf("no service %s", service)
