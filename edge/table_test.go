@@ -63,7 +63,7 @@ func TestBuildTableIsolatesBadServices(t *testing.T) {
 	}
 	wantErrs := []string{
 		"service t.v1.B on u1 rejected: route conflict: GET /v1/things/* is claimed by t.v1.A/Get (GET /v1/things/{id}) and t.v1.B/Fetch (GET /v1/things/{name})",
-		"service t.v1.C on u1 rejected: t.proto: method t.v1.C.Bad: option google.api.http: path variable {missing}: t.v1.M has no field \"missing\"",
+		"service t.v1.C on u1 rejected: test.proto: method t.v1.C.Bad: option google.api.http: path variable {missing}: t.v1.M has no field \"missing\"",
 		"service t.v1.D on u1 rejected: route conflict: POST /v1/d is claimed by t.v1.D/One (POST /v1/d) and t.v1.D/Two (POST /v1/d)",
 	}
 	if len(tbl.Rejected) != len(wantErrs) {
