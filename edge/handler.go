@@ -207,6 +207,7 @@ func (h *Handler) public(err error, ex *exchange) error {
 	if _, ok := errors.AsType[*chain.Error](err); ok {
 		return err
 	}
+	err = chain.FromContextError(err)
 	st, ok := status.FromError(err)
 	if !ok {
 		ex.detail = err.Error()

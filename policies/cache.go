@@ -326,7 +326,7 @@ func (cp *cachePolicy) fill(ctx context.Context, key string, fc *chain.Call, f f
 	})
 	select {
 	case <-ctx.Done():
-		return filled{}, ctx.Err()
+		return filled{}, chain.FromContextError(ctx.Err())
 	case res := <-ch:
 		if res.Err != nil {
 			return filled{}, res.Err

@@ -51,8 +51,8 @@ func (c *Compiler) Chain(mp *MethodPolicy, httpMethod, template string, t Target
 	// The order is written here once. Stages that need only headers come
 	// first, so a request they refuse is never decoded (nor its body read);
 	// the stages that need the request message follow the decoder; the
-	// cache sits outside the retries so that a hit costs no upstream call,
-	// and inside the deadline so that a fill is bounded by it.
+	// cache sits outside the deadline and the retries, so that a hit costs
+	// no upstream call and a lookup is not bound by the call's deadline.
 	stages := []chain.Stage{
 		respond(t.Codec),       // the one writer: every successful unary answer leaves here
 		p.corsStage(),          // CORS headers on a cross-origin answer (preflights: Chain.Preflight)
@@ -65,8 +65,9 @@ func (c *Compiler) Chain(mp *MethodPolicy, httpMethod, template string, t Target
 		p.validateStage(),      // buf.validate rules: 400 with BadRequest details
 		p.allowIfStage(),       // the CEL access rule over claims, headers and request: 403
 		p.identifyStage(),      // the caller's identity into the upstream metadata
-		p.deadlineStage(t),     // the upstream deadline: the method's, shortened by Grpc-Timeout
+		p.timeoutStage(t),      // the upstream deadline: the method's, shortened by Grpc-Timeout
 		p.cache.stage(t.Codec), // GET: a fresh answer from the store, misses coalesced
+		deadlineStage(t),       // that deadline over the upstream call and all its retries
 		p.retry.stage(),        // methods safe to repeat: again on UNAVAILABLE and listed codes
 	}
 	return &Chain{serve: chain.Build(stages, t.Call), cors: p.cors, challenges: p.challenges()}

@@ -5,15 +5,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-dev/portico/policies/chain"
 )
@@ -90,11 +95,14 @@ func TestChainOrderAndWriter(t *testing.T) {
 	}
 }
 
-// The deadline stage bounds the rest of the chain by the method's timeout,
-// shortened (never lengthened) by the client's Grpc-Timeout.
+// The timeout and deadline stages bound the rest of the chain by the
+// method's timeout, shortened (never lengthened) by the client's
+// Grpc-Timeout.
 func TestDeadlineStage(t *testing.T) {
 	p := &Policy{timeout: time.Minute}
-	stage := p.deadlineStage(Target{Timeout: time.Hour})
+	stage := func(ctx context.Context, c *chain.Call, next chain.Next) error {
+		return chain.Build([]chain.Stage{p.timeoutStage(Target{Timeout: time.Hour}), deadlineStage(Target{})}, next)(ctx, c)
+	}
 	for _, tt := range []struct {
 		header string
 		max    time.Duration // the deadline is at most this far
@@ -130,4 +138,37 @@ func TestDeadlineStage(t *testing.T) {
 			t.Fatalf("%q: %v left (want %v..%v), error %v", tt.header, left, tt.min, tt.max, err)
 		}
 	}
+}
+
+// A cached route whose upstream outlives the caller's deadline answers
+// DEADLINE_EXCEEDED (504), never a bare context error (which the edge would
+// have to call an internal failure).
+func TestCachedCallPastItsDeadline(t *testing.T) {
+	var bg sync.WaitGroup
+	var group singleflight.Group
+	cp := &cachePolicy{
+		route: "GET /x", ttl: time.Minute, maxEntry: 1 << 20, timeout: time.Second,
+		store: newMemoryCache(1 << 20), flight: &group, metrics: NewMetrics(nil),
+		errLog: rate.NewLimiter(1, 1), log: zap.NewNop(), bg: &bg,
+	}
+	p := &Policy{timeout: time.Second, cache: cp}
+	slow := func(ctx context.Context, c *chain.Call) error {
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-time.After(2 * time.Second):
+			c.Resp = wrapperspb.String("late")
+			return nil
+		}
+	}
+	run := chain.Build([]chain.Stage{p.timeoutStage(Target{}), cp.stage(rawCodec{}), deadlineStage(Target{})}, slow)
+	for _, timeout := range []string{"50m", "0S"} {
+		r := httptest.NewRequest("GET", "/x", nil)
+		r.Header.Set(GrpcTimeoutHeader, timeout)
+		err := run(t.Context(), &chain.Call{W: httptest.NewRecorder(), R: r, Req: wrapperspb.String("k" + timeout)})
+		if st, ok := status.FromError(err); !ok || st.Code() != codes.DeadlineExceeded {
+			t.Fatalf("Grpc-Timeout %s: %v (%T); want a DEADLINE_EXCEEDED status", timeout, err, err)
+		}
+	}
+	bg.Wait()
 }

@@ -16,10 +16,12 @@ import (
 // own format ("100m", "5S").
 const GrpcTimeoutHeader = "Grpc-Timeout"
 
-// deadlineStage bounds the upstream call, all its retries included: the
-// method's timeout option (else the edge's default), shortened by the
-// client's Grpc-Timeout. A malformed Grpc-Timeout is a 400.
-func (p *Policy) deadlineStage(t Target) chain.Stage {
+// timeoutStage chooses the upstream deadline: the method's timeout option
+// (else the edge's default), shortened by the client's Grpc-Timeout. A
+// malformed Grpc-Timeout is a 400. The deadline stage applies it, inside
+// the cache, so a cache lookup is not bound by it and a coalesced fill is
+// bound by its own leader's.
+func (p *Policy) timeoutStage(t Target) chain.Stage {
 	if t.Stream {
 		return nil
 	}
@@ -41,6 +43,17 @@ func (p *Policy) deadlineStage(t Target) chain.Stage {
 				c.Timeout = d
 			}
 		}
+		return next(ctx, c)
+	}
+}
+
+// deadlineStage bounds the upstream call, all its retries included, by the
+// deadline the timeout stage chose.
+func deadlineStage(t Target) chain.Stage {
+	if t.Stream {
+		return nil
+	}
+	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
 		if c.Timeout <= 0 { // no deadline configured anywhere
 			return next(ctx, c)
 		}
