@@ -14,6 +14,10 @@ const (
 	DefaultAdminListen = "127.0.0.1:9901"
 	// DefaultMaxHeaderBytes caps the request line plus headers (431 beyond).
 	DefaultMaxHeaderBytes = 64 << 10
+	// minMaxHeaderBytes is the smallest edge.max_header_bytes: twice what
+	// net/http reads at once, so that the connection guard's 431 can never
+	// cut into the request before the one it refuses.
+	minMaxHeaderBytes = 8 << 10
 	// DefaultReadHeaderTimeout bounds reading the request headers.
 	DefaultReadHeaderTimeout = 10 * time.Second
 	// DefaultReadTimeout bounds reading a whole request, body included.
@@ -268,8 +272,8 @@ func (c Config) Validate() error {
 	case h2.MaxReceiveBufferPerConnection < 64<<10 || h2.MaxReceiveBufferPerConnection >= 4<<20:
 		return fmt.Errorf("edge.http2.max_receive_buffer_per_connection must be within 64 KiB..4 MiB, got %d", h2.MaxReceiveBufferPerConnection)
 	}
-	if c.MaxHeaderBytes < 1024 {
-		return fmt.Errorf("edge.max_header_bytes must be >= 1024, got %d", c.MaxHeaderBytes)
+	if c.MaxHeaderBytes < minMaxHeaderBytes {
+		return fmt.Errorf("edge.max_header_bytes must be >= %d, got %d", minMaxHeaderBytes, c.MaxHeaderBytes)
 	}
 	return nil
 }

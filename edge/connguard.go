@@ -151,7 +151,9 @@ type guardConn struct {
 	tlsState atomic.Pointer[tls.ConnectionState]
 	log      *zap.Logger
 	// maxHeader bounds an HTTP/1.1 request line and header fields; 0: Go's
-	// own limit only.
+	// own limit only. It is at least minMaxHeaderBytes: net/http reads at
+	// most 4 KiB at a time, so a block can only go past it in a read that
+	// holds nothing of the request before it, and while no handler runs.
 	maxHeader uint64
 
 	// Read state: net/http never reads concurrently from one connection.
@@ -192,7 +194,7 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	}
 	if n > 0 {
 		c.scan(p[:n])
-		if c.maxHeader > 0 && c.h1.headerBytes() > c.maxHeader {
+		if c.maxHeader > 0 && c.h1.takeHeaderBytes() > c.maxHeader {
 			return 0, c.refuseHeaders()
 		}
 	}

@@ -668,7 +668,7 @@ func TestGuardRefusesOversizedHeaders(t *testing.T) {
 	}()
 	t.Cleanup(func() { _ = srv.Close(); <-done })
 
-	send := func(headers int) (string, error) {
+	send := func(headers int, before ...string) (string, error) {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			return "", err
@@ -676,6 +676,9 @@ func TestGuardRefusesOversizedHeaders(t *testing.T) {
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		var b strings.Builder
+		for _, r := range before {
+			b.WriteString(r)
+		}
 		b.WriteString("GET / HTTP/1.1\r\nHost: x\r\n")
 		for i := range headers {
 			fmt.Fprintf(&b, "X-H-%05d: %s\r\n", i, strings.Repeat("v", 40))
@@ -693,8 +696,21 @@ func TestGuardRefusesOversizedHeaders(t *testing.T) {
 		t.Fatalf("over the limit: %v (%q)", err, out)
 	}
 	head, body, _ := strings.Cut(out, "\r\n\r\n")
-	if !strings.HasPrefix(head, "HTTP/1.1 431 ") || !strings.Contains(head, "Content-Type: application/json") ||
-		body != `{"code":8,"message":"request headers exceed the limit of 8192 bytes (edge.max_header_bytes)","details":[]}` {
-		t.Fatalf("over the limit: %q", out)
+	check431 := func(head, body string) {
+		t.Helper()
+		if !strings.HasPrefix(head, "HTTP/1.1 431 ") || !strings.Contains(head, "Content-Type: application/json") ||
+			body != `{"code":8,"message":"request headers exceed the limit of 8192 bytes (edge.max_header_bytes)","details":[]}` {
+			t.Fatalf("over the limit: %q", out)
+		}
 	}
+	check431(head, body)
+	// A request pipelined before the oversized one, in the same write, is
+	// answered first.
+	out, err = send(1000, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	first, rest, _ := strings.Cut(out, "ok")
+	if err != nil || !strings.HasPrefix(first, "HTTP/1.1 200 ") {
+		t.Fatalf("pipelined request before the oversized one: %q %v", out, err)
+	}
+	head, body, _ = strings.Cut(rest, "\r\n\r\n")
+	check431(head, body)
 }

@@ -62,6 +62,7 @@ type h1Scanner struct {
 	chunkDigits  int
 	excess       int64  // Go's chunk overhead account
 	trailerStart uint64 // pos where the trailer began
+	longest      uint64 // the largest header block ended since takeHeaderBytes
 }
 
 // h1Block is the state of one header block (or trailer), zeroed at each
@@ -327,13 +328,16 @@ func (s *h1Scanner) step(p []byte) int {
 	return len(p)
 }
 
-// headerBytes counts the request line and header fields read so far of a
-// header block still open; 0 outside one.
-func (s *h1Scanner) headerBytes() uint64 {
-	if s.state < h1Method || s.state > h1Value || s.trailer {
-		return 0
+// takeHeaderBytes returns the size of the largest header block (request
+// line and fields) seen since the last call: blocks that ended, and the one
+// still open, so far. The answer does not depend on how reads split it.
+func (s *h1Scanner) takeHeaderBytes() uint64 {
+	n := s.longest
+	s.longest = 0
+	if s.state >= h1Method && s.state <= h1Value && !s.trailer {
+		n = max(n, s.pos-s.start)
 	}
-	return s.pos - s.start
+	return n
 }
 
 func (s *h1Scanner) off() int {
@@ -522,6 +526,7 @@ func (s *h1Scanner) endSection() {
 		s.toStart()
 		return
 	}
+	s.longest = max(s.longest, s.pos-s.start)
 	f := s.flaw
 	if s.clCount > 0 && s.teCount > 0 {
 		f.add(flawCLTE)
