@@ -160,16 +160,17 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, t *RouteTable, e
 }
 
 // serve runs the route's chain with the call's upstream metadata (the
-// client's mapped headers, the request id, the trace).
+// client's mapped headers, the request id, the trace). A header that cannot
+// become metadata is handed to the chain, which refuses the call with it
+// after its header stages.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ex *exchange, vars []string) error {
-	md, err := h.md.outgoing(r, ex.reqID, &ex.fwd, r.TLS != nil || connTLS(r.Context()) != nil)
-	if err != nil {
-		return err
+	md, invalid := h.md.outgoing(r, ex.reqID, &ex.fwd, r.TLS != nil || connTLS(r.Context()) != nil)
+	if invalid == nil {
+		h.tel.propagate(r.Context(), md)
 	}
-	h.tel.propagate(r.Context(), md)
 	c := &ex.call
-	*c = chain.Call{W: w, R: r, Vars: vars, MD: md}
-	err = ex.route.Chain.Serve(r.Context(), c)
+	*c = chain.Call{W: w, R: r, Vars: vars, MD: md, Invalid: invalid}
+	err := ex.route.Chain.Serve(r.Context(), c)
 	ex.upstream = c.Upstream
 	if c.Caller != nil {
 		ex.subject = c.Caller.Subject

@@ -76,7 +76,9 @@ func (t *Tables) Store(rt *RouteTable) {
 // nil calls without metrics or drain (tools that serve nothing).
 func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
 	if calls == nil {
-		calls = &Calls{upstreamTimeout: DefaultConfig().UpstreamTimeout}
+		def := DefaultConfig()
+		calls = NewCalls(nil, nil, CallLimits{Timeout: def.UpstreamTimeout, MaxStreamDuration: def.MaxStreamDuration,
+			StreamIdle: transcode.DefaultConfig().StreamIdleTimeout})
 	}
 	t := &RouteTable{router: transcode.NewRouter[*Route](), Built: time.Now()}
 	owner := map[string]string{}   // service name → upstream

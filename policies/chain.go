@@ -126,12 +126,16 @@ func respond(codec Codec) chain.Stage {
 	}
 }
 
-// decode builds the upstream request.
+// decode builds the upstream request, and refuses a call the edge found
+// invalid.
 func decode(codec Codec) chain.Stage {
 	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
 		req, err := codec.DecodeRequest(c.R, c.Vars)
 		if err != nil {
 			return err
+		}
+		if c.Invalid != nil {
+			return c.Invalid
 		}
 		c.Req = req
 		return next(ctx, c)

@@ -25,6 +25,11 @@ type Call struct {
 	// MD is the metadata the upstream call carries (the client's mapped
 	// headers, request id, trace); stages add to it (the caller's identity).
 	MD metadata.MD
+	// Invalid is what the edge found wrong with the request before the
+	// chain ran (a Grpc-Metadata-* header gRPC cannot carry): the decode
+	// stage refuses the call with it, after the header stages (CORS,
+	// limits, authn) had their say, as with a body that does not decode.
+	Invalid error
 	// Caller is who authenticated; nil for anonymous calls.
 	Caller *Caller
 	// Timeout is the upstream deadline the deadline stage chose; 0: none.
