@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
@@ -29,26 +28,26 @@ const MetaDescriptors = "portico_descriptors"
 // This file holds its lifecycle and what it answers; catalog_watch.go what
 // Consul's answers change, conns.go the connection of each service,
 // resolver.go how instances reach grpc-go, and grace.go the service grace.
+//
+// Its state is split by job: watch runs the Consul queries and signals what
+// they found, conns opens and drains the connections, and the Catalog
+// itself keeps the exposed services under mu. The grace period stays here:
+// it changes the services map and each service's state under both locks.
+// Locks are taken in one order: mu, then a service's mu, then conns.mu.
 type Catalog struct {
-	cfg    Config
-	client *api.Client
-	creds  credentials.TransportCredentials
-	dial   []grpc.DialOption // added to every service connection
-	log    *zap.Logger
-	health *watchHealth
-	clock  clock
-
-	changed  chan struct{}
-	listed   chan struct{} // closed after the first service list
-	listOnce sync.Once
-	built    *builtQueue // resolvers grpc-go built, waiting for their first push
+	cfg   Config
+	log   *zap.Logger
+	clock clock // the grace timers'
+	watch *catalogWatch
+	conns *serviceConns
 
 	mu       sync.Mutex
 	services map[string]*catalogService
-	draining map[*grpc.ClientConn]*time.Timer
 	removed  uint64 // services removed after leaving the catalog
 	closed   bool
 
+	// The watches and the push queue run until Close cancels ctx; Close
+	// waits for them.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -71,34 +70,23 @@ type CatalogParams struct {
 func NewCatalog(cfg Config, p CatalogParams) *Catalog {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Catalog{
-		cfg: cfg, client: p.Client, creds: p.Creds, dial: p.DialOptions, log: p.Log, health: newWatchHealth(), clock: realClock{},
-		changed: make(chan struct{}, 1), listed: make(chan struct{}), built: newBuiltQueue(), services: map[string]*catalogService{},
-		draining: map[*grpc.ClientConn]*time.Timer{}, ctx: ctx, cancel: cancel,
+		cfg: cfg, log: p.Log, clock: realClock{}, watch: newCatalogWatch(cfg.Consul, p.Client, p.Log), conns: newServiceConns(cfg, p),
+		services: map[string]*catalogService{}, ctx: ctx, cancel: cancel,
 	}
-}
-
-func (c *Catalog) limiter() *rate.Limiter {
-	return rate.NewLimiter(rate.Limit(c.cfg.Consul.QueryRate), 5)
 }
 
 // Start begins watching the service list, and pushing their state to the
 // resolvers grpc-go builds; Close stops both and waits for them.
 func (c *Catalog) Start() {
-	c.wg.Go(func() { c.built.run(c.ctx) })
-	c.wg.Go(func() {
-		watchResync(c.ctx, "catalog-services", c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
-			func(q *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
-				return c.client.Catalog().Services(q)
-			},
-			c.setServices)
-	})
+	c.wg.Go(func() { c.conns.built.run(c.ctx) })
+	c.wg.Go(func() { c.watch.services(c.ctx, c.setServices) })
 }
 
 // WaitSynced waits until the service list and every listed service's
 // instances have been read once, or ctx ends.
 func (c *Catalog) WaitSynced(ctx context.Context) error {
 	select {
-	case <-c.listed:
+	case <-c.watch.listed:
 	case <-ctx.Done():
 		if st := c.Status(); st.Err != nil {
 			return fmt.Errorf("consul catalog not read: %w (last error: %v)", context.Cause(ctx), st.Err)
@@ -126,13 +114,6 @@ func (c *Catalog) WaitSynced(ctx context.Context) error {
 			return fmt.Errorf("consul instances of %s not read: %w", pending, context.Cause(ctx))
 		case <-tick.C:
 		}
-	}
-}
-
-func (c *Catalog) notify() {
-	select {
-	case c.changed <- struct{}{}:
-	default:
 	}
 }
 
@@ -190,10 +171,10 @@ func (c *Catalog) Reflect(ctx context.Context, force bool) []Result {
 }
 
 // Changed implements Discovery.
-func (c *Catalog) Changed() <-chan struct{} { return c.changed }
+func (c *Catalog) Changed() <-chan struct{} { return c.watch.changed }
 
 // Status reports whether every Consul watch is answering.
-func (c *Catalog) Status() WatchStatus { return c.health.status() }
+func (c *Catalog) Status() WatchStatus { return c.watch.health.status() }
 
 // Instances returns the number of passing instances of a service.
 func (c *Catalog) Instances(service string) int {
@@ -237,8 +218,6 @@ func (c *Catalog) Close() error {
 	c.closed = true
 	svcs := c.services
 	c.services = map[string]*catalogService{}
-	draining := c.draining
-	c.draining = map[*grpc.ClientConn]*time.Timer{}
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
@@ -252,9 +231,6 @@ func (c *Catalog) Close() error {
 		svc.outliers.stop()
 		_ = svc.conn.Close()
 	}
-	for conn, t := range draining {
-		t.Stop()
-		_ = conn.Close()
-	}
+	c.conns.close()
 	return nil
 }

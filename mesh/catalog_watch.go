@@ -4,16 +4,78 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"time"
+	"sync"
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/resolver"
 )
 
 // What the catalog makes of its watches' answers (watch.go runs the
 // blocking queries): the service list starts and removes services, and each
 // service's instances become the state its resolver is pushed.
+
+// catalogWatch runs the catalog's Consul queries, the service list and each
+// service's instances, in goroutines the catalog owns (it calls services and
+// instances in them), and tells the catalog's readers what they found. It
+// has no lock of its own: health has one, and the signals are channels.
+type catalogWatch struct {
+	cfg    ConsulConfig
+	client *api.Client
+	log    *zap.Logger
+	health *watchHealth
+
+	changed  chan struct{}
+	listed   chan struct{} // closed after the first service list
+	listOnce sync.Once
+}
+
+func newCatalogWatch(cfg ConsulConfig, client *api.Client, log *zap.Logger) *catalogWatch {
+	return &catalogWatch{
+		cfg: cfg, client: client, log: log, health: newWatchHealth(),
+		changed: make(chan struct{}, 1), listed: make(chan struct{}),
+	}
+}
+
+func (w *catalogWatch) limiter() *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(w.cfg.QueryRate), 5)
+}
+
+// services delivers the service list until ctx ends.
+func (w *catalogWatch) services(ctx context.Context, deliver func(all map[string][]string, resync bool)) {
+	watchResync(ctx, "catalog-services", w.limiter(), w.health, w.log, w.cfg.WaitTime,
+		func(q *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
+			return w.client.Catalog().Services(q)
+		},
+		deliver)
+}
+
+// instances delivers every instance of service name, whatever its health,
+// until ctx ends: the catalog filters passing ones itself, so that it can
+// tell an instance that failed its check (removed at once) from one Consul
+// does not know right now (kept for the grace period).
+func (w *catalogWatch) instances(ctx context.Context, name string, deliver func(entries []*api.ServiceEntry, resync bool)) {
+	watchResync(ctx, "health/"+name, w.limiter(), w.health, w.log, w.cfg.WaitTime,
+		func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+			return w.client.Health().Service(name, w.cfg.Tag, false, q)
+		},
+		deliver)
+}
+
+// forget drops the health of service name's instances watch, once stopped.
+func (w *catalogWatch) forget(name string) { w.health.forget("health/" + name) }
+
+// notify signals Changed; a signal already pending covers this one.
+func (w *catalogWatch) notify() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+// markListed closes listed, after the first service list.
+func (w *catalogWatch) markListed() { w.listOnce.Do(func() { close(w.listed) }) }
 
 // setServices starts and stops per-service watches as services gain or lose
 // the expose tag. It only runs on successful answers, so a Consul outage
@@ -61,9 +123,9 @@ func (c *Catalog) setServices(all map[string][]string, resync bool) {
 		svc.mu.Unlock()
 	}
 	if changed {
-		c.notify()
+		c.watch.notify()
 	}
-	c.listOnce.Do(func() { close(c.listed) })
+	c.watch.markListed()
 }
 
 // removeLocked stops watching svc and closes its connection after the
@@ -80,48 +142,25 @@ func (c *Catalog) removeLocked(svc *catalogService) {
 	svc.mu.Unlock()
 	svc.cancel()
 	svc.outliers.stop()
-	c.health.forget("health/" + svc.name)
-	conn := svc.conn
-	c.draining[conn] = time.AfterFunc(c.cfg.Consul.DrainAfterDeregister, func() {
-		c.mu.Lock()
-		if c.closed {
-			// Close took it from draining and closes it.
-			c.mu.Unlock()
-			return
-		}
-		delete(c.draining, conn)
-		// Before Close (which sets closed under mu, then waits), so that
-		// Close waits for this close too.
-		c.wg.Add(1)
-		c.mu.Unlock()
-		defer c.wg.Done()
-		_ = conn.Close()
-	})
+	c.watch.forget(svc.name)
+	c.conns.drain(svc.conn)
 }
 
 // startService opens the connection of the exposed service name and starts
 // watching its instances, until svc.cancel or Close.
 func (c *Catalog) startService(name string) (*catalogService, error) {
-	svc, err := c.newService(name)
+	svc, err := c.conns.newService(name)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
 	svc.cancel = cancel
 	c.wg.Go(func() {
-		// Every instance, whatever its health: the catalog filters passing
-		// ones itself, so that it can tell an instance that failed its
-		// check (removed at once) from one Consul does not know right now
-		// (kept for the grace period).
-		watchResync(ctx, "health/"+name, c.limiter(), c.health, c.log, c.cfg.Consul.WaitTime,
-			func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
-				return c.client.Health().Service(name, c.cfg.Consul.Tag, false, q)
-			},
-			func(entries []*api.ServiceEntry, resync bool) {
-				if c.updateInstances(svc, entries, resync) {
-					c.notify()
-				}
-			})
+		c.watch.instances(ctx, name, func(entries []*api.ServiceEntry, resync bool) {
+			if c.updateInstances(svc, entries, resync) {
+				c.watch.notify()
+			}
+		})
 	})
 	return svc, nil
 }

@@ -7,10 +7,80 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 )
+
+// serviceConns opens the connection of each exposed service, and closes the
+// connections of services that left the catalog once their drain period
+// ends. Its lock guards only the draining timers: it is taken after the
+// catalog's (drain runs under it), never before.
+type serviceConns struct {
+	cfg   Config
+	creds credentials.TransportCredentials
+	dial  []grpc.DialOption // added to every service connection
+	log   *zap.Logger
+	built *builtQueue // resolvers grpc-go built, waiting for their first push
+
+	mu       sync.Mutex
+	draining map[*grpc.ClientConn]*time.Timer
+	closed   bool
+	closing  sync.WaitGroup // drain closes in flight; close waits for them
+}
+
+func newServiceConns(cfg Config, p CatalogParams) *serviceConns {
+	return &serviceConns{
+		cfg: cfg, creds: p.Creds, dial: p.DialOptions, log: p.Log, built: newBuiltQueue(),
+		draining: map[*grpc.ClientConn]*time.Timer{},
+	}
+}
+
+// drain closes conn after mesh.consul.drain_after_deregister, or at close
+// if that comes first.
+func (cs *serviceConns) drain(conn *grpc.ClientConn) {
+	cs.mu.Lock()
+	if cs.closed {
+		// Not reached: the catalog removes no service once it is closing.
+		// Closed now all the same rather than leaked, without mu.
+		cs.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	cs.draining[conn] = time.AfterFunc(cs.cfg.Consul.DrainAfterDeregister, func() {
+		cs.mu.Lock()
+		if cs.closed {
+			// close took it from draining and closes it.
+			cs.mu.Unlock()
+			return
+		}
+		delete(cs.draining, conn)
+		// Before close (which sets closed under mu, then waits), so that
+		// close waits for this close too.
+		cs.closing.Add(1)
+		cs.mu.Unlock()
+		defer cs.closing.Done()
+		_ = conn.Close()
+	})
+	cs.mu.Unlock()
+}
+
+// close closes every draining connection now, and waits for the drain
+// closes already running.
+func (cs *serviceConns) close() {
+	cs.mu.Lock()
+	cs.closed = true
+	draining := cs.draining
+	cs.draining = map[*grpc.ClientConn]*time.Timer{}
+	cs.mu.Unlock()
+	cs.closing.Wait()
+	for conn, t := range draining {
+		t.Stop()
+		_ = conn.Close()
+	}
+}
 
 // catalogService is one exposed Consul service.
 type catalogService struct {
@@ -46,24 +116,24 @@ type catalogService struct {
 // grpc.ClientConn, shared by every route table built from it, whose
 // resolver the catalog feeds (resolver.go), whose balancer is the one
 // mesh.load_balancing names, and whose calls report to outlier detection.
-func (c *Catalog) newService(name string) (*catalogService, error) {
+func (cs *serviceConns) newService(name string) (*catalogService, error) {
 	svc := &catalogService{name: name, listed: true}
-	svc.outliers = &outliers{cfg: c.cfg.Outliers, svc: name, log: c.log, push: svc.push, now: time.Now, hosts: map[string]*hostState{}}
+	svc.outliers = &outliers{cfg: cs.cfg.Outliers, svc: name, log: cs.log, push: svc.push, now: time.Now, hosts: map[string]*hostState{}}
 	lb := "round_robin"
-	if c.cfg.LoadBalancing.For(name) == BalancerLeastRequest {
+	if cs.cfg.LoadBalancing.For(name) == BalancerLeastRequest {
 		lb = "least_request_experimental"
 	}
 	conn, err := grpc.NewClient("portico-consul:///"+name, append([]grpc.DialOption{
-		grpc.WithResolvers(&serviceResolver{svc: svc, built: c.built}),
-		grpc.WithTransportCredentials(c.creds),
+		grpc.WithResolvers(&serviceResolver{svc: svc, built: cs.built}),
+		grpc.WithTransportCredentials(cs.creds),
 		grpc.WithChainUnaryInterceptor(svc.outliers.unary()),
 		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, lb)),
 		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(c.cfg.MaxRecvMessageBytes),
-			grpc.MaxCallSendMsgSize(c.cfg.MaxSendMessageBytes),
+			grpc.MaxCallRecvMsgSize(cs.cfg.MaxRecvMessageBytes),
+			grpc.MaxCallSendMsgSize(cs.cfg.MaxSendMessageBytes),
 			grpc.ForceCodecV2(dynamicCodec{}),
 		),
-	}, c.dial...)...)
+	}, cs.dial...)...)
 	if err != nil {
 		return nil, err
 	}

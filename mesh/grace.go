@@ -188,7 +188,7 @@ func (c *Catalog) endGrace(svc *catalogService, g *graceState) {
 		c.mu.Unlock()
 		c.log.Warn("consul service gone for longer than the grace period; removing its routes",
 			zap.String("service", svc.name), zap.Duration("gone", gone), zap.Duration("grace", c.cfg.Consul.ServiceGrace))
-		c.notify()
+		c.watch.notify()
 		return
 	}
 	kept := svc.instances
@@ -200,7 +200,7 @@ func (c *Catalog) endGrace(svc *catalogService, g *graceState) {
 		zap.String("service", svc.name), zap.Duration("gone", gone), zap.Int("kept", kept), zap.Int("passing", now))
 	svc.push()
 	if changed {
-		c.notify()
+		c.watch.notify()
 	}
 }
 

@@ -106,7 +106,7 @@ func TestConsulTLSMismatch(t *testing.T) {
 			r := manual.NewBuilderWithScheme("test")
 			addr := WithExpectedIdentity(resolver.Address{Addr: tc.addr, ServerName: "orders"}, ServiceID("", "", "dc1", "orders"))
 			r.InitialState(resolver.State{Addresses: []resolver.Address{addr}})
-			cc, err := grpc.NewClient("test:///orders", grpc.WithResolvers(r), grpc.WithTransportCredentials(m.Catalog.creds))
+			cc, err := grpc.NewClient("test:///orders", grpc.WithResolvers(r), grpc.WithTransportCredentials(m.Catalog.conns.creds))
 			if err != nil {
 				t.Fatal(err)
 			}
