@@ -2,7 +2,7 @@
 GO ?= go
 # go build with a progress line every 10 s (packages compiled of those that
 # need it, elapsed time): a first build on a fresh machine takes minutes.
-GOBUILD = $(GO) run ./integration/consulagent/cmd/gobuild
+GOBUILD = $(GO) run ./cmd/examples/consulagent/cmd/gobuild
 FUZZTIME ?= 5s
 # staticcheck, pinned; SA1019 (deprecations) is off because jhump/protoreflect,
 # a dependency the project chose, is deprecated in favour of its successors.
@@ -35,7 +35,7 @@ test: lint consul unit fuzz
 ## minutes on 2 cores, with a progress line every 10 s).
 consul:
 	@echo "make consul: compiling the builder, then building Consul into the user cache unless it is there"
-	@$(GO) run ./integration/consulagent/cmd/consulbin
+	@$(GO) run ./cmd/examples/consulagent/cmd/consulbin
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '\.pb\.go$$' || true); \

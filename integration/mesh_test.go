@@ -23,8 +23,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/portico-dev/portico/cmd/examples/consulagent"
 	"github.com/portico-dev/portico/cmd/portico/app"
-	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/integration/harness"
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/mesh/meshtest"

@@ -17,9 +17,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/portico-dev/portico/cmd/examples/consulagent"
 	"github.com/portico-dev/portico/cmd/examples/services"
 	"github.com/portico-dev/portico/cmd/portico/app"
-	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/mesh/native"
 )
