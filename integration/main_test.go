@@ -4,11 +4,18 @@
 package integration
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/portico-dev/portico/integration/harness"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// goleak's Cleanup replaces its os.Exit: exit with the code it passes.
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		harness.RemoveBuilds()
+		os.Exit(code)
+	}))
 }
