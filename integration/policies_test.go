@@ -209,6 +209,8 @@ func TestCacheStampedeAndHeaders(t *testing.T) {
 		t.Fatalf("%d concurrent identical requests made %d upstream calls; want 1", n, got)
 	}
 	states.Range(func(k, v any) bool { t.Logf("cache %s: %d", k, v.(*atomic.Int64).Load()); return true })
+	// Age counts whole seconds: a second has to pass for it to read 1 (the
+	// wait is the behaviour under test, not a guess at an event).
 	time.Sleep(1100 * time.Millisecond)
 	r := do(t, env.client, "GET", env.edge.URL+"/v1/plans", "", "Cache-Control", "no-cache")
 	if r.header.Get(policies.CacheStatusHeader) != "HIT" || r.header.Get("Age") < "1" {

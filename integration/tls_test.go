@@ -160,7 +160,7 @@ func TestTLSReloadAndClientCertificates(t *testing.T) {
 	}
 	put(100)
 	b := harness.Services(t, []string{"products"}, nil)
-	e := harness.Portico(t, func(c *app.Config) {
+	e, logs := harness.PorticoLogged(t, func(c *app.Config) {
 		c.Edge.TLS.CertFile, c.Edge.TLS.KeyFile = certFile, keyFile
 		c.Edge.TLS.ReloadInterval = 50 * time.Millisecond
 	}, b.Addr)
@@ -176,10 +176,14 @@ func TestTLSReloadAndClientCertificates(t *testing.T) {
 		s, err := served(t, url, trust)
 		return err == nil && s == 101
 	})
+	// The reloader has read the broken file once it says so (a rotation's
+	// half-written pair said it before 101 was served: count from here).
+	const unreadable = "TLS files unreadable; serving the previous certificate"
+	before := logs.FilterMessage(unreadable).Len()
 	if err := os.WriteFile(certFile, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // several reload intervals
+	eventually(t, 5*time.Second, "the broken file read and refused", func() bool { return logs.FilterMessage(unreadable).Len() > before })
 	if s, err := served(t, url, trust); err != nil || s != 101 {
 		t.Fatalf("after a broken write: serial %d, %v; want the last good 101", s, err)
 	}
