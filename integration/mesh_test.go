@@ -156,6 +156,13 @@ func TestConsulDiscoveryMTLSAndSelfRegistration(t *testing.T) {
 	eventually(t, 10*time.Second, "routes of both services (users with least_request)", func() bool {
 		return do(t, c, "GET", e.URL+"/v1/products/p-1", "").code == 200 && do(t, c, "GET", e.URL+"/v1/users/alice", "").code == 200
 	})
+	// Routes come with the first instance Portico hears of; the spread is
+	// measured once both are in rotation.
+	inRotation := map[string]bool{}
+	eventually(t, 10*time.Second, "both products instances in rotation", func() bool {
+		inRotation[do(t, c, "GET", e.URL+"/v1/products/p-1", "").header.Get("Grpc-Metadata-X-Instance")] = true
+		return inRotation[a.ID] && inRotation[b.ID]
+	})
 	seen := map[string]int{}
 	for range 20 {
 		r := do(t, c, "GET", e.URL+"/v1/products/p-2", "")
