@@ -154,6 +154,7 @@ func TestRestartBehindBalancerZeroFailures(t *testing.T) {
 // the running config and says why; a good one switches the JWT provider
 // without closing the client's connection.
 func TestReloadWithBrokenFile(t *testing.T) {
+	t.Parallel()
 	bin := harness.BuildPortico(t)
 	b := harness.Services(t, []string{"accounts"}, nil)
 	idpA, idpB := harness.NewIDP(t), harness.NewIDP(t)

@@ -143,6 +143,7 @@ func eventuallyOr(t *testing.T, d time.Duration, what string, cond func() (bool,
 }
 
 func TestConsulDiscoveryMTLSAndSelfRegistration(t *testing.T) {
+	t.Parallel()
 	agent := harness.Consul(t)
 	a := harness.Native(t, agent, "products", harness.NativeOptions{})
 	b := harness.Native(t, agent, "products", harness.NativeOptions{})
@@ -553,6 +554,7 @@ func TestCARotationUnderLoad(t *testing.T) {
 // TestWrongSPIFFEIDRefused: an impostor registered as "orders" but holding
 // the identity of "users" never receives a call.
 func TestWrongSPIFFEIDRefused(t *testing.T) {
+	t.Parallel()
 	f := newMeshFixture(t, "orders")
 	c := harness.Client(t)
 	eventually(t, 10*time.Second, "orders routes", func() bool {
@@ -612,6 +614,7 @@ func mustInstances(t *testing.T, agent *consulagent.Agent, service string) []str
 // orders with 403 PERMISSION_DENIED on connections already open; products
 // are unaffected.
 func TestIntentionDeny(t *testing.T) {
+	t.Parallel()
 	f := newMeshFixture(t, "orders")
 	c := harness.Client(t)
 	eventually(t, 10*time.Second, "orders routes", func() bool {
