@@ -2,13 +2,11 @@
 GO ?= go
 # go build with a progress line every 10 s (packages compiled of those that
 # need it, elapsed time): a first build on a fresh machine takes minutes.
-GOBUILD = $(GO) run ./integration/consulagent/cmd/gobuild
+GOBUILD = $(GO) run ./cmd/examples/consulagent/cmd/gobuild
 FUZZTIME ?= 5s
 # staticcheck is pinned by the tool directive in go.mod (to move it:
-# go get -tool honnef.co/go/tools/cmd/staticcheck@VERSION). SA1019
-# (deprecations) stays off for one report: runtime.GOROOT in
-# integration/harness/process.go.
-STATICCHECK = $(GO) tool staticcheck -checks 'inherit,-SA1019'
+# go get -tool honnef.co/go/tools/cmd/staticcheck@VERSION), every check on.
+STATICCHECK = $(GO) tool staticcheck
 
 .PHONY: demo portico test lint consul unit fuzz bench protos
 
@@ -37,7 +35,7 @@ test: lint consul unit fuzz
 ## minutes on 2 cores, with a progress line every 10 s).
 consul:
 	@echo "make consul: compiling the builder, then building Consul into the user cache unless it is there"
-	@$(GO) run ./integration/consulagent/cmd/consulbin
+	@$(GO) run ./cmd/examples/consulagent/cmd/consulbin
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '\.pb\.go$$' || true); \

@@ -15,6 +15,7 @@ import (
 )
 
 func TestAPIKeysFromFile(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "keys.yaml")
 	write := func(name, key string) {
 		body := "- name: " + name + "\n  sha256: " + keyHash(key) + "\n  scopes: [accounts]\n"
@@ -50,6 +51,7 @@ func TestAPIKeysFromFile(t *testing.T) {
 }
 
 func TestAPIKeysFromConsulKV(t *testing.T) {
+	t.Parallel()
 	agent := harness.Consul(t)
 	harness.Native(t, agent, "accounts", harness.NativeOptions{})
 	put := func(name, key string) {

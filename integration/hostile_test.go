@@ -253,6 +253,8 @@ func rowDeclaredBodySize(t *testing.T, h *hostile) {
 	if err != nil {
 		t.Fatalf("h2c streams: %v", err)
 	}
+	// Half-way through read_timeout, while everything hangs, is when the
+	// resident set is worth a look: this sleep is the point of the row.
 	time.Sleep(hostileReadTimeout / 2)
 	if n, err := rssOf(h.p.Pid()); err == nil {
 		t.Logf("RSS while %d connections and %d streams hang: %s", n1, n2, mib(n))

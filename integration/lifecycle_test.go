@@ -109,8 +109,8 @@ func TestRestartBehindBalancerZeroFailures(t *testing.T) {
 		harness.BalancerBackend{Addr: pub[1], HealthURL: "http://" + adm[1] + "/readyz"})
 	eventually(t, 20*time.Second, "both instances up at the balancer", func() bool { return lb.Up(0) && lb.Up(1) })
 
-	stop := runLoad(t, "http://"+lb.Addr+"/v1/products/p-1", 8)
-	time.Sleep(time.Second)
+	load := runLoad(t, "http://"+lb.Addr+"/v1/products/p-1", 8)
+	load.succeeded(100) // clients on keep-alive connections to both
 	began := time.Now()
 	if err := procs[0].Stop(30 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
@@ -121,8 +121,8 @@ func TestRestartBehindBalancerZeroFailures(t *testing.T) {
 	}
 	procs[0] = start(0)
 	eventually(t, 20*time.Second, "the restarted instance up at the balancer", func() bool { return lb.Up(0) })
-	time.Sleep(500 * time.Millisecond)
-	one := stop()
+	load.succeeded(50) // and on after the restarted instance came back
+	one := load.stop()
 	t.Logf("restart of 1 of 2 instances under load (8 clients): %s; SIGTERM to exit %s", one, took.Round(time.Millisecond))
 	if one.failed.Load() != 0 || one.ok.Load() < 100 {
 		t.Fatalf("want zero failed requests: %s", one)
@@ -130,15 +130,15 @@ func TestRestartBehindBalancerZeroFailures(t *testing.T) {
 
 	// Then the other one (a rolling restart): the clients, whose
 	// keep-alive connections all went to it, move to the first.
-	stop = runLoad(t, "http://"+lb.Addr+"/v1/products/p-1", 8)
-	time.Sleep(500 * time.Millisecond)
+	load = runLoad(t, "http://"+lb.Addr+"/v1/products/p-1", 8)
+	load.succeeded(100)
 	if err := procs[1].Stop(30 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
 	procs[1] = start(1)
 	eventually(t, 20*time.Second, "the second instance up again", func() bool { return lb.Up(1) })
-	time.Sleep(500 * time.Millisecond)
-	two := stop()
+	load.succeeded(50)
+	two := load.stop()
 	t.Logf("then the other instance: %s", two)
 	if two.failed.Load() != 0 || two.ok.Load() < 100 {
 		t.Fatalf("want zero failed requests: %s", two)
@@ -154,6 +154,7 @@ func TestRestartBehindBalancerZeroFailures(t *testing.T) {
 // the running config and says why; a good one switches the JWT provider
 // without closing the client's connection.
 func TestReloadWithBrokenFile(t *testing.T) {
+	t.Parallel()
 	bin := harness.BuildPortico(t)
 	b := harness.Services(t, []string{"accounts"}, nil)
 	idpA, idpB := harness.NewIDP(t), harness.NewIDP(t)

@@ -23,8 +23,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/portico-dev/portico/cmd/examples/consulagent"
 	"github.com/portico-dev/portico/cmd/portico/app"
-	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/integration/harness"
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/mesh/meshtest"
@@ -52,38 +52,64 @@ func (s *loadStats) String() string {
 	return fmt.Sprintf("%d ok, %d failed %v", s.ok.Load(), s.failed.Load(), s.samples)
 }
 
-// runLoad sends GETs to url from workers goroutines until the returned stop
-// is called; stop waits for them and returns the counts.
-func runLoad(t *testing.T, url string, workers int) (stop func() *loadStats) {
+// load is a closed-loop load started by runLoad.
+type load struct {
+	t      *testing.T
+	st     *loadStats
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// runLoad sends GETs to url from workers goroutines until stop is called
+// (or the test ends).
+func runLoad(t *testing.T, url string, workers int) *load {
 	t.Helper()
 	c := harness.Client(t)
-	st := &loadStats{}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
+	l := &load{t: t, st: &loadStats{}, cancel: cancel}
 	for range workers {
-		wg.Go(func() {
+		l.wg.Go(func() {
 			for ctx.Err() == nil {
 				req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
 				resp, err := c.Do(req)
 				if err != nil {
-					st.fail(err.Error())
+					l.st.fail(err.Error())
 					continue
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					st.fail(fmt.Sprintf("%d %s", resp.StatusCode, b))
+					l.st.fail(fmt.Sprintf("%d %s", resp.StatusCode, b))
 					continue
 				}
-				st.ok.Add(1)
+				l.st.ok.Add(1)
 			}
 		})
 	}
-	return func() *loadStats {
-		cancel()
-		wg.Wait()
-		return st
-	}
+	// A test that fails before stop leaves no goroutine behind.
+	t.Cleanup(func() { l.stop() })
+	return l
+}
+
+// stop ends the load, waits for the workers and returns the counts.
+func (l *load) stop() *loadStats {
+	l.once.Do(func() {
+		l.cancel()
+		l.wg.Wait()
+	})
+	return l.st
+}
+
+// succeeded waits (up to 20 s) until n more calls than now have succeeded:
+// the load has run across whatever happened before, instead of for a guessed
+// time.
+func (l *load) succeeded(n int64) {
+	l.t.Helper()
+	want := l.st.ok.Load() + n
+	eventuallyOr(l.t, 20*time.Second, fmt.Sprintf("%d more successful calls", n), func() (bool, string) {
+		return l.st.ok.Load() >= want, l.st.String()
+	})
 }
 
 // eventually polls cond every 10 ms for up to d and reports when it held.
@@ -117,6 +143,7 @@ func eventuallyOr(t *testing.T, d time.Duration, what string, cond func() (bool,
 }
 
 func TestConsulDiscoveryMTLSAndSelfRegistration(t *testing.T) {
+	t.Parallel()
 	agent := harness.Consul(t)
 	a := harness.Native(t, agent, "products", harness.NativeOptions{})
 	b := harness.Native(t, agent, "products", harness.NativeOptions{})
@@ -129,6 +156,13 @@ func TestConsulDiscoveryMTLSAndSelfRegistration(t *testing.T) {
 
 	eventually(t, 10*time.Second, "routes of both services (users with least_request)", func() bool {
 		return do(t, c, "GET", e.URL+"/v1/products/p-1", "").code == 200 && do(t, c, "GET", e.URL+"/v1/users/alice", "").code == 200
+	})
+	// Routes come with the first instance Portico hears of; the spread is
+	// measured once both are in rotation.
+	inRotation := map[string]bool{}
+	eventually(t, 10*time.Second, "both products instances in rotation", func() bool {
+		inRotation[do(t, c, "GET", e.URL+"/v1/products/p-1", "").header.Get("Grpc-Metadata-X-Instance")] = true
+		return inRotation[a.ID] && inRotation[b.ID]
 	})
 	seen := map[string]int{}
 	for range 20 {
@@ -242,13 +276,16 @@ func firstCallAfter(log *harness.CallLog, instance string, t time.Time) time.Tim
 // reports a change the traffic follows it.
 func TestInstanceRemovalAndAdditionDelays(t *testing.T) {
 	f := newMeshFixture(t)
-	stop := runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
-	time.Sleep(500 * time.Millisecond)
+	load := runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
+	load.succeeded(50)
 
 	// Removal: the instance's health turns NOT_SERVING; Consul's check
 	// goes critical; from the moment Consul reports it, no new call.
 	f.a.Server.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	reported := harness.WaitInstance(t, f.agent, "products", f.a.ID, false)
+	// What is measured is an absence (no call to a later than 1 s after
+	// Consul reported it), so the test has to watch that long: this sleep
+	// is the observation window, not a wait for an event.
 	time.Sleep(1500 * time.Millisecond)
 	// Negative: traffic left before the test's 5 ms poll saw Consul's change.
 	removal := lastCallAt(f.seen, f.a.ID).Sub(reported)
@@ -261,7 +298,7 @@ func TestInstanceRemovalAndAdditionDelays(t *testing.T) {
 		return !firstCallAfter(f.seen, c.ID, time.Time{}).IsZero()
 	})
 	addition := firstCallAfter(f.seen, c.ID, time.Time{}).Sub(passing)
-	st := stop()
+	st := load.stop()
 	t.Logf("FIGURE removal delay (Consul reports critical → last new call): %v", removal.Round(time.Millisecond))
 	t.Logf("FIGURE addition delay (Consul reports passing → first call): %v", addition.Round(time.Millisecond))
 	t.Logf("load: %s", st)
@@ -281,13 +318,18 @@ func TestInstanceRemovalAndAdditionDelays(t *testing.T) {
 // error because UNAVAILABLE is retried on the other instance.
 func TestInstanceKilledUnderLoad(t *testing.T) {
 	f := newMeshFixture(t)
-	stop := runLoad(t, f.edge.URL+"/v1/products/p-1", 8)
-	time.Sleep(time.Second)
+	load := runLoad(t, f.edge.URL+"/v1/products/p-1", 8)
+	load.succeeded(100)
 	before := f.b.Calls.Load()
 	f.a.Kill()
 	killed := time.Now()
-	time.Sleep(3 * time.Second)
-	st := stop()
+	// The load runs across the crash until Consul's check has failed (the
+	// instance was registered and passing all along) and the survivor has
+	// served 100 more calls.
+	harness.WaitInstance(t, f.agent, "products", f.a.ID, false)
+	eventually(t, 20*time.Second, "100 calls served by the surviving instance", func() bool { return f.b.Calls.Load()-before >= 100 })
+	load.succeeded(50)
+	st := load.stop()
 	t.Logf("load across the crash: %s", st)
 	if st.failed.Load() != 0 {
 		t.Fatalf("GETs failed after an instance crashed: %s", st)
@@ -312,8 +354,8 @@ func TestInstanceKilledUnderLoad(t *testing.T) {
 func TestConsulRestartUnderLoad(t *testing.T) {
 	f := newMeshFixture(t)
 	c := harness.Client(t)
-	stop := runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
-	time.Sleep(500 * time.Millisecond)
+	load := runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
+	load.succeeded(50)
 
 	f.agent.Stop()
 	eventually(t, 10*time.Second, "readyz degraded", func() bool {
@@ -324,7 +366,7 @@ func TestConsulRestartUnderLoad(t *testing.T) {
 	if !strings.Contains(m.body, "portico_consul_watch_healthy 0") {
 		t.Fatalf("metric portico_consul_watch_healthy should be 0 while Consul is down:\n%s", grepLines(m.body, "portico_consul"))
 	}
-	time.Sleep(2 * time.Second) // serve from the last known state meanwhile
+	load.succeeded(200) // served from the last known state meanwhile
 
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -337,8 +379,8 @@ func TestConsulRestartUnderLoad(t *testing.T) {
 		return r.code == 200 && jsonOf(t, r.body)["status"] == "ready", r.body
 	})
 	t.Logf("FIGURE recovered %v after Consul came back", time.Since(restarted).Round(time.Millisecond))
-	time.Sleep(time.Second)
-	if st := stop(); st.failed.Load() != 0 {
+	load.succeeded(100)
+	if st := load.stop(); st.failed.Load() != 0 {
 		t.Fatalf("calls failed while Consul was down or restarting: %s", st)
 	} else {
 		t.Logf("load across the Consul outage: %s", st)
@@ -351,8 +393,8 @@ func TestConsulRestartUnderLoad(t *testing.T) {
 	// The agent forgets both registrations.
 	cat := f.edge.Mesh.Catalog
 	eventually(t, 20*time.Second, "products confirmed by consul after the restart", func() bool { return len(cat.InGrace()) == 0 })
-	stop = runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
-	time.Sleep(300 * time.Millisecond)
+	load = runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
+	load.succeeded(50)
 	lost := time.Now()
 	for _, id := range []string{f.a.ID, f.b.ID} {
 		if err := f.agent.Client().Agent().ServiceDeregister(id); err != nil {
@@ -367,8 +409,8 @@ func TestConsulRestartUnderLoad(t *testing.T) {
 	harness.WaitInstance(t, f.agent, "products", f.b.ID, true)
 	back := eventually(t, 10*time.Second, "products confirmed by consul again", func() bool { return len(cat.InGrace()) == 0 })
 	t.Logf("FIGURE registrations lost: products kept for %v until consul confirmed both instances again", back.Sub(lost).Round(time.Millisecond))
-	time.Sleep(500 * time.Millisecond)
-	st := stop()
+	load.succeeded(50)
+	st := load.stop()
 	t.Logf("load across the lost registrations: %s", st)
 	if st.failed.Load() != 0 {
 		t.Fatalf("calls failed while the agent had lost the registrations: %s", st)
@@ -408,7 +450,7 @@ func TestConsulServiceGoneAfterGrace(t *testing.T) {
 	eventually(t, 10*time.Second, "routes of both services", func() bool {
 		return do(t, c, "GET", e.URL+"/v1/products/p-1", "").code == 200 && do(t, c, "GET", e.URL+"/v1/users/alice", "").code == 200
 	})
-	stop := runLoad(t, e.URL+"/v1/users/alice", 2)
+	load := runLoad(t, e.URL+"/v1/users/alice", 2)
 
 	a.Stop()
 	left := time.Now() // b deregisters first thing in Stop
@@ -447,7 +489,7 @@ func TestConsulServiceGoneAfterGrace(t *testing.T) {
 	if r := do(t, c, "GET", e.URL+"/v1/users/alice", ""); r.code != http.StatusOK {
 		t.Fatalf("users after products left: %d %s", r.code, r.body)
 	}
-	if st := stop(); st.failed.Load() != 0 || st.ok.Load() == 0 {
+	if st := load.stop(); st.failed.Load() != 0 || st.ok.Load() == 0 {
 		t.Fatalf("users calls while products left: %s", st)
 	}
 }
@@ -468,8 +510,8 @@ func grepLines(s, substr string) string {
 func TestCARotationUnderLoad(t *testing.T) {
 	f := newMeshFixture(t)
 	old := f.edge.Mesh.Identity.Identity()
-	stop := runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
-	time.Sleep(500 * time.Millisecond)
+	load := runLoad(t, f.edge.URL+"/v1/products/p-1", 4)
+	load.succeeded(50)
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -486,17 +528,18 @@ func TestCARotationUnderLoad(t *testing.T) {
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
+	changed := time.Now()
 	rotated := eventually(t, 30*time.Second, "portico leaf reissued by the new CA", func() bool {
 		id := f.edge.Mesh.Identity.Identity()
 		return !bytes.Equal(id.Cert.Leaf.AuthorityKeyId, old.Cert.Leaf.AuthorityKeyId)
 	})
-	_ = rotated
+	t.Logf("FIGURE portico's leaf reissued %v after the CA change", rotated.Sub(changed).Round(time.Millisecond))
 	// A new instance after the rotation: every handshake with it uses the
 	// new certificates on both sides.
 	n := harness.Native(t, f.agent, "products", harness.NativeOptions{Seen: f.seen})
 	eventually(t, 5*time.Second, "new instance serving after rotation", func() bool { return n.Calls.Load() > 0 })
-	time.Sleep(time.Second)
-	st := stop()
+	load.succeeded(100)
+	st := load.stop()
 	t.Logf("load across the CA rotation: %s", st)
 	if st.failed.Load() != 0 {
 		t.Fatalf("calls failed during the CA rotation: %s", st)
@@ -510,6 +553,7 @@ func TestCARotationUnderLoad(t *testing.T) {
 // TestWrongSPIFFEIDRefused: an impostor registered as "orders" but holding
 // the identity of "users" never receives a call.
 func TestWrongSPIFFEIDRefused(t *testing.T) {
+	t.Parallel()
 	f := newMeshFixture(t, "orders")
 	c := harness.Client(t)
 	eventually(t, 10*time.Second, "orders routes", func() bool {
@@ -527,8 +571,13 @@ func TestWrongSPIFFEIDRefused(t *testing.T) {
 		}
 		harness.WaitInstance(t, f.agent, "orders", id, false)
 	}
-	time.Sleep(200 * time.Millisecond)
-	r := do(t, c, "GET", f.edge.URL+"/v1/orders/o-1001", "")
+	// Until Portico hears that the genuine instance left, calls still go
+	// to it; from then on only the impostor is left to try.
+	var r response
+	eventuallyOr(t, 10*time.Second, "calls to orders refused", func() (bool, string) {
+		r = do(t, c, "GET", f.edge.URL+"/v1/orders/o-1001", "")
+		return r.code != http.StatusOK, fmt.Sprintf("%d %s", r.code, r.body)
+	})
 	if r.code != http.StatusServiceUnavailable {
 		t.Fatalf("call to an impostor: %d %s", r.code, r.body)
 	}
@@ -565,6 +614,7 @@ func mustInstances(t *testing.T, agent *consulagent.Agent, service string) []str
 // orders with 403 PERMISSION_DENIED on connections already open; products
 // are unaffected.
 func TestIntentionDeny(t *testing.T) {
+	t.Parallel()
 	f := newMeshFixture(t, "orders")
 	c := harness.Client(t)
 	eventually(t, 10*time.Second, "orders routes", func() bool {
@@ -606,8 +656,8 @@ func TestRedeployNewMethod(t *testing.T) {
 	if r := do(t, c, "GET", e.URL+"/v1/orders/o-1001", ""); r.code != http.StatusNotFound {
 		t.Fatalf("orders before the redeploy: %d %s", r.code, r.body)
 	}
-	stop := runLoad(t, e.URL+"/v1/users/alice", 2)
-	time.Sleep(300 * time.Millisecond)
+	load := runLoad(t, e.URL+"/v1/users/alice", 2)
+	load.succeeded(50)
 
 	v1.Stop()
 	harness.Native(t, agent, "shop", harness.NativeOptions{ID: "shop-1", Examples: []string{"products", "orders"}})
@@ -619,7 +669,7 @@ func TestRedeployNewMethod(t *testing.T) {
 	if r := do(t, c, "GET", e.URL+"/v1/products/p-1", ""); r.code != 200 {
 		t.Fatalf("products after the redeploy: %d %s", r.code, r.body)
 	}
-	st := stop()
+	st := load.stop()
 	if st.failed.Load() != 0 || st.ok.Load() == 0 {
 		t.Fatalf("users calls during the shop redeploy: %s", st)
 	}
@@ -653,7 +703,7 @@ func TestFilesModeWithReload(t *testing.T) {
 	eventually(t, 10*time.Second, "products over files-mode mTLS", func() bool {
 		return do(t, c, "GET", e.URL+"/v1/products/p-1", "").code == 200
 	})
-	stop := runLoad(t, e.URL+"/v1/products/p-1", 2)
+	load := runLoad(t, e.URL+"/v1/products/p-1", 2)
 	ca.WriteFiles(t, dir, agent.Datacenter, "portico-renewed")
 	eventually(t, 5*time.Second, "portico identity reloaded from files", func() bool {
 		return strings.HasSuffix(e.Mesh.Identity.Identity().ID, "/svc/portico-renewed")
@@ -661,7 +711,7 @@ func TestFilesModeWithReload(t *testing.T) {
 	// A new instance means new handshakes with the reloaded certificate.
 	n := harness.Native(t, agent, "products", harness.NativeOptions{Identity: fileIdentity("products")})
 	eventually(t, 5*time.Second, "new instance serving", func() bool { return n.Calls.Load() > 0 })
-	st := stop()
+	st := load.stop()
 	if st.failed.Load() != 0 {
 		t.Fatalf("calls failed across the file reload: %s", st)
 	}

@@ -7,6 +7,7 @@ import (
 )
 
 func TestMetadataForwarding(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := do(t, e.c, "GET", e.url+"/v1/orders/o-1001", "",
 		"X-Request-Id", "req-123",

@@ -84,6 +84,7 @@ const accountsSvc = "/portico.examples.accounts.v1.AccountService/"
 // TestMetricsAfterScriptedRequests: a known set of requests, then a scrape
 // whose counters, histograms and gauges must say exactly that.
 func TestMetricsAfterScriptedRequests(t *testing.T) {
+	t.Parallel()
 	env := newPolicyEnv(t)
 	c := env.client
 	free := env.idp.Token("bob", map[string]any{"scope": "accounts", "plan": "free"})
@@ -181,6 +182,7 @@ func TestMetricsAfterScriptedRequests(t *testing.T) {
 // what an operator needs to find it, and no token or API key anywhere in
 // any log line, even when the request fails.
 func TestAccessLogHasTheFieldsAndNoSecrets(t *testing.T) {
+	t.Parallel()
 	idp := harness.NewIDP(t)
 	const apiKey = "sk-live-4c1d2f9b8e7a6d5c4b3a29180716f5e4"
 	keys := filepath.Join(t.TempDir(), "keys.yaml")
@@ -309,6 +311,7 @@ func (r *otlpReceiver) trace(id string) []*tracepb.Span {
 // client span's context to the service as metadata, and returns the trace
 // id. An untrusted client's traceparent starts a new trace instead.
 func TestTracingToOTLP(t *testing.T) {
+	t.Parallel()
 	recv := startOTLP(t)
 	md := newMDRecorder()
 	b := harness.Services(t, []string{"accounts"}, nil, md.options()...)
@@ -378,6 +381,7 @@ func hexEq(a, b []byte) bool { return hex.EncodeToString(a) == hex.EncodeToStrin
 // client's trace id still reaches the service and comes back to it, and a
 // request without one gets a fresh id, so logs on both sides correlate.
 func TestTraceContextWithoutExporter(t *testing.T) {
+	t.Parallel()
 	md := newMDRecorder()
 	b := harness.Services(t, []string{"products"}, nil, md.options()...)
 	e := harness.Portico(t, func(cfg *app.Config) { cfg.Edge.Tracing.TrustIncoming = []string{"127.0.0.0/8"} }, b.Addr)
@@ -400,6 +404,7 @@ func TestTraceContextWithoutExporter(t *testing.T) {
 // that fails after it are counted with the upstream's code, and a preflight
 // with its route.
 func TestStreamMetrics(t *testing.T) {
+	t.Parallel()
 	b := harness.Services(t, []string{"orders"}, nil)
 	e, logs := harness.PorticoLogged(t, nil, b.Addr)
 	c := harness.Client(t)

@@ -74,6 +74,7 @@ func newPolicyEnv(t *testing.T, mutate ...func(*app.Config)) *policyEnv {
 func bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
 
 func TestAuthIdentityAndForgedHeaders(t *testing.T) {
+	t.Parallel()
 	env := newPolicyEnv(t)
 	alice := env.idp.Token("alice", map[string]any{"scope": "accounts", "plan": "paid", "email": "alice@example.com"})
 	noScope := env.idp.Token("alice", map[string]any{"scope": "other"})
@@ -137,6 +138,7 @@ func TestAuthIdentityAndForgedHeaders(t *testing.T) {
 }
 
 func TestValidationAndInternalFields(t *testing.T) {
+	t.Parallel()
 	env := newPolicyEnv(t)
 	tok := bearer(env.idp.Token("carol", map[string]any{"scope": "accounts"}))
 	r := do(t, env.client, "POST", env.edge.URL+"/v1/accounts", `{"id":"9x","email":"nope","displayName":"","age":7,"plan":"gold"}`, tok...)
@@ -180,6 +182,7 @@ func TestValidationAndInternalFields(t *testing.T) {
 }
 
 func TestCacheStampedeAndHeaders(t *testing.T) {
+	t.Parallel()
 	env := newPolicyEnv(t)
 	const n = 100
 	var (
@@ -209,6 +212,8 @@ func TestCacheStampedeAndHeaders(t *testing.T) {
 		t.Fatalf("%d concurrent identical requests made %d upstream calls; want 1", n, got)
 	}
 	states.Range(func(k, v any) bool { t.Logf("cache %s: %d", k, v.(*atomic.Int64).Load()); return true })
+	// Age counts whole seconds: a second has to pass for it to read 1 (the
+	// wait is the behaviour under test, not a guess at an event).
 	time.Sleep(1100 * time.Millisecond)
 	r := do(t, env.client, "GET", env.edge.URL+"/v1/plans", "", "Cache-Control", "no-cache")
 	if r.header.Get(policies.CacheStatusHeader) != "HIT" || r.header.Get("Age") < "1" {
@@ -235,6 +240,7 @@ func TestCacheStampedeAndHeaders(t *testing.T) {
 }
 
 func TestCORS(t *testing.T) {
+	t.Parallel()
 	env := newPolicyEnv(t)
 	pre := func(origin, method, headers string) response {
 		return do(t, env.client, "OPTIONS", env.edge.URL+"/v1/accounts/alice", "",
@@ -264,6 +270,7 @@ func TestCORS(t *testing.T) {
 // TestSharedRedisCache: two edges share one Redis cache; Redis stopping
 // turns the cache off without failing a request.
 func TestSharedRedisCache(t *testing.T) {
+	t.Parallel()
 	redis := harness.StartRedis(t)
 	shared := func(cfg *app.Config) {
 		cfg.Policies.Redis.Address = redis.Addr

@@ -21,6 +21,7 @@ import (
 // TestReflectionV1AlphaFallback: an upstream that only serves the v1alpha
 // reflection service is still reflected and routed.
 func TestReflectionV1AlphaFallback(t *testing.T) {
+	t.Parallel()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +43,7 @@ func TestReflectionV1AlphaFallback(t *testing.T) {
 // TestNoUpstreamYet: before any upstream has been reflected there is no
 // table, and requests are 503, not 404.
 func TestNoUpstreamYet(t *testing.T) {
+	t.Parallel()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +56,7 @@ func TestNoUpstreamYet(t *testing.T) {
 
 // TestH2C: the cleartext listener also speaks HTTP/2 with prior knowledge.
 func TestH2C(t *testing.T) {
+	t.Parallel()
 	b := harness.Services(t, []string{"products"}, nil)
 	e := harness.Portico(t, nil, b.Addr)
 	p := new(http.Protocols)

@@ -18,6 +18,7 @@ import (
 )
 
 func TestStreamNDJSON(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := do(t, e.c, "GET", e.url+"/v1/orders:stream?count=3", "")
 	if r.code != 200 || r.header.Get("Content-Type") != "application/x-ndjson" {
@@ -35,6 +36,7 @@ func TestStreamNDJSON(t *testing.T) {
 }
 
 func TestStreamErrorAfterFirstMessage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := do(t, e.c, "GET", e.url+"/v1/orders:stream?count=2&failCode=14", "")
 	// The status line went out with the first message; the failure is the
@@ -59,6 +61,7 @@ func TestStreamErrorAfterFirstMessage(t *testing.T) {
 }
 
 func TestStreamSSE(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := do(t, e.c, "GET", e.url+"/v1/orders:stream?count=2&failCode=13", "", "Accept", "text/event-stream")
 	if r.code != 200 || r.header.Get("Content-Type") != "text/event-stream" {
@@ -73,6 +76,7 @@ func TestStreamSSE(t *testing.T) {
 // TestStreamFlushesEachMessage reads the first line while the upstream is
 // still sleeping before the second.
 func TestStreamFlushesEachMessage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -108,6 +112,7 @@ func (c *cancelWatch) StreamOrders(req *ordersv1.StreamOrdersRequest, s grpc.Ser
 }
 
 func TestClientGoneCancelsUpstream(t *testing.T) {
+	t.Parallel()
 	w := &cancelWatch{OrderServiceServer: services.NewOrders(), canceled: make(chan struct{})}
 	b := harness.Services(t, nil, func(s *grpc.Server) { ordersv1.RegisterOrderServiceServer(s, w) })
 	e := harness.Portico(t, nil, b.Addr)
@@ -138,6 +143,7 @@ func TestClientGoneCancelsUpstream(t *testing.T) {
 // alike (on HTTP/2 a write deadline is a stream timer, set only around
 // writes).
 func TestWriteTimeoutIsNotAnIdleTimeout(t *testing.T) {
+	t.Parallel()
 	b := harness.Services(t, []string{"orders"}, nil)
 	e := harness.Portico(t, func(c *app.Config) { c.Edge.WriteTimeout = 500 * time.Millisecond }, b.Addr)
 	h2 := new(http.Protocols)
@@ -147,6 +153,7 @@ func TestWriteTimeoutIsNotAnIdleTimeout(t *testing.T) {
 	clients := map[string]*http.Client{"HTTP/1.1": harness.Client(t), "h2c": {Transport: h2tr, Timeout: 20 * time.Second}}
 	for name, c := range clients {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			r := do(t, c, "GET", e.URL+"/v1/debug/fail/0?sleepMs=1200", "")
 			if r.code != 200 {
 				t.Fatalf("slow unary call: %d %s", r.code, r.body)

@@ -27,6 +27,7 @@ import (
 // TestTLSTermination: with cert and key files the listener speaks HTTPS and
 // negotiates HTTP/2 through ALPN.
 func TestTLSTermination(t *testing.T) {
+	t.Parallel()
 	certFile, keyFile, pool := meshtest.SelfSigned(t)
 	b := harness.Services(t, []string{"products"}, nil)
 	e := harness.Portico(t, func(c *app.Config) {
@@ -52,6 +53,7 @@ func TestTLSTermination(t *testing.T) {
 // TestStreamIdleTimeout: a stream whose upstream goes quiet is ended with a
 // DEADLINE_EXCEEDED error line naming the limit.
 func TestStreamIdleTimeout(t *testing.T) {
+	t.Parallel()
 	b := harness.Services(t, []string{"orders"}, nil)
 	e := harness.Portico(t, func(c *app.Config) { c.Transcode.StreamIdleTimeout = 300 * time.Millisecond }, b.Addr)
 	r := do(t, harness.Client(t), "GET", e.URL+"/v1/orders:stream?count=3&intervalMs=2000", "")
@@ -144,6 +146,7 @@ func served(t *testing.T, url string, cfg *tls.Config) (int64, error) {
 // one. With a client CA, a client without a certificate (or with one from
 // another CA) is refused at the handshake; "optional" lets it in.
 func TestTLSReloadAndClientCertificates(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t, "server-ca")
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
@@ -160,7 +163,7 @@ func TestTLSReloadAndClientCertificates(t *testing.T) {
 	}
 	put(100)
 	b := harness.Services(t, []string{"products"}, nil)
-	e := harness.Portico(t, func(c *app.Config) {
+	e, logs := harness.PorticoLogged(t, func(c *app.Config) {
 		c.Edge.TLS.CertFile, c.Edge.TLS.KeyFile = certFile, keyFile
 		c.Edge.TLS.ReloadInterval = 50 * time.Millisecond
 	}, b.Addr)
@@ -176,10 +179,14 @@ func TestTLSReloadAndClientCertificates(t *testing.T) {
 		s, err := served(t, url, trust)
 		return err == nil && s == 101
 	})
+	// The reloader has read the broken file once it says so (a rotation's
+	// half-written pair said it before 101 was served: count from here).
+	const unreadable = "TLS files unreadable; serving the previous certificate"
+	before := logs.FilterMessage(unreadable).Len()
 	if err := os.WriteFile(certFile, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // several reload intervals
+	eventually(t, 5*time.Second, "the broken file read and refused", func() bool { return logs.FilterMessage(unreadable).Len() > before })
 	if s, err := served(t, url, trust); err != nil || s != 101 {
 		t.Fatalf("after a broken write: serial %d, %v; want the last good 101", s, err)
 	}

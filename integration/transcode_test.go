@@ -11,6 +11,7 @@ import (
 )
 
 func TestUsersCRUD(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 
 	r := do(t, e.c, "GET", e.url+"/v1/users/alice", "")
@@ -56,6 +57,7 @@ func TestUsersCRUD(t *testing.T) {
 }
 
 func TestQueryBinding(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// Enums by name and by number, repeated, wrappers, Timestamp.
 	r := do(t, e.c, "GET", e.url+"/v1/users?states=STATE_ACTIVE&states=2&verified=true&createdAfter=2000-01-01T00:00:00Z&pageSize=10", "")
@@ -82,6 +84,7 @@ func TestQueryBinding(t *testing.T) {
 // TestTranscodingCorrectness pins issue 12's transcoding fixes end to end,
 // against the real example services.
 func TestTranscodingCorrectness(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := do(t, e.c, "POST", e.url+"/v1/users", `{"displayName":"Dana","email":"dana@example.com"}`)
 	if r.code != 200 {
@@ -124,6 +127,7 @@ func TestTranscodingCorrectness(t *testing.T) {
 }
 
 func TestOrdersBindings(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := do(t, e.c, "POST", e.url+"/v1/orders", `{"userId":"alice","items":[{"sku":"sku-9","quantity":2,"unitPriceCents":"150"}],"tags":{"gift":1}}`)
 	if r.code != 200 {
@@ -171,6 +175,7 @@ func TestOrdersBindings(t *testing.T) {
 }
 
 func TestTemplates(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	check := func(method, path, body, field, want string) {
 		t.Helper()
@@ -196,6 +201,7 @@ func TestTemplates(t *testing.T) {
 }
 
 func TestHTTPBody(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := do(t, e.c, "GET", e.url+"/v1/users/alice/avatar", "")
 	if r.code != 200 || r.header.Get("Content-Type") != "image/png" || !strings.HasPrefix(r.body, "\x89PNG") {
@@ -219,6 +225,7 @@ func TestHTTPBody(t *testing.T) {
 }
 
 func TestErrorMapping(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	want := map[int]int{1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400,
 		10: 409, 11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401, 20: 500}
@@ -238,6 +245,7 @@ func TestErrorMapping(t *testing.T) {
 }
 
 func TestRequestErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	wantStatus(t, do(t, e.c, "GET", e.url+"/v2/nothing", ""), 404, 5, "no route for GET /v2/nothing")
 	r := do(t, e.c, "DELETE", e.url+"/v1/users", "")

@@ -9,6 +9,7 @@ import (
 )
 
 func TestDeadline(t *testing.T) {
+	t.Parallel()
 	b := harness.Services(t, []string{"orders"}, nil)
 	e := harness.Portico(t, func(c *app.Config) { c.Edge.UpstreamTimeout = 300 * time.Millisecond }, b.Addr)
 	c := harness.Client(t)
@@ -23,6 +24,7 @@ func TestDeadline(t *testing.T) {
 }
 
 func TestUpstreamUnreachable(t *testing.T) {
+	t.Parallel()
 	b := harness.Services(t, []string{"products"}, nil)
 	e := harness.Portico(t, nil, b.Addr)
 	c := harness.Client(t)
@@ -35,6 +37,7 @@ func TestUpstreamUnreachable(t *testing.T) {
 }
 
 func TestUnannotatedNotExposed(t *testing.T) {
+	t.Parallel()
 	b := harness.Services(t, []string{"orders"}, nil)
 	e := harness.Portico(t, nil, b.Addr)
 	for _, r := range e.Tables.Load().Routes() {

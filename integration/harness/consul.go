@@ -3,6 +3,8 @@ package harness
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,9 +19,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/portico-dev/portico/cmd/examples/consulagent"
 	"github.com/portico-dev/portico/cmd/examples/services"
 	"github.com/portico-dev/portico/cmd/portico/app"
-	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/mesh/native"
 )
@@ -30,11 +32,23 @@ func Consul(tb testing.TB) *consulagent.Agent {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	a, err := consulagent.Start(ctx, consulagent.Options{Dir: tb.TempDir()})
+	dir := tb.TempDir()
+	a, err := consulagent.Start(ctx, consulagent.Options{Dir: dir})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(a.Close)
+	// Runs before Close: a failed test shows what the agent said last.
+	tb.Cleanup(func() {
+		if !tb.Failed() {
+			return
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, "consul.log"))
+		if len(b) > 8000 {
+			b = b[len(b)-8000:]
+		}
+		tb.Logf("end of the consul agent's log:\n%s", b)
+	})
 	return a
 }
 
@@ -188,7 +202,17 @@ func WaitInstance(tb testing.TB, agent *consulagent.Agent, service, id string, p
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	tb.Fatalf("consul never reported %s/%s passing=%v", service, id, passing)
+	// Say what the agent has instead: its own view of the checks, with
+	// their last output (the catalog gets an output that changes without
+	// the status only every few minutes).
+	var state []string
+	checks, err := c.Agent().Checks()
+	for _, ch := range checks {
+		if ch.ServiceID == id {
+			state = append(state, fmt.Sprintf("%s %s: %s", ch.CheckID, ch.Status, strings.TrimSpace(ch.Output)))
+		}
+	}
+	tb.Fatalf("consul never reported %s/%s passing=%v; the agent's checks of it: %v (query error %v)", service, id, passing, state, err)
 	return time.Time{}
 }
 

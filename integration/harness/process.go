@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,23 +16,53 @@ import (
 	"time"
 )
 
-// BuildPortico builds the portico binary into the test's temporary
-// directory and returns its path. Tests that need real signals (SIGTERM,
-// SIGHUP) run it as a separate process.
+// BuildPortico returns the path of a portico binary built from this tree.
+// Tests that need real signals (SIGTERM, SIGHUP) run it as a separate
+// process. It is built once per test binary (linking it takes 10 to 20 s
+// on a busy machine), however many tests ask and whether or not they run in
+// parallel, into a directory that RemoveBuilds deletes: the package's
+// TestMain calls it after the tests.
 func BuildPortico(tb testing.TB) string {
 	tb.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	build.once.Do(func() { build.bin, build.err = buildPortico() })
+	if build.err != nil {
+		tb.Fatal(build.err)
 	}
-	out := filepath.Join(tb.TempDir(), "portico")
+	return build.bin
+}
+
+var build struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+func buildPortico() (string, error) {
+	goBin, err := exec.LookPath("go") // go test puts its own go first on PATH
+	if err != nil {
+		return "", fmt.Errorf("building portico: %w", err)
+	}
+	build.dir, err = os.MkdirTemp("", "portico-test-bin-")
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(build.dir, "portico")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "github.com/portico-dev/portico/cmd/portico")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build portico: %v\n%s", err, b)
+		return "", fmt.Errorf("go build portico: %w\n%s", err, b)
 	}
-	return out
+	return out, nil
+}
+
+// RemoveBuilds deletes what BuildPortico built; call it once the tests are
+// over (from TestMain).
+func RemoveBuilds() {
+	if build.dir != "" {
+		_ = os.RemoveAll(build.dir)
+	}
 }
 
 // FreePort returns a loopback address that was free a moment ago.

@@ -35,10 +35,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/portico-dev/portico/cmd/examples/consulagent"
 	"github.com/portico-dev/portico/cmd/examples/services"
 	"github.com/portico-dev/portico/cmd/examples/topology"
 	"github.com/portico-dev/portico/cmd/portico/app"
-	"github.com/portico-dev/portico/integration/consulagent"
 	"github.com/portico-dev/portico/mesh/native"
 	"github.com/portico-dev/portico/policies"
 )

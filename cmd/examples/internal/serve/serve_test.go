@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/portico-dev/portico/cmd/examples/internal/serve"
 )
@@ -18,11 +19,19 @@ func TestMain(m *testing.M) {
 
 func TestRunStopsWhenContextEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
+	core, logs := observer.New(zap.InfoLevel)
 	done := make(chan error, 1)
 	go func() {
-		done <- serve.Run(ctx, zap.NewNop(), serve.Options{Name: "orders", Listen: "127.0.0.1:0", Grace: time.Second})
+		done <- serve.Run(ctx, zap.New(core), serve.Options{Name: "orders", Listen: "127.0.0.1:0", Grace: time.Second})
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// Stop it once it serves, not before it got that far.
+	deadline := time.Now().Add(10 * time.Second)
+	for logs.FilterMessage("example service listening (plaintext)").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not start listening")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	cancel()
 	select {
 	case err := <-done:

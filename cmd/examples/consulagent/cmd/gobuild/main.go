@@ -17,7 +17,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/portico-dev/portico/integration/consulagent/gobuild"
+	"github.com/portico-dev/portico/cmd/examples/consulagent/gobuild"
 )
 
 func main() {

@@ -13,7 +13,7 @@ import (
 	"os/signal"
 	"time"
 
-	"github.com/portico-dev/portico/integration/consulagent"
+	"github.com/portico-dev/portico/cmd/examples/consulagent"
 )
 
 func main() {

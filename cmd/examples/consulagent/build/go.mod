@@ -1,7 +1,8 @@
 // This nested module pins the Consul agent that integration tests and the demo
 // run. It is its own module so the agent's dependencies never reach Portico's
-// go.mod; integration/consulagent builds it once per version into the user cache.
-module github.com/portico-dev/portico/integration/consulagent/build
+// go.mod; package consulagent (the folder above) builds it once per version
+// into the user cache.
+module github.com/portico-dev/portico/cmd/examples/consulagent/build
 
 go 1.26.8
 

@@ -4,6 +4,9 @@
 // The agent is built from the github.com/hashicorp/consul module pinned in the
 // nested module under build/, once per version, into the user cache directory,
 // so every later run (and CI on the same machine) starts in about a second.
+//
+// It lives beside the examples, not under integration/, because the demo (a
+// binary the project ships) runs it; integration/harness uses it too.
 package consulagent
 
 import (
@@ -24,7 +27,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-dev/portico/integration/consulagent/gobuild"
+	"github.com/portico-dev/portico/cmd/examples/consulagent/gobuild"
 )
 
 // Version is the Consul release the nested module pins; a test checks that
