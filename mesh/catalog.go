@@ -51,6 +51,9 @@ type Catalog struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// graceTimers counts grace timers set and not yet done (stopped, or
+	// their endGrace returned); Close waits for them.
+	graceTimers sync.WaitGroup
 }
 
 // CatalogParams is what a Catalog works with besides the configuration.
@@ -231,6 +234,7 @@ func (c *Catalog) Close() error {
 		svc.outliers.stop()
 		_ = svc.conn.Close()
 	}
+	c.graceTimers.Wait() // an endGrace already running sees c.closed and returns
 	c.conns.close()
 	return nil
 }

@@ -150,7 +150,18 @@ func (c *Catalog) reviewGraceLocked(svc *catalogService, resync bool) {
 	switch {
 	case why != holdNone && svc.grace == nil && grace > 0 && !svc.removed:
 		g := &graceState{since: c.clock.Now()}
-		g.stop = c.clock.AfterFunc(grace, func() { c.endGrace(svc, g) })
+		c.graceTimers.Add(1)
+		stop := c.clock.AfterFunc(grace, func() {
+			defer c.graceTimers.Done()
+			c.endGrace(svc, g)
+		})
+		g.stop = func() bool {
+			if stop() {
+				c.graceTimers.Done()
+				return true
+			}
+			return false
+		}
 		svc.grace = g
 		fields := []zap.Field{zap.String("service", svc.name), zap.String("reason", string(why)), zap.Duration("grace", grace), zap.Int("instances", svc.instances)}
 		if resync {

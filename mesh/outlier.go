@@ -33,14 +33,18 @@ type OutlierConfig struct {
 
 // outliers tracks call results per instance address of one service.
 type outliers struct {
-	cfg   OutlierConfig
-	svc   string
-	log   *zap.Logger
-	push  func()
-	now   func() time.Time
-	mu    sync.Mutex
-	hosts map[string]*hostState
-	total int // instances Consul reports
+	cfg     OutlierConfig
+	svc     string
+	log     *zap.Logger
+	push    func()
+	now     func() time.Time
+	mu      sync.Mutex
+	hosts   map[string]*hostState
+	total   int  // instances Consul reports
+	stopped bool // stop was called: no more timers
+	// timers counts ejection timers set and not yet done (stopped, or
+	// their push returned); stop waits for them.
+	timers sync.WaitGroup
 }
 
 type hostState struct {
@@ -89,10 +93,14 @@ func (o *outliers) report(addr string, err error) {
 	}
 	h.consecutive = 0
 	h.ejectedUntil, h.lastEjection = now.Add(d), now
-	if h.timer != nil {
-		h.timer.Stop()
+	o.stopTimerLocked(h)
+	if !o.stopped {
+		o.timers.Add(1)
+		h.timer = time.AfterFunc(d, func() {
+			defer o.timers.Done()
+			o.push()
+		})
 	}
-	h.timer = time.AfterFunc(d, o.push)
 	o.mu.Unlock()
 	o.log.Warn("instance ejected after consecutive failures", zap.String("service", o.svc), zap.String("address", addr),
 		zap.Duration("for", d), zap.Int("ejections", h.ejections))
@@ -131,9 +139,7 @@ func (o *outliers) filter(st resolver.State) resolver.State {
 	}
 	for addr, h := range o.hosts {
 		if !live[addr] {
-			if h.timer != nil {
-				h.timer.Stop()
-			}
+			o.stopTimerLocked(h)
 			delete(o.hosts, addr) // a gone instance starts afresh if it returns
 		}
 	}
@@ -159,12 +165,20 @@ func (o *outliers) ejected() []string {
 
 func (o *outliers) stop() {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.stopped = true
 	for _, h := range o.hosts {
-		if h.timer != nil {
-			h.timer.Stop()
-		}
+		o.stopTimerLocked(h)
 	}
+	o.mu.Unlock()
+	o.timers.Wait() // a push already running (it takes o.mu: not held here)
+}
+
+// stopTimerLocked stops h's ejection timer; o.mu is held.
+func (o *outliers) stopTimerLocked(h *hostState) {
+	if h.timer != nil && h.timer.Stop() {
+		o.timers.Done()
+	}
+	h.timer = nil
 }
 
 // interceptors report each call's result and peer.
