@@ -25,21 +25,31 @@ type CertReloader struct {
 	log   *zap.Logger
 	cur   atomic.Pointer[tls.Config]
 
-	mu   sync.Mutex // serialises loads
-	sum  [32]byte   // hash of the files last loaded
-	stop chan struct{}
-	done chan struct{}
+	mu      sync.Mutex // serialises loads
+	sum     [32]byte   // hash of the files last loaded
+	stop    chan struct{}
+	done    chan struct{}
+	started atomic.Bool
 }
 
-// NewCertReloader loads the files (an error here fails the start) and
+// NewCertReloader loads the files (an error here fails the start); Start
 // watches them.
 func NewCertReloader(files TLSConfig, log *zap.Logger) (*CertReloader, error) {
 	r := &CertReloader{files: files, log: log, stop: make(chan struct{}), done: make(chan struct{})}
 	if _, err := r.load(); err != nil {
 		return nil, err
 	}
-	go r.watch(files.ReloadInterval)
 	return r, nil
+}
+
+// Start reads the files again every edge.tls.reload_interval until Close.
+func (r *CertReloader) Start() {
+	if r.started.CompareAndSwap(false, true) {
+		r.mu.Lock()
+		every := r.files.ReloadInterval
+		r.mu.Unlock()
+		go r.watch(every)
+	}
 }
 
 func (r *CertReloader) configFor(*tls.ClientHelloInfo) (*tls.Config, error) { return r.cur.Load(), nil }
@@ -188,6 +198,8 @@ func (r *CertReloader) Close() {
 	case <-r.stop:
 	default:
 		close(r.stop)
-		<-r.done
+		if r.started.Load() {
+			<-r.done
+		}
 	}
 }

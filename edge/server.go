@@ -71,6 +71,7 @@ func (s *Server) Start(context.Context) error {
 		if certs, err = NewCertReloader(s.cfg.TLS, s.log.Named("tls")); err != nil {
 			return fmt.Errorf("edge.tls: %w", err)
 		}
+		certs.Start()
 	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
