@@ -12,34 +12,54 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/policies"
+	"github.com/portico-dev/portico/policies/chain"
 	productsv1 "github.com/portico-dev/portico/protos/examples/products/v1"
 	"github.com/portico-dev/portico/transcode"
 )
 
 // memConn is an upstream in memory: each call gets what answer returns for
-// its method, with the metadata it saw.
+// its method, with the metadata it saw. Messages cross it as wire bytes,
+// through the codec the call asks for, as over a connection.
 type memConn struct {
 	answer func(ctx context.Context, method string, req proto.Message) (proto.Message, error)
 }
 
 func (m memConn) Invoke(ctx context.Context, method string, req, resp any, opts ...grpc.CallOption) error {
-	out, err := m.answer(ctx, method, req.(proto.Message))
+	codec := encoding.GetCodecV2(grpcproto.Name)
 	for _, o := range opts {
-		if h, ok := o.(grpc.HeaderCallOption); ok {
-			*h.HeaderAddr = metadata.Pairs("x-upstream", "mem")
+		switch o := o.(type) {
+		case grpc.HeaderCallOption:
+			*o.HeaderAddr = metadata.Pairs("x-upstream", "mem")
+		case grpc.ForceCodecV2CallOption:
+			codec = o.CodecV2
 		}
 	}
+	data, err := codec.Marshal(req)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	in := req.(*chain.Payload).Type().New().Interface()
+	if err := proto.Unmarshal(data.Materialize(), in); err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	out, err := m.answer(ctx, method, in)
 	if err != nil {
 		return err
 	}
-	proto.Merge(resp.(proto.Message), out)
-	return nil
+	wire, err := proto.Marshal(out)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	return codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, resp)
 }
 
 func (memConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {

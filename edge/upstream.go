@@ -74,7 +74,7 @@ func (cs *Calls) unary(ctx context.Context, route *Route, c *chain.Call) error {
 	var p peer.Peer
 	start := time.Now()
 	err := route.Conn.Invoke(metadata.NewOutgoingContext(ctx, c.MD), route.FullMethod, c.Req, resp,
-		grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&p))
+		callWire, grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&p))
 	cs.observe(route.FullMethod, status.Code(err), time.Since(start))
 	if p.Addr != nil {
 		c.Upstream = p.Addr.String()
@@ -128,7 +128,7 @@ func (cs *Calls) stream(ctx context.Context, route *Route, c *chain.Call) (err e
 		code = status.Code(e)
 		return e
 	}
-	st, err := route.Conn.NewStream(ctx, route.streamDesc, route.FullMethod)
+	st, err := route.Conn.NewStream(ctx, route.streamDesc, route.FullMethod, callWire)
 	if err != nil {
 		return fail(err)
 	}

@@ -83,7 +83,11 @@ func (p *Policy) allowIfStage() chain.Stage {
 		return nil
 	}
 	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
-		if err := rule.eval(ctx, c.Caller, c.R, c.Req); err != nil {
+		req, err := c.Req.Message()
+		if err != nil {
+			return status.Error(codes.InvalidArgument, "the request does not decode: "+err.Error())
+		}
+		if err := rule.eval(ctx, c.Caller, c.R, req); err != nil {
 			p.metrics.denied.WithLabelValues("allow_if").Inc()
 			return err
 		}

@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-dev/portico/policies/chain"
 )
@@ -163,11 +162,12 @@ type cachePolicy struct {
 	bg           *sync.WaitGroup // background refreshes; Compiler.Stop waits
 }
 
-var marshalDeterministic = proto.MarshalOptions{Deterministic: true}
-
 // key is route + bound request + vary headers (+ the caller unless public).
-func (cp *cachePolicy) key(r *http.Request, c *Caller, req proto.Message) (string, error) {
-	raw, err := marshalDeterministic.Marshal(req)
+// The request is keyed by the wire bytes the upstream would get: the same
+// key is the same request (two spellings of one request may miss each
+// other, never share an answer).
+func (cp *cachePolicy) key(r *http.Request, c *Caller, req *chain.Payload) (string, error) {
+	raw, err := req.Wire()
 	if err != nil {
 		return "", err
 	}

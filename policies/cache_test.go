@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-dev/portico/policies/chain"
@@ -34,7 +33,7 @@ func TestCacheStaleWhileRevalidateAndNoCache(t *testing.T) {
 		}
 	}
 	cp := newPolicy(false)
-	req := wrapperspb.String("same")
+	req := chain.MessagePayload(wrapperspb.String("same"))
 	serve := func(cp *cachePolicy, hdr ...string) (string, string) {
 		r := httptest.NewRequest(http.MethodGet, "/x", nil)
 		for i := 0; i+1 < len(hdr); i += 2 {
@@ -76,7 +75,7 @@ func TestCacheStaleWhileRevalidateAndNoCache(t *testing.T) {
 // upstream would see.
 func TestCacheKeySeparatesCallers(t *testing.T) {
 	cp := &cachePolicy{route: "GET /x"}
-	req := wrapperspb.String("same")
+	req := chain.MessagePayload(wrapperspb.String("same"))
 	key := func(c *Caller, hdr ...string) string {
 		r := httptest.NewRequest(http.MethodGet, "/x", nil)
 		for i := 0; i+1 < len(hdr); i += 2 {
@@ -132,7 +131,7 @@ func TestCacheRefreshCarriesCallerMetadata(t *testing.T) {
 		ctx = context.WithValue(ctx, traceKey{}, "trace-1")
 		md := metadata.Pairs("x-portico-subject", "alice", "authorization", "Bearer a", "x-request-id", id)
 		r := httptest.NewRequest(http.MethodGet, "/x", nil)
-		serveCached(t, ctx, cp, &chain.Call{R: r, MD: md, Caller: &Caller{Provider: "corp", Subject: "alice"}, Req: wrapperspb.String("k")}, fetch)
+		serveCached(t, ctx, cp, &chain.Call{R: r, MD: md, Caller: &Caller{Provider: "corp", Subject: "alice"}, Req: chain.MessagePayload(wrapperspb.String("k"))}, fetch)
 	}
 	serve("fill")
 	<-seen
@@ -193,7 +192,7 @@ func TestCacheFillRechecksTheStore(t *testing.T) {
 // upstream is a fetcher whose upstream answers body, rendered as is.
 func upstream(body func(ctx context.Context, c *chain.Call) string) fetcher {
 	return fetcher{codec: rawCodec{}, next: func(ctx context.Context, c *chain.Call) error {
-		c.Resp = wrapperspb.String(body(ctx, c))
+		c.Resp = chain.MessagePayload(wrapperspb.String(body(ctx, c)))
 		return nil
 	}}
 }
@@ -201,12 +200,16 @@ func upstream(body func(ctx context.Context, c *chain.Call) string) fetcher {
 // rawCodec renders a wrapperspb.StringValue response as its bytes.
 type rawCodec struct{}
 
-func (rawCodec) DecodeRequest(*http.Request, []string) (proto.Message, error) {
-	return wrapperspb.String(""), nil
+func (rawCodec) DecodeRequest(*http.Request, []string) (*chain.Payload, error) {
+	return chain.MessagePayload(wrapperspb.String("")), nil
 }
 
-func (rawCodec) EncodeResponse(dst []byte, resp proto.Message) ([]byte, string, error) {
-	return append(dst, resp.(*wrapperspb.StringValue).GetValue()...), "application/json", nil
+func (rawCodec) EncodeResponse(dst []byte, resp *chain.Payload) ([]byte, string, error) {
+	m, err := resp.Message()
+	if err != nil {
+		return nil, "", err
+	}
+	return append(dst, m.(*wrapperspb.StringValue).GetValue()...), "application/json", nil
 }
 
 // serveCached runs the cache stage for c and writes its answer as the

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-dev/portico/policies/chain"
 )
@@ -14,8 +13,8 @@ import (
 // Codec is what the chain needs from a binding's codec (transcode.Codec
 // has it): the request built from the HTTP request, the answer rendered.
 type Codec interface {
-	DecodeRequest(r *http.Request, vars []string) (proto.Message, error)
-	EncodeResponse(dst []byte, resp proto.Message) (body []byte, contentType string, err error)
+	DecodeRequest(r *http.Request, vars []string) (*chain.Payload, error)
+	EncodeResponse(dst []byte, resp *chain.Payload) (body []byte, contentType string, err error)
 }
 
 // Target is what a route's chain decodes with and ends in.

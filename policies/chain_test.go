@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -29,11 +28,11 @@ type emptyCodec struct {
 	in protoreflect.MessageDescriptor
 }
 
-func (c emptyCodec) DecodeRequest(*http.Request, []string) (proto.Message, error) {
-	return dynamicpb.NewMessage(c.in), nil
+func (c emptyCodec) DecodeRequest(*http.Request, []string) (*chain.Payload, error) {
+	return chain.MessagePayload(dynamicpb.NewMessage(c.in)), nil
 }
 
-func (emptyCodec) EncodeResponse(dst []byte, _ proto.Message) ([]byte, string, error) {
+func (emptyCodec) EncodeResponse(dst []byte, _ *chain.Payload) ([]byte, string, error) {
 	return append(dst, "{}"...), "application/json", nil
 }
 
@@ -44,7 +43,7 @@ func testChain(c *Compiler, mp *MethodPolicy, md protoreflect.MethodDescriptor, 
 		Codec:   emptyCodec{md.Input()},
 		Timeout: time.Second,
 		Call: func(_ context.Context, c *chain.Call) error {
-			c.Resp = dynamicpb.NewMessage(md.Output())
+			c.Resp = chain.MessagePayload(dynamicpb.NewMessage(md.Output()))
 			return nil
 		},
 	})
@@ -157,7 +156,7 @@ func TestCachedCallPastItsDeadline(t *testing.T) {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case <-time.After(2 * time.Second):
-			c.Resp = wrapperspb.String("late")
+			c.Resp = chain.MessagePayload(wrapperspb.String("late"))
 			return nil
 		}
 	}
@@ -165,7 +164,7 @@ func TestCachedCallPastItsDeadline(t *testing.T) {
 	for _, timeout := range []string{"50m", "0S"} {
 		r := httptest.NewRequest("GET", "/x", nil)
 		r.Header.Set(GrpcTimeoutHeader, timeout)
-		err := run(t.Context(), &chain.Call{W: httptest.NewRecorder(), R: r, Req: wrapperspb.String("k" + timeout)})
+		err := run(t.Context(), &chain.Call{W: httptest.NewRecorder(), R: r, Req: chain.MessagePayload(wrapperspb.String("k" + timeout))})
 		if st, ok := status.FromError(err); !ok || st.Code() != codes.DeadlineExceeded {
 			t.Fatalf("Grpc-Timeout %s: %v (%T); want a DEADLINE_EXCEEDED status", timeout, err, err)
 		}

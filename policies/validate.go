@@ -82,7 +82,11 @@ func (p *Policy) validateStage() chain.Stage {
 		return nil
 	}
 	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
-		if err := validate(v, c.Req); err != nil {
+		req, err := c.Req.Message()
+		if err != nil {
+			return status.Error(codes.InvalidArgument, "the request does not decode: "+err.Error())
+		}
+		if err := validate(v, req); err != nil {
 			return err
 		}
 		return next(ctx, c)

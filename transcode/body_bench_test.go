@@ -34,7 +34,7 @@ func BenchmarkDecodeRepeatedScalarBody(b *testing.B) {
 	for b.Loop() {
 		req := httptest.NewRequest("POST", "/v1/sinks", bytes.NewReader(body))
 		bd, vars := match(b, r, req)
-		if _, err := bd.Codec().DecodeRequest(req, vars); err != nil {
+		if err := wireOf(bd.Codec(), req, vars); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -50,7 +50,7 @@ func BenchmarkRejectRepeatedScalarBody(b *testing.B) {
 	for b.Loop() {
 		req := httptest.NewRequest("POST", "/v1/sinks", bytes.NewReader(body))
 		bd, vars := match(b, r, req)
-		if _, err := bd.Codec().DecodeRequest(req, vars); err == nil || !strings.Contains(err.Error(), "nums") {
+		if err := wireOf(bd.Codec(), req, vars); err == nil || !strings.Contains(err.Error(), "nums") {
 			b.Fatalf("want an error naming nums, got %v", err)
 		}
 	}

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/portico-dev/portico/policies/chain"
@@ -28,12 +27,12 @@ import (
 type Codec interface {
 	// DecodeRequest builds the upstream request from the path variables
 	// (as Router.Match returned them), the query and the body.
-	DecodeRequest(r *http.Request, vars []string) (proto.Message, error)
-	// NewResponse returns an empty upstream response message.
-	NewResponse() proto.Message
+	DecodeRequest(r *http.Request, vars []string) (*chain.Payload, error)
+	// NewResponse returns an empty upstream response for the call to fill.
+	NewResponse() *chain.Payload
 	// EncodeResponse appends the rendered response body to dst (the writer,
 	// chain.WriteResponse, sends it; the cache keeps it).
-	EncodeResponse(dst []byte, resp proto.Message) (body []byte, contentType string, err error)
+	EncodeResponse(dst []byte, resp *chain.Payload) (body []byte, contentType string, err error)
 	// NewStreamWriter starts a server-stream response in the format the
 	// request asks for (NDJSON by default, SSE for text/event-stream).
 	NewStreamWriter(w http.ResponseWriter, r *http.Request) StreamWriter
@@ -47,7 +46,7 @@ type StreamWriter interface {
 	// the end of the stream) is known, so early errors keep their status.
 	Start()
 	// Send writes and flushes one message.
-	Send(msg proto.Message) error
+	Send(msg *chain.Payload) error
 	// SendError ends the stream with an error object or event.
 	SendError(err error)
 }
@@ -100,9 +99,9 @@ func (c *dynamicCodec) init() {
 
 func (c *dynamicCodec) Types() Resolver { return c.types }
 
-func (c *dynamicCodec) NewResponse() proto.Message { return c.out.New().Interface() }
+func (c *dynamicCodec) NewResponse() *chain.Payload { return chain.EmptyPayload(c.out) }
 
-func (c *dynamicCodec) DecodeRequest(r *http.Request, vars []string) (proto.Message, error) {
+func (c *dynamicCodec) DecodeRequest(r *http.Request, vars []string) (*chain.Payload, error) {
 	msg := c.in.New()
 	var maskPaths []string
 	if c.body != bodyNone {
@@ -128,7 +127,7 @@ func (c *dynamicCodec) DecodeRequest(r *http.Request, vars []string) (proto.Mess
 			list.Append(protoreflect.ValueOfString(p))
 		}
 	}
-	return msg.Interface(), nil
+	return chain.MessagePayload(msg.Interface()), nil
 }
 
 func (c *dynamicCodec) pathName(i int) string {
@@ -320,8 +319,12 @@ func isJSON(ct string) bool {
 
 // encode renders the response (or its response_body field) as JSON; raw is
 // set for google.api.HttpBody responses.
-func (c *dynamicCodec) encode(dst []byte, resp proto.Message) (out []byte, contentType string, err error) {
-	m := resp.ProtoReflect()
+func (c *dynamicCodec) encode(dst []byte, resp *chain.Payload) (out []byte, contentType string, err error) {
+	msg, err := resp.Message()
+	if err != nil {
+		return nil, "", err
+	}
+	m := msg.ProtoReflect()
 	if c.respField != nil {
 		if c.httpBodyResp {
 			m = m.Get(c.respField).Message()
@@ -366,7 +369,7 @@ func (c *dynamicCodec) encodeField(dst []byte, m protoreflect.Message) ([]byte, 
 	return append(dst, v...), "application/json", nil
 }
 
-func (c *dynamicCodec) EncodeResponse(dst []byte, resp proto.Message) ([]byte, string, error) {
+func (c *dynamicCodec) EncodeResponse(dst []byte, resp *chain.Payload) ([]byte, string, error) {
 	out, ct, err := c.encode(dst, resp)
 	if err != nil {
 		return nil, "", status.Error(codes.Internal, "encoding response: "+protoErrText(err))

@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/portico-dev/portico/policies/chain"
@@ -103,7 +102,7 @@ func TestDecodeRequest(t *testing.T) {
 				req.Header.Set("Content-Type", tt.ct)
 			}
 			b, vars := match(t, router, req)
-			msg, err := b.Codec().DecodeRequest(req, vars)
+			msg, err := decode(t, b.Codec(), req, vars)
 			if tt.wantErr != "" {
 				if err == nil {
 					t.Fatalf("want error containing %q, got %v", tt.wantErr, msg)
@@ -131,7 +130,7 @@ func TestAllowUnknownFields(t *testing.T) {
 	r := kitchenRouter(t, cfg)
 	req := httptest.NewRequest("POST", "/v1/sinks", strings.NewReader(`{"id":"x","bogus":{"deep":[1]}}`))
 	b, vars := match(t, r, req)
-	msg, err := b.Codec().DecodeRequest(req, vars)
+	msg, err := decode(t, b.Codec(), req, vars)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,12 +141,12 @@ func TestAllowUnknownFields(t *testing.T) {
 
 func TestWriteResponse(t *testing.T) {
 	r := kitchenRouter(t, DefaultConfig())
-	sinkFull := func(b *Binding, js string) proto.Message {
-		m := b.Codec().NewResponse()
+	sinkFull := func(b *Binding, js string) *chain.Payload {
+		m := dynamicpb.NewMessage(b.Method.Desc.Output())
 		if err := protojson.Unmarshal([]byte(js), m); err != nil {
 			t.Fatal(err)
 		}
-		return m
+		return answer(t, b.Codec(), m)
 	}
 	tests := []struct {
 		desc, method, url, resp string
@@ -196,7 +195,7 @@ func TestStreamWriter(t *testing.T) {
 
 	rec := httptest.NewRecorder()
 	sw := b.Codec().NewStreamWriter(rec, req)
-	if err := sw.Send(msg); err != nil {
+	if err := sw.Send(answer(t, b.Codec(), msg)); err != nil {
 		t.Fatal(err)
 	}
 	sw.SendError(status.Error(codes.Internal, "boom"))
@@ -209,7 +208,7 @@ func TestStreamWriter(t *testing.T) {
 	req.Header.Set("Accept", "text/event-stream")
 	rec = httptest.NewRecorder()
 	sw = b.Codec().NewStreamWriter(rec, req)
-	_ = sw.Send(msg)
+	_ = sw.Send(answer(t, b.Codec(), msg))
 	sw.SendError(status.Error(codes.Internal, "boom"))
 	body := rec.Body.String()
 	if rec.Header().Get("Content-Type") != "text/event-stream" || !strings.HasPrefix(strings.ReplaceAll(body, " ", ""), `data:{"id":"s1"`) ||

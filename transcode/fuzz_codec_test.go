@@ -32,7 +32,7 @@ func FuzzQueryBinding(f *testing.F) {
 	f.Fuzz(func(t *testing.T, q string) {
 		req := httptest.NewRequest("GET", "/v1/sinks/x", nil)
 		req.URL.RawQuery = q
-		msg, err := b.Codec().DecodeRequest(req, vars)
+		msg, err := decode(t, b.Codec(), req, vars)
 		if err != nil {
 			st, code := chain.StatusOf(err)
 			if st.Code() != codes.InvalidArgument || code != 400 || st.Message() == "" {
@@ -93,7 +93,7 @@ func FuzzJSONBody(f *testing.F) {
 			req := httptest.NewRequest(target[0], target[1], strings.NewReader(string(body)))
 			req.Header.Set("Content-Type", "application/json")
 			b, vars := match(t, r, req)
-			msg, err := b.Codec().DecodeRequest(req, vars)
+			msg, err := decode(t, b.Codec(), req, vars)
 			if err != nil {
 				st, code := chain.StatusOf(err)
 				var te *chain.Error

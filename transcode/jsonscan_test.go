@@ -45,7 +45,7 @@ func TestBodyScanLimits(t *testing.T) {
 		t.Run(tt.desc, func(t *testing.T) {
 			req := httptest.NewRequest(tt.method, tt.url, strings.NewReader(tt.body))
 			b, vars := match(t, r, req)
-			_, err := b.Codec().DecodeRequest(req, vars)
+			_, err := decode(t, b.Codec(), req, vars)
 			if tt.wantErr == "" {
 				if err != nil && strings.Contains(err.Error(), "limit") {
 					t.Fatalf("scan refused it: %v", err)

@@ -40,7 +40,7 @@ func runDecodeCases(t *testing.T, cases []decodeCase) {
 				req.Header.Set("Content-Type", "application/json")
 			}
 			b, vars := match(t, r, req)
-			msg, err := b.Codec().DecodeRequest(req, vars)
+			msg, err := decode(t, b.Codec(), req, vars)
 			if tt.wantErr != "" {
 				if err == nil {
 					got, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
@@ -226,7 +226,7 @@ func BenchmarkDecodeQuery(b *testing.B) {
 	bd, vars := match(b, r, req)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := bd.Codec().DecodeRequest(req, vars); err != nil {
+		if err := wireOf(bd.Codec(), req, vars); err != nil {
 			b.Fatal(err)
 		}
 	}

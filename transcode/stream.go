@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/portico-dev/portico/policies/chain"
 )
 
@@ -65,7 +63,7 @@ func (s *streamWriter) start(ct string) {
 
 func (s *streamWriter) Start() { s.start("") }
 
-func (s *streamWriter) Send(msg proto.Message) error {
+func (s *streamWriter) Send(msg *chain.Payload) error {
 	if s.c.httpBodyResp {
 		out, ct, err := s.c.encode(s.buf[:0], msg)
 		if err != nil {

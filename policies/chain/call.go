@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/proto"
 )
 
 // Call is one request on its way through a route's chain. Edge fills the
@@ -35,11 +34,11 @@ type Call struct {
 	// Timeout is the upstream deadline the deadline stage chose; 0: none.
 	Timeout time.Duration
 
-	// Req is the upstream request message, set by the decode stage.
-	Req proto.Message
+	// Req is the upstream request, set by the decode stage.
+	Req *Payload
 	// Resp is the upstream's answer, set by the call stage; Header holds the
 	// upstream's header and trailer metadata as HTTP headers.
-	Resp   proto.Message
+	Resp   *Payload
 	Header http.Header
 	// Out is the rendered answer when a stage already has one (the cache);
 	// the writer renders Resp otherwise.
