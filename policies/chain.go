@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/portico-dev/portico/policies/chain"
 )
 
