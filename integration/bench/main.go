@@ -453,11 +453,11 @@ func report(w io.Writer, o options, cs []*contender, res map[string]map[string][
 // module's (edge.DefaultConfig); a -portico-bin binary has its own.
 func telemetryLine(o options, bins binaries, traceHeader string) string {
 	var b strings.Builder
-	b.WriteString("telemetry: Portico runs with no config file")
-	if !o.accessLog {
-		b.WriteString(" except edge.access_log.enabled: false (-access-log=false)")
+	if o.accessLog {
+		b.WriteString("telemetry: Portico runs with no config file, i.e. as shipped: ")
+	} else {
+		b.WriteString("telemetry: Portico runs as shipped except for a config file with edge.access_log.enabled: false (-access-log=false): ")
 	}
-	b.WriteString(", i.e. as shipped: ")
 	if o.accessLog {
 		b.WriteString("access log ON (a JSON line per request, buffered, on stdout, which the bench reads and discards); ")
 	} else {
