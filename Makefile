@@ -56,9 +56,14 @@ fuzz:
 	$(GO) test ./edge -run '^$$' -fuzz '^FuzzHTTP1Request$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./edge -run '^$$' -fuzz '^FuzzGuardScan$$' -fuzztime $(FUZZTIME)
 
-## bench: Portico vs grpc-gateway on loopback (requests/s, p50/p99, CPU/request).
+## bench: Portico vs grpc-gateway, a second grpc-gateway (the A/A control)
+## and a plain reverse proxy on loopback, in rotated rounds: requests/s,
+## p50/p99, CPU/request and its median per-round ratio to grpc-gateway, peak
+## RSS. About 4 minutes; flags go in BENCHFLAGS, e.g.
+## make bench BENCHFLAGS="-rounds 3 -portico-bin2 old/portico"
+BENCHFLAGS ?=
 bench:
-	$(GO) run ./integration/bench
+	$(GO) run ./integration/bench $(BENCHFLAGS)
 
 ## protos: regenerate the checked-in Go code (needs protoc).
 protos:

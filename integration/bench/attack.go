@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -54,39 +53,41 @@ func runAttack(ctx context.Context, d time.Duration, bin string) error {
 	}
 	go func() { _ = backend.Serve(lis) }()
 	defer backend.Stop()
-	addr := freeAddr()
 	cfg := filepath.Join(dir, "portico.yaml")
 	if err := os.WriteFile(cfg, []byte("edge:\n  access_log:\n    enabled: false\n"), 0o600); err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--listen", addr, "--upstream", lis.Addr().String(), "--plaintext-upstream", "--log-level", "error")
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-	if err := cmd.Start(); err != nil {
+	g, err := startPortico("portico", bin, cfg, lis.Addr().String())
+	if err != nil {
 		return err
 	}
-	defer terminate(cmd)
-	base := "http://" + addr
+	defer stopAll([]*contender{g})
+	base := g.url
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 30 * time.Second}
-	if err := waitReady(ctx, client, base+"/v1/products/p-1"); err != nil {
+	if err := waitReady(ctx, client, g, base+"/v1/products/p-1"); err != nil {
 		return err
 	}
 	get := benchCase{name: "get1k", method: "GET", path: "/v1/products/p-1"}
 	tck := clockTicks()
-	g := &gateway{name: "portico", url: base, cmd: cmd}
-	_ = load(ctx, client, g, get, 1, time.Second, tck)
-	alone := load(ctx, client, g, get, 1, d, tck)
+	if _, err := load(ctx, client, g, get, 1, time.Second, tck); err != nil {
+		return err
+	}
+	alone, err := load(ctx, client, g, get, 1, d, tck)
+	if err != nil {
+		return err
+	}
 	fmt.Printf("normal client alone:            %6.0f req/s  p99 %6.2f ms\n", alone.rps, ms(alone.p99))
 
 	huge := tagsBody(2 << 20)
 	statuses, under := attackers(ctx, client, base, huge, 4, 10*time.Second/3, func() {
-		r := load(ctx, client, g, get, 1, d, tck)
+		r, _ := load(ctx, client, g, get, 1, d, tck)
 		fmt.Printf("beside 4 attackers, 1.2 req/s:  %6.0f req/s  p99 %6.2f ms  (%.0f%% of alone)\n", r.rps, ms(r.p99), 100*r.rps/alone.rps)
 	})
 	fmt.Printf("  attackers' answers: %v; %d attack bodies of %d bytes\n", statuses, under, len(huge))
 
 	near := tagsBodyElems(9999)
 	statuses, under = attackers(ctx, client, base, near, 4, 0, func() {
-		r := load(ctx, client, g, get, 1, d, tck)
+		r, _ := load(ctx, client, g, get, 1, d, tck)
 		fmt.Printf("beside 4 closed-loop attackers at 9999 elements: %6.0f req/s  p99 %6.2f ms  (%.0f%% of alone)\n", r.rps, ms(r.p99), 100*r.rps/alone.rps)
 	})
 	fmt.Printf("  attackers' answers: %v; %d attack bodies of %d bytes\n", statuses, under, len(near))
