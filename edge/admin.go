@@ -57,6 +57,10 @@ func RegisterMetrics(reg *prometheus.Registry, tables *Tables) {
 			Help: "Services left out of the current route table (invalid annotations, route conflicts); the log names each.",
 		}, table(func(t *RouteTable) float64 { return float64(len(t.Rejected)) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portico_route_table_protojson_routes",
+			Help: "Routes whose JSON goes through protojson over dynamic messages rather than the fast codec (transcode.codec: protojson, or message types the fast codec declines; the debug log says why).",
+		}, table(func(t *RouteTable) float64 { return float64(t.protojson()) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "portico_route_table_last_build_timestamp_seconds",
 			Help: "When the current route table was built (Unix time).",
 		}, table(func(t *RouteTable) float64 { return float64(t.Built.UnixNano()) / 1e9 })),

@@ -186,6 +186,13 @@ func (b *Builder) refresh(ctx context.Context, force bool) bool {
 	for _, err := range t.Rejected {
 		b.log.Error("service not exposed", zap.Error(err))
 	}
+	if ce := b.log.Check(zap.DebugLevel, "route served by protojson, not the fast codec"); ce != nil {
+		for _, r := range t.routes {
+			if why := r.Binding.Fallback(); why != "" {
+				b.log.Debug("route served by protojson, not the fast codec", zap.String("route", r.Binding.String()), zap.String("why", why))
+			}
+		}
+	}
 	b.tables.Store(t)
 	b.key = key.String()
 	b.log.Info("route table built", zap.Int("routes", len(t.routes)), zap.Int("rejected", len(t.Rejected)))

@@ -38,6 +38,17 @@ type RouteTable struct {
 	Built time.Time
 }
 
+// protojson counts the routes on the reference codec.
+func (t *RouteTable) protojson() int {
+	n := 0
+	for _, r := range t.routes {
+		if r.Binding.Fallback() != "" {
+			n++
+		}
+	}
+	return n
+}
+
 // Routes lists the routes sorted by template, then HTTP method.
 func (t *RouteTable) Routes() []*Route { return t.routes }
 

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// dynamicCodec is the gRPC codec for calls whose messages are dynamicpb
+// bindingCodec is the gRPC codec for calls whose messages are dynamicpb
 // messages built from reflected descriptors. It differs from grpc-go's
 // default proto codec in two ways that matter for dynamic messages, which
 // take protobuf-go's slow reflective paths:
@@ -20,18 +20,18 @@ import (
 //     check their own required fields).
 //
 // The wire format is unchanged, so its name stays "proto".
-type dynamicCodec struct{}
+type bindingCodec struct{}
 
-var _ encoding.CodecV2 = dynamicCodec{}
+var _ encoding.CodecV2 = bindingCodec{}
 
 var (
 	marshalOpts   = proto.MarshalOptions{AllowPartial: true}
 	unmarshalOpts = proto.UnmarshalOptions{AllowPartial: true}
 )
 
-func (dynamicCodec) Name() string { return "proto" }
+func (bindingCodec) Name() string { return "proto" }
 
-func (dynamicCodec) Marshal(v any) (mem.BufferSlice, error) {
+func (bindingCodec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("mesh: cannot marshal %T: not a proto.Message", v)
@@ -47,7 +47,7 @@ func (dynamicCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
-func (dynamicCodec) Unmarshal(data mem.BufferSlice, v any) error {
+func (bindingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("mesh: cannot unmarshal into %T: not a proto.Message", v)

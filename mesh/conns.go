@@ -131,7 +131,7 @@ func (cs *serviceConns) newService(name string) (*catalogService, error) {
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(cs.cfg.MaxRecvMessageBytes),
 			grpc.MaxCallSendMsgSize(cs.cfg.MaxSendMessageBytes),
-			grpc.ForceCodecV2(dynamicCodec{}),
+			grpc.ForceCodecV2(bindingCodec{}),
 		),
 	}, cs.dial...)...)
 	if err != nil {

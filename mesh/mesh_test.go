@@ -112,13 +112,13 @@ func TestReflectUnreachable(t *testing.T) {
 
 func TestDynamicCodecRoundTrip(t *testing.T) {
 	in := &productsv1.Product{Id: "p-1", Name: "n", Tags: []string{"a"}, PriceCents: 5}
-	data, err := dynamicCodec{}.Marshal(in)
+	data, err := bindingCodec{}.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer data.Free()
 	out := dynamicpb.NewMessage(in.ProtoReflect().Descriptor())
-	if err := (dynamicCodec{}).Unmarshal(data, out); err != nil {
+	if err := (bindingCodec{}).Unmarshal(data, out); err != nil {
 		t.Fatal(err)
 	}
 	back := &productsv1.Product{}
@@ -126,7 +126,7 @@ func TestDynamicCodecRoundTrip(t *testing.T) {
 	if err := proto.Unmarshal(raw, back); err != nil || !proto.Equal(in, back) {
 		t.Fatalf("round trip: %v %v", back, err)
 	}
-	if _, err := (dynamicCodec{}).Marshal("not a message"); err == nil {
+	if _, err := (bindingCodec{}).Marshal("not a message"); err == nil {
 		t.Fatal("want error for non-proto value")
 	}
 }

@@ -45,7 +45,7 @@ func NewUpstreams(cfg Config, log *zap.Logger, opts ...grpc.DialOption) (*Upstre
 			grpc.WithDefaultCallOptions(
 				grpc.MaxCallRecvMsgSize(cfg.MaxRecvMessageBytes),
 				grpc.MaxCallSendMsgSize(cfg.MaxSendMessageBytes),
-				grpc.ForceCodecV2(dynamicCodec{}),
+				grpc.ForceCodecV2(bindingCodec{}),
 			),
 		}, opts...)...)
 		if err != nil {

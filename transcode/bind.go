@@ -34,7 +34,7 @@ func setPath(msg protoreflect.Message, path []protoreflect.FieldDescriptor, s, n
 	leaf := path[len(path)-1]
 	v, err := parseValue(leaf, s)
 	if err != nil {
-		return invalidArgf("invalid value %q for field %q (%s): %v", truncate(s, 64), name, where, err)
+		return badValue(s, name, where, err)
 	}
 	if leaf.IsList() {
 		msg.Mutable(leaf).List().Append(v)
@@ -50,6 +50,11 @@ func setPath(msg protoreflect.Message, path []protoreflect.FieldDescriptor, s, n
 	}
 	msg.Set(leaf, v)
 	return nil
+}
+
+// badValue is the 400 for a path or query value that does not parse.
+func badValue(s, name, where string, err error) error {
+	return invalidArgf("invalid value %q for field %q (%s): %v", truncate(s, 64), name, where, err)
 }
 
 // parseValue parses s as a value of fd's kind (the element kind for lists).

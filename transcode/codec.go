@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/portico-dev/portico/policies/chain"
+	"github.com/portico-dev/portico/transcode/wirejson"
 )
 
 // Codec is what the edge needs from a binding to serve one call: a request
@@ -59,8 +60,8 @@ const (
 	bodyField
 )
 
-// dynamicCodec decodes into and encodes from dynamicpb messages.
-type dynamicCodec struct {
+// bindingCodec decodes into and encodes from dynamicpb messages.
+type bindingCodec struct {
 	binding *Binding
 	cfg     Config
 	in, out protoreflect.MessageType
@@ -80,11 +81,19 @@ type dynamicCodec struct {
 
 	unmarshal protojson.UnmarshalOptions
 	marshal   protojson.MarshalOptions
+
+	// The fast codec (fast.go): fastReq decodes requests to wire bytes
+	// with dec (for the body); enc renders answers. Nil enc, or fastReq
+	// false: protojson, and fallback says why when it is not by choice.
+	fastReq  bool
+	dec      *wirejson.Decoder
+	enc      *wirejson.Encoder
+	fallback string
 }
 
-var _ Codec = (*dynamicCodec)(nil)
+var _ Codec = (*bindingCodec)(nil)
 
-func (c *dynamicCodec) init() {
+func (c *bindingCodec) init() {
 	if c.types == nil {
 		c.types = withGlobal(nil)
 	}
@@ -97,11 +106,20 @@ func (c *dynamicCodec) init() {
 	c.marshal = protojson.MarshalOptions{EmitUnpopulated: true, Resolver: withGlobal(c.types)}
 }
 
-func (c *dynamicCodec) Types() Resolver { return c.types }
+func (c *bindingCodec) Types() Resolver { return c.types }
 
-func (c *dynamicCodec) NewResponse() *chain.Payload { return chain.EmptyPayload(c.out) }
+func (c *bindingCodec) NewResponse() *chain.Payload { return chain.EmptyPayload(c.out) }
 
-func (c *dynamicCodec) DecodeRequest(r *http.Request, vars []string) (*chain.Payload, error) {
+func (c *bindingCodec) DecodeRequest(r *http.Request, vars []string) (*chain.Payload, error) {
+	if c.fastReq {
+		return c.decodeFast(r, vars)
+	}
+	return c.decodeDynamic(r, vars)
+}
+
+// decodeDynamic builds the request as a dynamic message (protojson for the
+// body): the reference the fast codec is tested against.
+func (c *bindingCodec) decodeDynamic(r *http.Request, vars []string) (*chain.Payload, error) {
 	msg := c.in.New()
 	var maskPaths []string
 	if c.body != bodyNone {
@@ -130,7 +148,7 @@ func (c *dynamicCodec) DecodeRequest(r *http.Request, vars []string) (*chain.Pay
 	return chain.MessagePayload(msg.Interface()), nil
 }
 
-func (c *dynamicCodec) pathName(i int) string {
+func (c *bindingCodec) pathName(i int) string {
 	return strings.Join(c.binding.Template.Vars[i].FieldPath, ".")
 }
 
@@ -141,7 +159,7 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // arrives (a Content-Length of 4 MB with 10 bytes sent costs 10 bytes, not
 // 4 MB), and the edge's body budget (edge.max_inflight_body_bytes) is
 // charged by the reader underneath.
-func (c *dynamicCodec) readBody(r *http.Request, buf *bytes.Buffer) error {
+func (c *bindingCodec) readBody(r *http.Request, buf *bytes.Buffer) error {
 	if r.ContentLength > c.cfg.MaxBodyBytes {
 		return tooLarge(c.cfg.MaxBodyBytes)
 	}
@@ -201,7 +219,7 @@ func tooLarge(limit int64) error {
 
 // decodeBody decodes the body into msg. For a binding that infers the
 // update mask it returns the paths the body sets.
-func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) (maskPaths []string, err error) {
+func (c *bindingCodec) decodeBody(r *http.Request, msg protoreflect.Message) (maskPaths []string, err error) {
 	ct := r.Header.Get("Content-Type")
 	if c.httpBodyReq {
 		buf := new(bytes.Buffer) // the bytes end up in the message: not pooled
@@ -217,23 +235,12 @@ func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) (ma
 		hb.Set(fields.ByName("data"), protoreflect.ValueOfBytes(buf.Bytes()))
 		return nil, nil
 	}
-	if ct != "" && !isJSON(ct) {
-		return nil, chain.HTTPError(http.StatusUnsupportedMediaType, codes.InvalidArgument,
-			"Content-Type must be application/json, got "+strconv.Quote(truncate(ct, 100)))
-	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 1<<20 {
-			buf.Reset()
-			bufPool.Put(buf)
-		}
-	}()
-	buf.Reset()
-	if err := c.readBody(r, buf); err != nil {
+	buf, data, err := c.jsonBody(r, ct)
+	if err != nil {
 		return nil, err
 	}
-	data := bytes.TrimSpace(buf.Bytes())
-	bodyMsg := c.body == bodyField && c.bodyField.Kind() == protoreflect.MessageKind && !c.bodyField.IsList() && !c.bodyField.IsMap()
+	defer putBuf(buf)
+	bodyMsg := c.bodyIsMessage()
 	if len(data) == 0 {
 		// An empty body is the empty object, whatever it decodes into: with
 		// body "*" the message stays empty, a message field is set (empty),
@@ -276,6 +283,35 @@ func (c *dynamicCodec) decodeBody(r *http.Request, msg protoreflect.Message) (ma
 	return maskPaths, nil
 }
 
+// jsonBody reads a JSON request body into a pooled buffer (putBuf returns
+// it): data is the body without the whitespace around it.
+func (c *bindingCodec) jsonBody(r *http.Request, ct string) (buf *bytes.Buffer, data []byte, err error) {
+	if ct != "" && !isJSON(ct) {
+		return nil, nil, chain.HTTPError(http.StatusUnsupportedMediaType, codes.InvalidArgument,
+			"Content-Type must be application/json, got "+strconv.Quote(truncate(ct, 100)))
+	}
+	buf = bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	if err := c.readBody(r, buf); err != nil {
+		putBuf(buf)
+		return nil, nil, err
+	}
+	return buf, bytes.TrimSpace(buf.Bytes()), nil
+}
+
+// putBuf returns a body buffer to the pool; buffers over 1 MiB are not kept.
+func putBuf(buf *bytes.Buffer) {
+	if buf.Cap() <= 1<<20 {
+		buf.Reset()
+		bufPool.Put(buf)
+	}
+}
+
+// bodyIsMessage: the body is bound to one singular message field.
+func (c *bindingCodec) bodyIsMessage() bool {
+	return c.body == bodyField && c.bodyField.Kind() == protoreflect.MessageKind && !c.bodyField.IsList() && !c.bodyField.IsMap()
+}
+
 // maxErrorDetail caps the part of an error message that comes from the
 // client's input (protojson quotes the offending value): a 4 MB bad string
 // makes a short answer and a short log line.
@@ -283,7 +319,7 @@ const maxErrorDetail = 256
 
 // scan runs the body pre-scan (depth and repeated-element limits) against
 // the message or field the body decodes into.
-func (c *dynamicCodec) scan(data []byte) error {
+func (c *bindingCodec) scan(data []byte) error {
 	root := c.in.Descriptor()
 	var field protoreflect.FieldDescriptor
 	if c.body == bodyField {
@@ -319,7 +355,10 @@ func isJSON(ct string) bool {
 
 // encode renders the response (or its response_body field) as JSON; raw is
 // set for google.api.HttpBody responses.
-func (c *dynamicCodec) encode(dst []byte, resp *chain.Payload) (out []byte, contentType string, err error) {
+func (c *bindingCodec) encode(dst []byte, resp *chain.Payload) (out []byte, contentType string, err error) {
+	if c.enc != nil {
+		return c.encodeFast(dst, resp)
+	}
 	msg, err := resp.Message()
 	if err != nil {
 		return nil, "", err
@@ -349,7 +388,7 @@ func (c *dynamicCodec) encode(dst []byte, resp *chain.Payload) (out []byte, cont
 // encodeField renders a scalar, repeated or map response_body field: the
 // message with only that field, cut down to the field's value. Rare (most
 // response_body fields are messages), so it favours simplicity.
-func (c *dynamicCodec) encodeField(dst []byte, m protoreflect.Message) ([]byte, string, error) {
+func (c *bindingCodec) encodeField(dst []byte, m protoreflect.Message) ([]byte, string, error) {
 	only := c.out.New()
 	if m.Has(c.respField) {
 		only.Set(c.respField, m.Get(c.respField))
@@ -369,7 +408,7 @@ func (c *dynamicCodec) encodeField(dst []byte, m protoreflect.Message) ([]byte, 
 	return append(dst, v...), "application/json", nil
 }
 
-func (c *dynamicCodec) EncodeResponse(dst []byte, resp *chain.Payload) ([]byte, string, error) {
+func (c *bindingCodec) EncodeResponse(dst []byte, resp *chain.Payload) ([]byte, string, error) {
 	out, ct, err := c.encode(dst, resp)
 	if err != nil {
 		return nil, "", status.Error(codes.Internal, "encoding response: "+protoErrText(err))

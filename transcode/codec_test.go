@@ -14,7 +14,9 @@ import (
 	"github.com/portico-dev/portico/policies/chain"
 )
 
-func TestDecodeRequest(t *testing.T) {
+func TestDecodeRequest(t *testing.T) { forCodecs(t, testDecodeRequest) }
+
+func testDecodeRequest(t *testing.T) {
 	r := kitchenRouter(t, DefaultConfig())
 	small := DefaultConfig()
 	small.MaxBodyBytes = 16
@@ -124,7 +126,9 @@ func TestDecodeRequest(t *testing.T) {
 	}
 }
 
-func TestAllowUnknownFields(t *testing.T) {
+func TestAllowUnknownFields(t *testing.T) { forCodecs(t, testAllowUnknownFields) }
+
+func testAllowUnknownFields(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.AllowUnknownFields = true
 	r := kitchenRouter(t, cfg)
@@ -139,7 +143,9 @@ func TestAllowUnknownFields(t *testing.T) {
 	}
 }
 
-func TestWriteResponse(t *testing.T) {
+func TestWriteResponse(t *testing.T) { forCodecs(t, testWriteResponse) }
+
+func testWriteResponse(t *testing.T) {
 	r := kitchenRouter(t, DefaultConfig())
 	sinkFull := func(b *Binding, js string) *chain.Payload {
 		m := dynamicpb.NewMessage(b.Method.Desc.Output())
@@ -186,7 +192,9 @@ func TestWriteResponse(t *testing.T) {
 	}
 }
 
-func TestStreamWriter(t *testing.T) {
+func TestStreamWriter(t *testing.T) { forCodecs(t, testStreamWriter) }
+
+func testStreamWriter(t *testing.T) {
 	r := kitchenRouter(t, DefaultConfig())
 	req := httptest.NewRequest("GET", "/v1/sinks/x", nil)
 	b, _ := match(t, r, req)

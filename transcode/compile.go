@@ -12,6 +12,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/portico-dev/portico/transcode/wirejson"
 )
 
 const httpBodyName protoreflect.FullName = "google.api.HttpBody"
@@ -29,6 +31,10 @@ type Method struct {
 	Upstream any
 
 	in, out protoreflect.MessageType
+	// The fast codec of the method (nil: declined, and why).
+	dec            *wirejson.Decoder
+	enc            *wirejson.Encoder
+	decErr, encErr error
 }
 
 // ServerStreaming reports whether the method streams its responses.
@@ -46,7 +52,7 @@ type Binding struct {
 	// Index is 0 for the rule itself, i for additional_bindings[i-1].
 	Index int
 
-	codec dynamicCodec
+	codec bindingCodec
 }
 
 // Codec returns the binding's request decoder and response encoder.
@@ -119,6 +125,9 @@ func (c *Compiler) compileMethod(md protoreflect.MethodDescriptor, rule *annotat
 		Desc:       md,
 		in:         dynamicpb.NewMessageType(md.Input()),
 		out:        dynamicpb.NewMessageType(md.Output()),
+	}
+	if c.cfg.Codec != CodecProtojson {
+		m.dec, m.enc, m.decErr, m.encErr = c.fastCodecs(md, types)
 	}
 	rules := append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...)
 	for i, r := range rules {
@@ -223,6 +232,14 @@ func (c *Compiler) compileBinding(m *Method, r *annotations.HttpRule, types Reso
 		cc.query = buildQueryIndex(in, bound)
 		cc.bound = bound
 	}
+	cc.fastReq = c.cfg.Codec != CodecProtojson && !cc.httpBodyReq && (cc.body == bodyNone || m.dec != nil)
+	if cc.fastReq {
+		cc.dec = m.dec
+	}
+	if !cc.httpBodyResp {
+		cc.enc = m.enc
+	}
+	cc.fallback = fallbackReason(c.cfg, cc, m.decErr, m.encErr)
 	return b, nil
 }
 

@@ -50,6 +50,15 @@ type Config struct {
 	// request that has a google.protobuf.FieldMask named update_mask. On by
 	// default; off, such a request reaches the service with no mask.
 	InferUpdateMask bool `yaml:"infer_update_mask"`
+	// Codec is how JSON becomes protobuf and back: "fast" (the default)
+	// writes wire bytes straight from the JSON and JSON straight from the
+	// upstream's wire bytes, building no message; "protojson" uses
+	// protobuf-go's protojson over dynamic messages, the reference the fast
+	// codec is tested against. Message types the fast codec declines
+	// (proto2 groups, required fields, closed enums, extensions) use
+	// protojson either way: portico_route_table_protojson_routes counts
+	// them and the debug log says why.
+	Codec string `yaml:"codec"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -61,6 +70,7 @@ func DefaultConfig() Config {
 		MaxRepeatedElements: DefaultMaxRepeatedElements,
 		StreamIdleTimeout:   DefaultStreamIdleTimeout,
 		InferUpdateMask:     true,
+		Codec:               CodecFast,
 	}
 }
 
@@ -75,6 +85,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("transcode.max_repeated_elements must be > 0, got %d", c.MaxRepeatedElements)
 	case c.MaxQueryParams <= 0:
 		return fmt.Errorf("transcode.max_query_params must be > 0, got %d", c.MaxQueryParams)
+	case c.Codec != CodecFast && c.Codec != CodecProtojson:
+		return fmt.Errorf("transcode.codec must be %q or %q, got %q", CodecFast, CodecProtojson, c.Codec)
 	case c.StreamIdleTimeout <= 0:
 		return fmt.Errorf("transcode.stream_idle_timeout must be > 0, got %s", c.StreamIdleTimeout)
 	}

@@ -67,42 +67,75 @@ func roundTrip(t *testing.T, what string, msg proto.Message) {
 	}
 }
 
-// FuzzJSONBody feeds arbitrary bodies to a body:"*" binding: never a
-// panic, and a rejected body is a 400 or 413 with a message.
+// FuzzJSONBody feeds arbitrary bodies to a body:"*" binding and to a
+// PATCH whose body is one message field (which infers update_mask from the
+// body's keys), with the fast codec and with protojson: never a panic, a
+// rejected body is a 400 or 413 with a message, and both codecs accept the
+// same bodies and build the same request from them.
 func FuzzJSONBody(f *testing.F) {
 	for _, s := range []string{
 		`{"id":"x","count":1}`, `{"meta":{"a":[1,{"b":null}]}}`, `{"labels":{"k":"v"}}`, `{"ts":"2024-01-01T00:00:00Z"}`,
 		`{"a":"x","b":1}`, `[`, `{"big":"1e3"}`, `{"nested":{"child":{"child":{"note":"x"}}}}`, `{"colors":["RED",2]}`,
 		`{"mask":"int32Val,nested.child"}`, `{"nested":{},"tags":[],"byName":{"k":{"note":"n"}}}`, `{"items":[{"note":"a"}],"val":null}`,
+		`{"id":"body","name":"n"}`, `{"sink":{"id":"x"}}`, `null`, `{"f":"NaN","d":"-Infinity","u64":"18446744073709551615"}`,
 	} {
 		f.Add([]byte(s))
 	}
 	cfg := DefaultConfig()
 	cfg.MaxBodyBytes = 1 << 16
-	r := kitchenRouter(f, cfg)
-	// Each body goes to body:"*" and to a PATCH whose body is one message
-	// field, which infers update_mask from the body's keys.
-	for _, target := range [][2]string{{"POST", "/v1/sinks"}, {"PATCH", "/v1/sinks/s1"}} {
-		b, _ := match(f, r, httptest.NewRequest(target[0], target[1], nil))
+	fast := kitchenRouter(f, cfg)
+	cfg.Codec = CodecProtojson
+	reference := kitchenRouter(f, cfg)
+	targets := [][2]string{{"POST", "/v1/sinks"}, {"PATCH", "/v1/sinks/s1"}}
+	for _, target := range targets {
+		b, _ := match(f, fast, httptest.NewRequest(target[0], target[1], nil))
 		if target[0] == "PATCH" && b.codec.updateMask == nil {
 			f.Fatal("the PATCH binding does not infer update_mask")
 		}
 	}
+	decodeWith := func(t *testing.T, r *Router[*Binding], target [2]string, body []byte) (proto.Message, error) {
+		req := httptest.NewRequest(target[0], target[1], strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", "application/json")
+		b, vars := match(t, r, req)
+		return decode(t, b.Codec(), req, vars)
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, target := range [][2]string{{"POST", "/v1/sinks"}, {"PATCH", "/v1/sinks/s1"}} {
-			req := httptest.NewRequest(target[0], target[1], strings.NewReader(string(body)))
-			req.Header.Set("Content-Type", "application/json")
-			b, vars := match(t, r, req)
-			msg, err := decode(t, b.Codec(), req, vars)
+		for _, target := range targets {
+			what := target[0] + " body " + strconv.Quote(string(body))
+			msg, err := decodeWith(t, fast, target, body)
+			want, refErr := decodeWith(t, reference, target, body)
+			if (err == nil) != (refErr == nil) {
+				t.Fatalf("%s: fast codec error %v, protojson error %v", what, err, refErr)
+			}
 			if err != nil {
 				st, code := chain.StatusOf(err)
 				var te *chain.Error
 				if (code != 400 && code != 413) || st.Message() == "" || (code == 413 && !errors.As(err, &te)) {
-					t.Fatalf("%s body %q: %v %d %q", target[0], body, st.Code(), code, st.Message())
+					t.Fatalf("%s: %v %d %q", what, st.Code(), code, st.Message())
 				}
 				continue
 			}
-			roundTrip(t, target[0]+" body "+strconv.Quote(string(body)), msg)
+			if !sameMessage(t, msg, want) {
+				got, _ := protojson.Marshal(msg)
+				ref, _ := protojson.Marshal(want)
+				t.Fatalf("%s: the fast codec built %s, protojson %s", what, got, ref)
+			}
+			roundTrip(t, what, msg)
 		}
 	})
+}
+
+// sameMessage compares messages of two compilations of one proto (whose
+// descriptors differ): b is re-read as a's type.
+func sameMessage(t *testing.T, a, b proto.Message) bool {
+	t.Helper()
+	wire, err := proto.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := a.ProtoReflect().Type().New().Interface()
+	if err := proto.Unmarshal(wire, again); err != nil {
+		t.Fatal(err)
+	}
+	return proto.Equal(a, again)
 }

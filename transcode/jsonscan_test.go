@@ -11,7 +11,9 @@ import (
 	"github.com/portico-dev/portico/policies/chain"
 )
 
-func TestBodyScanLimits(t *testing.T) {
+func TestBodyScanLimits(t *testing.T) { forCodecs(t, testBodyScanLimits) }
+
+func testBodyScanLimits(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxRepeatedElements = 4
 	cfg.MaxJSONDepth = 5

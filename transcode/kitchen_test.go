@@ -131,9 +131,28 @@ func parseService(tb testing.TB, src, service string) protoreflect.ServiceDescri
 	return sd
 }
 
-// kitchenRouter compiles the kitchen service into a router.
+// kitchenCodec, when set, is the codec kitchenRouter compiles with.
+var kitchenCodec string
+
+// forCodecs runs test once with each codec (the tests of this package are
+// not parallel: kitchenCodec is theirs while they run).
+func forCodecs(t *testing.T, test func(t *testing.T)) {
+	for _, codec := range []string{CodecFast, CodecProtojson} {
+		t.Run(codec, func(t *testing.T) {
+			kitchenCodec = codec
+			defer func() { kitchenCodec = "" }()
+			test(t)
+		})
+	}
+}
+
+// kitchenRouter compiles the kitchen service into a router. Every JSON
+// binding gets the fast codec unless the configuration says protojson.
 func kitchenRouter(tb testing.TB, cfg Config) *Router[*Binding] {
 	tb.Helper()
+	if kitchenCodec != "" {
+		cfg.Codec = kitchenCodec
+	}
 	methods, err := NewCompiler(cfg).CompileService(parseService(tb, kitchenProto, "kitchen.v1.Kitchen"), nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -141,6 +160,9 @@ func kitchenRouter(tb testing.TB, cfg Config) *Router[*Binding] {
 	r := NewRouter[*Binding]()
 	for _, m := range methods {
 		for _, b := range m.Bindings {
+			if why := b.Fallback(); why != "" && cfg.Codec != CodecProtojson {
+				tb.Fatalf("%s: the fast codec declined it: %s", b, why)
+			}
 			if err := r.Add(b.HTTPMethod, b.Template, b, (*Binding).String); err != nil {
 				tb.Fatal(err)
 			}

@@ -112,7 +112,7 @@ func isJSONWKT(name protoreflect.FullName) bool {
 // isQueryLeaf: message types a single parameter sets as a whole.
 func isQueryLeaf(name protoreflect.FullName) bool { return isScalarWKT(name) || isJSONWKT(name) }
 
-func (c *dynamicCodec) decodeQuery(raw string, msg protoreflect.Message) error {
+func (c *bindingCodec) decodeQuery(raw string, msg protoreflect.Message) error {
 	n := 0
 	for raw != "" {
 		var kv string
@@ -153,7 +153,7 @@ func (c *dynamicCodec) decodeQuery(raw string, msg protoreflect.Message) error {
 // parameter when it names a field the query cannot set, else the field
 // path (and for labels[k] the map key). Such keys cost a descriptor walk
 // per use; the common ones are indexed.
-func (c *dynamicCodec) resolveQueryKey(key string) (qf *queryField, mapKey string, err error) {
+func (c *bindingCodec) resolveQueryKey(key string) (qf *queryField, mapKey string, err error) {
 	fieldPart := key
 	hasKey := false
 	if i := strings.IndexByte(key, '['); i >= 0 {
@@ -222,7 +222,7 @@ func (c *dynamicCodec) resolveQueryKey(key string) (qf *queryField, mapKey strin
 
 // boundAt reports whether the dotted proto path is bound by the path
 // template or the body, or lies below such a path.
-func (c *dynamicCodec) boundAt(name string) bool {
+func (c *bindingCodec) boundAt(name string) bool {
 	for b := range c.bound {
 		if name == b || strings.HasPrefix(name, b+".") {
 			return true
@@ -246,7 +246,7 @@ func describeKind(fd protoreflect.FieldDescriptor) string {
 
 // setQuery sets one parameter's value. key is the parameter as the client
 // wrote it, which every error names.
-func (c *dynamicCodec) setQuery(msg protoreflect.Message, qf *queryField, mapKey, key, val string) error {
+func (c *bindingCodec) setQuery(msg protoreflect.Message, qf *queryField, mapKey, key, val string) error {
 	k := truncate(key, 64)
 	for _, fd := range qf.path[:len(qf.path)-1] {
 		if od := fd.ContainingOneof(); od != nil {
@@ -306,7 +306,7 @@ func setChecked(msg protoreflect.Message, leaf protoreflect.FieldDescriptor, v p
 
 // parseJSONWKT parses a Struct, Value or ListValue from its JSON text,
 // under the body's depth and element limits.
-func (c *dynamicCodec) parseJSONWKT(md protoreflect.MessageDescriptor, s string) (protoreflect.Value, error) {
+func (c *bindingCodec) parseJSONWKT(md protoreflect.MessageDescriptor, s string) (protoreflect.Value, error) {
 	data := []byte(s)
 	if err := scanBody(data, md, nil, c.cfg.MaxJSONDepth, c.cfg.MaxRepeatedElements); err != nil {
 		return protoreflect.Value{}, err

@@ -69,7 +69,9 @@ func runDecodeCases(t *testing.T, cases []decodeCase) {
 // Issue 12 point 2: FieldMask query values in proto3 JSON form bind their
 // proto paths; a path protojson could not write back is a 400, not a 500
 // when the message is encoded later.
-func TestQueryFieldMask(t *testing.T) {
+func TestQueryFieldMask(t *testing.T) { forCodecs(t, testQueryFieldMask) }
+
+func testQueryFieldMask(t *testing.T) {
 	runDecodeCases(t, []decodeCase{
 		{desc: "JSON form", method: "GET", url: "/v1/sinks/x?mask=int32Val,nested.child,pageSize", want: `{"id":"x","mask":"int32Val,nested.child,pageSize"}`},
 		{desc: "proto form kept", method: "GET", url: "/v1/sinks/x?mask=display_name,nested.child_note", want: `{"id":"x","mask":"displayName,nested.childNote"}`},
@@ -101,7 +103,9 @@ func TestQueryFieldMask(t *testing.T) {
 // Issue 12 point 4: every form grpc-gateway binds is bound, every form
 // http.proto does not allow is a 400 naming the parameter, and only
 // parameters that name no field are ignored.
-func TestQueryForms(t *testing.T) {
+func TestQueryForms(t *testing.T) { forCodecs(t, testQueryForms) }
+
+func testQueryForms(t *testing.T) {
 	runDecodeCases(t, []decodeCase{
 		{desc: "map entries", method: "GET", url: "/v1/sinks/x?labels[k]=v&labels[a.b]=c&codes[7]=seven&paint[p]=RED",
 			want: `{"id":"x","labels":{"k":"v","a.b":"c"},"codes":{"7":"seven"},"paint":{"p":"RED"}}`},
@@ -131,7 +135,9 @@ func TestQueryForms(t *testing.T) {
 
 // Issue 12 point 3: a PATCH with a message body field and no update_mask
 // gets the mask of the JSON keys the body holds.
-func TestUpdateMaskInference(t *testing.T) {
+func TestUpdateMaskInference(t *testing.T) { forCodecs(t, testUpdateMaskInference) }
+
+func testUpdateMaskInference(t *testing.T) {
 	off := DefaultConfig()
 	off.InferUpdateMask = false
 	runDecodeCases(t, []decodeCase{
@@ -159,7 +165,9 @@ func TestUpdateMaskInference(t *testing.T) {
 }
 
 // Issue 12 point 5: an empty body is {} for a message body field too.
-func TestEmptyBodyIsEmptyObject(t *testing.T) {
+func TestEmptyBodyIsEmptyObject(t *testing.T) { forCodecs(t, testEmptyBodyIsEmptyObject) }
+
+func testEmptyBodyIsEmptyObject(t *testing.T) {
 	runDecodeCases(t, []decodeCase{
 		{desc: "message field, empty", method: "PUT", url: "/v1/sinks/x/nested", body: ``, want: `{"id":"x","nested":{}}`},
 		{desc: "message field, {}", method: "PUT", url: "/v1/sinks/x/nested", body: `{}`, want: `{"id":"x","nested":{}}`},

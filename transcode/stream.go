@@ -22,7 +22,7 @@ import (
 // A stream of google.api.HttpBody writes the raw bytes of each message, with
 // the first message's content type.
 
-func (c *dynamicCodec) NewStreamWriter(w http.ResponseWriter, r *http.Request) StreamWriter {
+func (c *bindingCodec) NewStreamWriter(w http.ResponseWriter, r *http.Request) StreamWriter {
 	return &streamWriter{
 		c:   c,
 		w:   w,
@@ -32,7 +32,7 @@ func (c *dynamicCodec) NewStreamWriter(w http.ResponseWriter, r *http.Request) S
 }
 
 type streamWriter struct {
-	c       *dynamicCodec
+	c       *bindingCodec
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	sse     bool
