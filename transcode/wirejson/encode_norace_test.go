@@ -1,0 +1,5 @@
+//go:build !race
+
+package wirejson
+
+const raceEnabled = false
