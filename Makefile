@@ -53,6 +53,8 @@ fuzz:
 	$(GO) test ./transcode -run '^$$' -fuzz '^FuzzQueryBinding$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./transcode -run '^$$' -fuzz '^FuzzJSONBody$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./transcode -run '^$$' -fuzz '^FuzzBodyScan$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./transcode/wirejson -run '^$$' -fuzz '^FuzzEncodeDifferential$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./transcode/wirejson -run '^$$' -fuzz '^FuzzDecodeDifferential$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./edge -run '^$$' -fuzz '^FuzzHTTP1Request$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./edge -run '^$$' -fuzz '^FuzzGuardScan$$' -fuzztime $(FUZZTIME)
 

@@ -1,6 +1,7 @@
 package wirejson
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -45,40 +46,44 @@ func (s *state) wkt(p *msgPlan, depth int) error {
 
 // knownValue decodes a google.protobuf.Value: any JSON value.
 func (s *state) knownValue(p *msgPlan, depth int) error {
-	field := func(n protowire.Number) *fieldPlan {
-		for i := range p.fields {
-			if p.fields[i].fd.Number() == n {
-				return &p.fields[i]
-			}
+	// The fields by number (NewDecoder checked the type's shape).
+	var field [7]*fieldPlan
+	for i := range p.fields {
+		if n := p.fields[i].fd.Number(); n >= 1 && n <= 6 {
+			field[n] = &p.fields[i]
 		}
-		panic("wirejson: google.protobuf.Value has no field " + strconv.Itoa(int(n)))
+	}
+	for n := 1; n <= 6; n++ {
+		if field[n] == nil {
+			return errors.New("wirejson: google.protobuf.Value has no field " + strconv.Itoa(n))
+		}
 	}
 	at := s.pos
 	switch c := s.in[at]; {
 	case c == 'n' && s.literal("null"):
 		s.pos += 4
-		s.out = append(s.out, field(1).tag...)
+		s.out = append(s.out, field[1].tag...)
 		s.out = append(s.out, 0)
 	case c == 't' && s.literal("true"), c == 'f' && s.literal("false"):
-		_, err := s.scalar(field(4), true, false)
+		_, err := s.scalar(field[4], true, false)
 		return err
 	case c == '-' || ('0' <= c && c <= '9'):
-		f := field(2)
+		f := field[2]
 		if _, err := s.scalar(f, true, false); err != nil {
 			return s.errf(at, "invalid google.protobuf.Value: %s", quote(s.tokenText(at)))
 		}
 	case c == '"':
-		_, err := s.scalar(field(3), true, false)
+		_, err := s.scalar(field[3], true, false)
 		return err
 	case c == '{':
-		f := field(5)
+		f := field[5]
 		m := s.openLen(f.tag)
 		if err := s.mapValue(&f.msg.fields[0], depth); err != nil {
 			return err
 		}
 		s.closeLen(m)
 	case c == '[':
-		f := field(6)
+		f := field[6]
 		m := s.openLen(f.tag)
 		if err := s.list(&f.msg.fields[0], depth); err != nil {
 			return err
