@@ -201,6 +201,9 @@ func (c *Compiler) compileMethod(md protoreflect.MethodDescriptor, validator pro
 		return &OptionError{Desc: d, Option: opt + "." + field, Err: err}
 	}
 	full := "/" + string(md.Parent().FullName()) + "/" + string(md.Name())
+	if !hasRules(md.Input(), map[protoreflect.FullName]bool{}) {
+		validator = nil // nothing to check: no validate stage
+	}
 	mp := &MethodPolicy{
 		Policy:    Policy{method: full, metrics: c.metrics, validator: validator},
 		cacheOpt:  pol.GetCache(),

@@ -157,3 +157,29 @@ func TestPublicViewHidesInternalFields(t *testing.T) {
 		t.Fatal("a service without internal fields was rebuilt")
 	}
 }
+
+// TestValidateOnlyWithRules: a method whose input reaches no buf.validate
+// option gets no validate stage (its request is never decoded into a
+// message for it); one with a rule anywhere it reaches does.
+func TestValidateOnlyWithRules(t *testing.T) {
+	const head = `syntax = "proto3";
+package t;
+import "buf/validate/validate.proto";
+message Plain { string id = 1; Plain self = 2; map<string, Plain> byKey = 3; }
+message Deep { map<string, Leaf> byKey = 1; }
+message Leaf { string email = 1 [(buf.validate.field).string.email = true]; }
+message Whole { option (buf.validate.message).oneof = {fields: ["a", "b"]}; string a = 1; string b = 2; }
+message Choice { oneof pick { option (buf.validate.oneof).required = true; string x = 1; string y = 2; } }
+service S { rpc P(Plain) returns (Plain); rpc D(Deep) returns (Plain); rpc W(Whole) returns (Plain); rpc C(Choice) returns (Plain); }
+`
+	sd := compileProto(t, head)
+	policies, err := NewCompiler(DefaultConfig(), nil, nil, zap.NewNop()).CompileService(sd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for method, want := range map[string]bool{"/t.S/P": false, "/t.S/D": true, "/t.S/W": true, "/t.S/C": true} {
+		if got := policies[method].validator != nil; got != want {
+			t.Errorf("%s: validate stage %t, want %t", method, got, want)
+		}
+	}
+}

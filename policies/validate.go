@@ -3,6 +3,7 @@ package policies
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
 	validatepb "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -91,6 +93,75 @@ func (p *Policy) validateStage() chain.Stage {
 		}
 		return next(ctx, c)
 	}
+}
+
+// validateExt are the field numbers of buf.validate's message, oneof and
+// field options.
+var validateExt = [...]protowire.Number{
+	validatepb.E_Message.TypeDescriptor().Number(),
+	validatepb.E_Oneof.TypeDescriptor().Number(),
+	validatepb.E_Field.TypeDescriptor().Number(),
+}
+
+// hasRules reports whether md, or a message it reaches through its fields,
+// declares any buf.validate option: without one there is nothing to check,
+// and the route skips the validate stage (and the message it would build).
+// Options are read as bytes, so it holds whether the extension was linked,
+// parsed dynamically or kept unknown when the descriptor was reflected.
+func hasRules(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) bool {
+	if seen[md.FullName()] {
+		return false
+	}
+	seen[md.FullName()] = true
+	if optionSet(md.Options()) {
+		return true
+	}
+	for i := 0; i < md.Oneofs().Len(); i++ {
+		if optionSet(md.Oneofs().Get(i).Options()) {
+			return true
+		}
+	}
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if optionSet(fd.Options()) {
+			return true
+		}
+		if fd.IsMap() {
+			fd = fd.MapValue()
+		}
+		if m := fd.Message(); m != nil && hasRules(m, seen) {
+			return true
+		}
+	}
+	return false
+}
+
+// optionSet reports whether opts carries a buf.validate option.
+func optionSet(opts proto.Message) bool {
+	if opts == nil || !opts.ProtoReflect().IsValid() {
+		return false
+	}
+	b, err := proto.MarshalOptions{AllowPartial: true}.Marshal(opts)
+	if err != nil {
+		return true // unreadable: let protovalidate decide
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return true
+		}
+		if slices.Contains(validateExt[:], num) {
+			return true
+		}
+		b = b[n:]
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return true
+		}
+		b = b[m:]
+	}
+	return false
 }
 
 // validate checks req with v; nil v (no rules anywhere) passes.
