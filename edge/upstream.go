@@ -173,7 +173,9 @@ func (cs *Calls) stream(ctx context.Context, route *Route, c *chain.Call) (err e
 		}
 		started = true
 		c.Streamed = true
-		if err := sw.Send(msg); err != nil {
+		err = sw.Send(msg)
+		msg.Release()
+		if err != nil {
 			// The client went away, or stopped reading for edge.write_timeout:
 			// returning cancels the upstream call.
 			code = codes.Canceled

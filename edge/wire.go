@@ -43,6 +43,8 @@ func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return protoCodec.Unmarshal(data, v)
 	}
-	p.SetWire(data.Materialize())
+	// The bytes stay in a pooled buffer until the answer is rendered
+	// (the writer releases the payload).
+	p.SetBuffer(data.MaterializeToBuffer(mem.DefaultBufferPool()))
 	return nil
 }

@@ -228,6 +228,7 @@ func (f fetcher) fetch(ctx context.Context, c *chain.Call) (filled, error) {
 		return filled{}, err
 	}
 	body, ct, err := f.codec.EncodeResponse(nil, c.Resp)
+	c.Resp.Release()
 	if err != nil {
 		return filled{}, err
 	}

@@ -111,6 +111,7 @@ func respond(codec Codec) chain.Stage {
 		}
 		bp := outPool.Get().(*[]byte)
 		body, ct, err := codec.EncodeResponse((*bp)[:0], c.Resp)
+		c.Resp.Release()
 		if err != nil {
 			outPool.Put(bp)
 			return err

@@ -3,6 +3,7 @@ package chain
 import (
 	"errors"
 
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -20,6 +21,8 @@ type Payload struct {
 	msg  proto.Message
 	// wired: wire holds the encoding (msg, if set, was decoded from it).
 	wired bool
+	// buf, when set, holds wire and goes back to its pool on Release.
+	buf mem.Buffer
 }
 
 // WirePayload holds wire, the encoding of a message of type typ.
@@ -40,12 +43,38 @@ func EmptyPayload(typ protoreflect.MessageType) *Payload {
 
 // SetWire replaces the payload's content with wire.
 func (p *Payload) SetWire(wire []byte) {
+	p.Release()
 	p.wire, p.msg, p.wired = wire, nil, true
+}
+
+// SetBuffer replaces the payload's content with the bytes of buf, a pooled
+// buffer the payload now owns: Release returns it.
+func (p *Payload) SetBuffer(buf mem.Buffer) {
+	p.Release()
+	p.wire, p.msg, p.wired, p.buf = buf.ReadOnlyData(), nil, true, buf
+}
+
+// Release returns the payload's pooled buffer, if it has one, once its
+// bytes were rendered: the payload is empty afterwards (a message already
+// decoded stays, as it holds copies).
+func (p *Payload) Release() {
+	if p == nil || p.buf == nil {
+		return
+	}
+	p.buf.Free()
+	p.buf, p.wire = nil, nil
+	p.wired = p.msg == nil
+	if p.wired {
+		p.typ = nil // Message and Wire now fail rather than read freed bytes
+	}
 }
 
 // Wire returns the payload's protobuf encoding.
 func (p *Payload) Wire() ([]byte, error) {
 	if p.wired {
+		if p.typ == nil {
+			return nil, errNoMessage
+		}
 		return p.wire, nil
 	}
 	if p.msg == nil {
