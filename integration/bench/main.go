@@ -333,10 +333,19 @@ func run(ctx context.Context, o options) error {
 
 	// Peak RSS and Portico's own counts, read before the processes stop.
 	rss := map[string]int64{}
+	// What holds the memory now: anonymous pages (heap, stacks) and file
+	// pages (the binary's code and data as touched).
+	anon, file := map[string]int64{}, map[string]int64{}
 	for _, c := range cs {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
 		if err == nil {
 			rss[c.name], err = peakRSS(string(b))
+		}
+		if err == nil {
+			anon[c.name], err = statusBytes(string(b), "RssAnon")
+		}
+		if err == nil {
+			file[c.name], err = statusBytes(string(b), "RssFile")
 		}
 		if err != nil {
 			return fmt.Errorf("%s: peak RSS: %w", c.name, err)
@@ -361,7 +370,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
-	failed, aa := report(os.Stdout, o, cs, res, rss)
+	failed, aa := report(os.Stdout, o, cs, res, rss, anon, file)
 	fmt.Println()
 	fmt.Println(telemetryLine(o, bins, traceHeader))
 	fmt.Println("  seen: " + strings.Join(evidence, "; "))
@@ -398,7 +407,7 @@ func run(ctx context.Context, o options) error {
 // report prints the table and the peak RSS, says whether anything failed
 // (errors, or no ratio where one was due) and returns the A/A control's
 // per-round CPU ratios of every case.
-func report(w io.Writer, o options, cs []*contender, res map[string]map[string][]result, rss map[string]int64) (failed bool, aa []float64) {
+func report(w io.Writer, o options, cs []*contender, res map[string]map[string][]result, rss, anon, file map[string]int64) (failed bool, aa []float64) {
 	fmt.Fprintf(w, "medians over %d rounds; ×gw: median of the per-round ratios to grpc-gateway in the same round [min–max]\n", o.rounds)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "case\tcontender\treq/s\tp50 ms\tp99 ms\tCPU µs/req\tCPU ×gw\t[min–max]\treq/s ×gw\terrors\t")
@@ -433,7 +442,7 @@ func report(w io.Writer, o options, cs []*contender, res map[string]map[string][
 	_ = tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "contender\tpeak RSS MiB\tRSS ×gw\t")
+	fmt.Fprintln(tw, "contender\tpeak RSS MiB\tRSS ×gw\tnow: anon MiB\tfile MiB\t")
 	for _, c := range cs {
 		ratio := "n/a"
 		switch g, ok := rss[base]; {
@@ -442,10 +451,11 @@ func report(w io.Writer, o options, cs []*contender, res map[string]map[string][
 		case ok && g > 0:
 			ratio = fmt.Sprintf("%.2fx", float64(rss[c.name])/float64(g))
 		}
-		fmt.Fprintf(tw, "%s\t%.1f\t%s\t\n", c.name, float64(rss[c.name])/(1<<20), ratio)
+		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%.1f\t%.1f\t\n", c.name, float64(rss[c.name])/(1<<20), ratio,
+			float64(anon[c.name])/(1<<20), float64(file[c.name])/(1<<20))
 	}
 	_ = tw.Flush()
-	fmt.Fprintln(w, "peak RSS: VmHWM of each process at the end of the run (after every round)")
+	fmt.Fprintln(w, "peak RSS: VmHWM of each process at the end of the run (after every round); now: RssAnon (heap, stacks) and RssFile (the binary's pages it touched) at that moment")
 	return failed, aa
 }
 

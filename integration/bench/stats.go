@@ -171,15 +171,18 @@ func machineBusy(stat string) (int64, error) {
 
 // peakRSS parses VmHWM (the peak resident set size) from
 // /proc/<pid>/status, in bytes.
-func peakRSS(status string) (int64, error) {
+func peakRSS(status string) (int64, error) { return statusBytes(status, "VmHWM") }
+
+// statusBytes reads one "Key:  N kB" line of /proc/<pid>/status, in bytes.
+func statusBytes(status, key string) (int64, error) {
 	for line := range strings.SplitSeq(status, "\n") {
-		rest, ok := strings.CutPrefix(line, "VmHWM:")
+		rest, ok := strings.CutPrefix(line, key+":")
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("malformed VmHWM line %q", line)
+			return 0, fmt.Errorf("malformed %s line %q", key, line)
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
@@ -187,9 +190,8 @@ func peakRSS(status string) (int64, error) {
 		}
 		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("no VmHWM line")
+	return 0, fmt.Errorf("no %s line", key)
 }
-
 // sumMetric adds the values of every sample of the named metric in a
 // Prometheus text exposition.
 func sumMetric(text, name string) (float64, bool) {
