@@ -192,6 +192,7 @@ func statusBytes(status, key string) (int64, error) {
 	}
 	return 0, fmt.Errorf("no %s line", key)
 }
+
 // sumMetric adds the values of every sample of the named metric in a
 // Prometheus text exposition.
 func sumMetric(text, name string) (float64, bool) {
