@@ -12,22 +12,6 @@ import (
 // its fields' tags pre-encoded and a name table that finds a field by its
 // JSON or proto name without converting the member name to a string.
 
-// wktKind names the well-known types with a JSON mapping of their own.
-type wktKind uint8
-
-const (
-	wktNone wktKind = iota
-	wktAny
-	wktTimestamp
-	wktDuration
-	wktWrapper
-	wktStruct
-	wktListValue
-	wktValue
-	wktFieldMask
-	wktEmpty
-)
-
 // msgPlan is the compiled decoder of one message type.
 type msgPlan struct {
 	md     protoreflect.MessageDescriptor
@@ -75,34 +59,6 @@ func (e *DeclinedError) Error() string {
 
 type compiler struct {
 	plans map[protoreflect.FullName]*msgPlan
-}
-
-func wktOf(md protoreflect.MessageDescriptor) wktKind {
-	if md.FullName().Parent() != "google.protobuf" {
-		return wktNone
-	}
-	switch md.Name() {
-	case "Any":
-		return wktAny
-	case "Timestamp":
-		return wktTimestamp
-	case "Duration":
-		return wktDuration
-	case "BoolValue", "Int32Value", "Int64Value", "UInt32Value", "UInt64Value",
-		"FloatValue", "DoubleValue", "StringValue", "BytesValue":
-		return wktWrapper
-	case "Struct":
-		return wktStruct
-	case "ListValue":
-		return wktListValue
-	case "Value":
-		return wktValue
-	case "FieldMask":
-		return wktFieldMask
-	case "Empty":
-		return wktEmpty
-	}
-	return wktNone
 }
 
 func (c *compiler) message(md protoreflect.MessageDescriptor) (*msgPlan, error) {

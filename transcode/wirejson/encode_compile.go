@@ -8,26 +8,10 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// encWKT names the well-known types protojson renders by a rule of their own
-// (google.protobuf.Empty has none).
-type encWKT uint8
-
-const (
-	encPlain encWKT = iota
-	encAny
-	encTimestamp
-	encDuration
-	encWrapper
-	encStruct
-	encListValue
-	encValue
-	encFieldMask
-)
-
 // encMsg is the compiled encoder of one message type.
 type encMsg struct {
 	md     protoreflect.MessageDescriptor
-	wkt    encWKT
+	wkt    wktKind
 	fields []encField // in declaration (index) order
 	// small maps a field number below len(small) to its index + 1 (0: no
 	// such field); large holds the other numbers.
@@ -132,8 +116,11 @@ func (c *encCompiler) message(md protoreflect.MessageDescriptor) (*encMsg, error
 			m.large[fd.Number()] = i
 		}
 	}
-	m.wkt = encWKTOf(md)
-	if m.wkt != encPlain && !encWKTShape(m) {
+	m.wkt = wktOf(md)
+	if m.wkt == wktEmpty {
+		m.wkt = wktNone // Empty renders as the plain message it is: {}
+	}
+	if m.wkt != wktNone && !encWKTShape(m) {
 		return nil, declined(md.FullName(), "its fields are not those of the well-known type")
 	}
 	return m, nil
@@ -303,32 +290,6 @@ func encDefault(f *encField, v protoreflect.Value) ([]byte, error) {
 	return s.scalar(nil, f, r)
 }
 
-func encWKTOf(md protoreflect.MessageDescriptor) encWKT {
-	if md.FullName().Parent() != "google.protobuf" {
-		return encPlain
-	}
-	switch md.Name() {
-	case "Any":
-		return encAny
-	case "Timestamp":
-		return encTimestamp
-	case "Duration":
-		return encDuration
-	case "BoolValue", "Int32Value", "Int64Value", "UInt32Value", "UInt64Value",
-		"FloatValue", "DoubleValue", "StringValue", "BytesValue":
-		return encWrapper
-	case "Struct":
-		return encStruct
-	case "ListValue":
-		return encListValue
-	case "Value":
-		return encValue
-	case "FieldMask":
-		return encFieldMask
-	}
-	return encPlain
-}
-
 // encWKTShape reports whether m has the fields its well-known rule reads:
 // the rules find them by number.
 func encWKTShape(m *encMsg) bool {
@@ -337,19 +298,19 @@ func encWKTShape(m *encMsg) bool {
 		return i >= 0 && m.fields[i].kind == kind && m.fields[i].list == list && !m.fields[i].isMap
 	}
 	switch m.wkt {
-	case encAny:
+	case wktAny:
 		return has(1, protoreflect.StringKind, false) && has(2, protoreflect.BytesKind, false)
-	case encTimestamp, encDuration:
+	case wktTimestamp, wktDuration:
 		return has(1, protoreflect.Int64Kind, false) && has(2, protoreflect.Int32Kind, false)
-	case encWrapper:
+	case wktWrapper:
 		return m.lookup(1) >= 0 && !m.fields[m.lookup(1)].list && m.fields[m.lookup(1)].msg == nil
-	case encStruct:
+	case wktStruct:
 		i := m.lookup(1)
 		return i >= 0 && m.fields[i].isMap && m.fields[i].val.msg != nil && m.fields[i].val.msg.md.FullName() == "google.protobuf.Value"
-	case encListValue:
+	case wktListValue:
 		i := m.lookup(1)
 		return i >= 0 && m.fields[i].list && m.fields[i].msg != nil && m.fields[i].msg.md.FullName() == "google.protobuf.Value"
-	case encValue:
+	case wktValue:
 		od := m.md.Oneofs().ByName("kind")
 		if od == nil {
 			return false
@@ -361,7 +322,7 @@ func encWKTShape(m *encMsg) bool {
 			}
 		}
 		return has(2, protoreflect.DoubleKind, false)
-	case encFieldMask:
+	case wktFieldMask:
 		return has(1, protoreflect.StringKind, true)
 	}
 	return true

@@ -23,7 +23,7 @@ func (s *encState) message(dst []byte, m *encMsg, head int32, single bool, depth
 	recs := len(s.recs)
 	base, err := s.scan(m, head, single, depth)
 	if err == nil {
-		if m.wkt != encPlain {
+		if m.wkt != wktNone {
 			dst, err = s.wkt(dst, m, base, depth)
 		} else {
 			dst, err = s.object(dst, m, base, depth, nil)

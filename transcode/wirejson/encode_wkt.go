@@ -21,15 +21,15 @@ const (
 // wkt renders the well-known message m, scanned at base, by its rule.
 func (s *encState) wkt(dst []byte, m *encMsg, base, depth int) ([]byte, error) {
 	switch m.wkt {
-	case encTimestamp:
+	case wktTimestamp:
 		return s.timestamp(dst, m, base)
-	case encDuration:
+	case wktDuration:
 		return s.duration(dst, m, base)
-	case encFieldMask:
+	case wktFieldMask:
 		return s.fieldMask(dst, m, base)
-	case encAny:
+	case wktAny:
 		return s.anyValue(dst, m, base)
-	case encValue:
+	case wktValue:
 		// The member of oneof kind that is set, which must be one.
 		od := m.fields[m.lookup(1)].oneof
 		i := int(s.slots[base+len(m.fields)+od].head)
@@ -219,7 +219,7 @@ func (s *encState) anyValue(dst []byte, m *encMsg, base int) ([]byte, error) {
 	r := s.push(payload)
 	base, err = s.scan(pm, r, true, 1)
 	if err == nil {
-		if pm.wkt != encPlain {
+		if pm.wkt != wktNone {
 			dst = append(dst, `{"@type":`...)
 			dst, _ = encAppendStringBytes(dst, url)
 			dst = append(dst, `,"value":`...)
