@@ -401,6 +401,24 @@ func (r resolver) FindExtensionByNumber(message protoreflect.FullName, field pro
 // kitchen and example types (as dynamicpb types) and the linked types.
 func testResolver(tb testing.TB) resolver {
 	tb.Helper()
+	kitchenFile(tb)
+	testTypes.Lock()
+	defer testTypes.Unlock()
+	if testTypes.res == nil {
+		r := newTestResolver(tb)
+		testTypes.res = &r
+	}
+	return *testTypes.res
+}
+
+// testTypes caches the resolver: it is read-only once built, and the fuzz
+// targets ask for it on every execution.
+var testTypes struct {
+	sync.Mutex
+	res *resolver
+}
+
+func newTestResolver(tb testing.TB) resolver {
 	files := new(protoregistry.Files)
 	for _, fd := range append([]protoreflect.FileDescriptor{kitchenFile(tb)}, exampleFiles(tb)...) {
 		if err := files.RegisterFile(fd); err != nil {
