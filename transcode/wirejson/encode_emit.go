@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/base64"
+	"encoding/binary"
 	"math"
 	"math/bits"
 	"slices"
@@ -321,6 +322,18 @@ func encAppendString(dst []byte, s string) []byte {
 	return dst
 }
 
+// encPlain8 reports whether the eight bytes of w all go into a JSON string
+// as they are: ASCII from ' ' up, neither '"' nor '\\' (SWAR: a byte's high
+// bit is set in a term where it is below ' ', equals '"' or '\\', or is
+// not ASCII; a borrow may flag more, which only sends them the slow way).
+func encPlain8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below := (w - ones*' ') &^ w
+	quote := ((w ^ ones*'"') - ones) &^ (w ^ ones*'"')
+	slash := ((w ^ ones*'\\') - ones) &^ (w ^ ones*'\\')
+	return (below|quote|slash|w)&highs == 0
+}
+
 // encAppendStringBytes renders b as a JSON string escaped as protojson
 // escapes: '"', '\\' and control characters only (no HTML escaping), with
 // the short forms \b \f \n \r \t. It reports false if b is not valid UTF-8.
@@ -328,6 +341,14 @@ func encAppendStringBytes(dst, b []byte) ([]byte, bool) {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(b); {
+		// Eight bytes at a time while none needs a look: no control
+		// character, quote, backslash or non-ASCII byte.
+		for i+8 <= len(b) && encPlain8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		if c >= utf8.RuneSelf {
 			r, n := utf8.DecodeRune(b[i:])

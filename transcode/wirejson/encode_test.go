@@ -2,11 +2,13 @@ package wirejson
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -390,4 +392,20 @@ func TestEncodeWireSemantics(t *testing.T) {
 		{name: "malformed nested message", msg: "Sink", wire: tagBytes(2, []byte{0x08}), errHas: "invalid wire"},
 		{name: "malformed map entry", msg: "Maps", wire: tagBytes(2, []byte{0x08}), errHas: "invalid map entry"},
 	})
+}
+
+// TestEncPlain8 checks the eight-byte fast path of string escaping against
+// the byte-by-byte rule: every byte value in every position.
+func TestEncPlain8(t *testing.T) {
+	plain := func(c byte) bool { return c >= ' ' && c < utf8.RuneSelf && c != '"' && c != '\\' }
+	for pos := range 8 {
+		for c := range 256 {
+			b := []byte("abcdefgh")
+			b[pos] = byte(c)
+			want := plain(byte(c))
+			if got := encPlain8(binary.LittleEndian.Uint64(b)); got != want {
+				t.Fatalf("byte %#x at %d: plain %t, want %t", c, pos, got, want)
+			}
+		}
+	}
 }
