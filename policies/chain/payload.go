@@ -2,6 +2,7 @@ package chain
 
 import (
 	"errors"
+	"fmt"
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
@@ -104,11 +105,24 @@ func (p *Payload) Message() (proto.Message, error) {
 		return nil, errNoMessage
 	}
 	m := p.typ.New().Interface()
-	if err := proto.Unmarshal(p.wire, m); err != nil {
+	if err := unmarshal(p.wire, m); err != nil {
 		return nil, err
 	}
 	p.msg = m
 	return m, nil
+}
+
+// unmarshal is proto.Unmarshal, turning a panic into an error: protobuf-go's
+// decoder of dynamic messages panics on some malformed map entries ("type
+// mismatch: cannot convert nil to map key"), and these bytes may come from
+// an upstream.
+func unmarshal(wire []byte, m proto.Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed message: %v", r)
+		}
+	}()
+	return proto.Unmarshal(wire, m)
 }
 
 // Type is the payload's message type.

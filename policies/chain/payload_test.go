@@ -83,3 +83,16 @@ func TestPayloadRelease(t *testing.T) {
 	var nilPayload *Payload
 	nilPayload.Release()
 }
+
+// TestUnmarshalRecovers: a panic in protobuf-go's decoder (it panics on
+// some malformed map entries in dynamic messages; transcode/wirejson's fuzz
+// corpus keeps one) is an error, not a crash. A read-only message makes it
+// panic here.
+func TestUnmarshalRecovers(t *testing.T) {
+	wire, _ := proto.Marshal(wrapperspb.String("x"))
+	readOnly := (*wrapperspb.StringValue)(nil) // protobuf-go panics writing into it
+	err := unmarshal(wire, readOnly)
+	if err == nil || !strings.Contains(err.Error(), "malformed message") {
+		t.Fatalf("got %v, want the panic as an error", err)
+	}
+}
