@@ -69,6 +69,7 @@ func TestConfigStrict(t *testing.T) {
 	tests := []struct{ yaml, want string }{
 		{"edge:\n  listen: 127.0.0.1:1\n  lisen: x\n", "line 3: field lisen not found"},
 		{"transcode:\n  max_body_bytes: -1\n", "transcode.max_body_bytes must be > 0"},
+		{"transcode:\n  codec: fastest\n", `transcode.codec must be "fast" or "protojson", got "fastest"`},
 		{"edge:\n  read_timeout: soon\n", "line 2"},
 		{"mesh:\n  upstreams:\n    - address: nohost\n", `mesh.upstreams[0].address "nohost"`},
 		{"log:\n  level: loud\n", "log.level"},
