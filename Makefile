@@ -46,6 +46,8 @@ lint:
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+	@# Allocation counts hold only without the race detector, which skips it above.
+	$(GO) test -count=1 -run '^TestEncodeAllocs$$' ./transcode/wirejson
 
 fuzz:
 	$(GO) test ./transcode -run '^$$' -fuzz '^FuzzParseTemplate$$' -fuzztime $(FUZZTIME)
