@@ -3,6 +3,7 @@ package wirejson
 import (
 	"bytes"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -70,13 +71,23 @@ func decDiff(tb testing.TB, md protoreflect.MessageDescriptor, data []byte, disc
 		tb.Fatalf("%s: dst prefix lost: %q", md.FullName(), wire)
 	}
 	got := dynamicpb.NewMessage(md)
-	if err := (proto.UnmarshalOptions{Resolver: testResolver(tb)}).Unmarshal(wire[len(prefix):], got); err != nil {
+	if err := wireUnmarshal(testResolver(tb)).Unmarshal(wire[len(prefix):], got); err != nil {
 		tb.Fatalf("%s %.200q: unmarshaling the wire %x: %v", md.FullName(), data, wire, err)
 	}
 	if !proto.Equal(got, want) {
 		tb.Fatalf("%s %.200q: messages differ\n  protojson: %v\n  wirejson:  %v", md.FullName(), data, want, got)
 	}
 	return true
+}
+
+// wireUnmarshal reads the decoder's output back. protojson counts one
+// level of depth for each JSON array of a google.protobuf.ListValue where
+// the wire has two messages (ListValue, then Value), so JSON that protojson
+// accepts under its default limit can be deeper on the wire than
+// proto.Unmarshal's default limit; acceptance is judged against protojson,
+// and reading the result back must not add a limit of its own.
+func wireUnmarshal(res resolver) proto.UnmarshalOptions {
+	return proto.UnmarshalOptions{Resolver: res, RecursionLimit: math.MaxInt32}
 }
 
 func runDecCases(t *testing.T, cases []decCase) {

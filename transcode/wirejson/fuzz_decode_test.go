@@ -65,7 +65,7 @@ func FuzzDecodeDifferential(f *testing.F) {
 			t.Fatalf("%s: rejected protojson's output %.300s: %v", md.FullName(), data, err)
 		}
 		got := dynamicpb.NewMessage(md)
-		if err := (proto.UnmarshalOptions{Resolver: res}).Unmarshal(wire, got); err != nil {
+		if err := wireUnmarshal(res).Unmarshal(wire, got); err != nil {
 			t.Fatalf("%s: unmarshaling: %v", md.FullName(), err)
 		}
 		// The reference is protojson's own decoding of its output: the
