@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -59,6 +60,20 @@ type exchange struct {
 	body     budgetedBody
 	rec      recorder
 	call     chain.Call // the route's chain works on it
+	trace    string     // the trace id in hex, once made (see traceID)
+
+	logFields [16]zap.Field // the access-log line's, reused
+}
+
+// traceID is the span's trace id in hex, made once for the response
+// header and the access log; "" without one.
+func (ex *exchange) traceID(span trace.Span) string {
+	if ex.trace == "" {
+		if sc := span.SpanContext(); sc.HasTraceID() {
+			ex.trace = sc.TraceID().String()
+		}
+	}
+	return ex.trace
 }
 
 var (
@@ -87,9 +102,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.reqID = requestID(r)
 	hdr := w.Header()
-	hdr.Set(requestIDHeader, ex.reqID)
-	if sc := span.SpanContext(); h.tel.traceHeader != "" && sc.HasTraceID() {
-		hdr.Set(h.tel.traceHeader, sc.TraceID().String())
+	hdr[requestIDHeader] = []string{ex.reqID}
+	if h.tel.traceHeader != "" {
+		if id := ex.traceID(span); id != "" {
+			hdr[h.tel.traceHeader] = []string{id}
+		}
 	}
 	h.handle(&ex.rec, r, ex)
 	if ex.body.rc != nil && !ex.body.eof && r.ProtoMajor == 1 {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -66,25 +68,74 @@ func (cs *Calls) call(route *Route) chain.Next {
 	return func(ctx context.Context, c *chain.Call) error { return cs.unary(ctx, route, c) }
 }
 
+// unaryOut receives what a unary call returns besides its answer; pooled
+// with its call options, which point into it.
+type unaryOut struct {
+	header, trailer metadata.MD
+	peer            peer.Peer
+	opts            [4]grpc.CallOption
+}
+
+var unaryOuts = sync.Pool{New: func() any {
+	o := new(unaryOut)
+	o.opts = [4]grpc.CallOption{callWire, grpc.Header(&o.header), grpc.Trailer(&o.trailer), grpc.Peer(&o.peer)}
+	return o
+}}
+
 // unary makes one upstream call (one attempt: the retry stage repeats it)
 // and records the answer, its metadata and the instance that gave it.
 func (cs *Calls) unary(ctx context.Context, route *Route, c *chain.Call) error {
 	resp := route.Codec.NewResponse()
-	var header, trailer metadata.MD
-	var p peer.Peer
+	out := unaryOuts.Get().(*unaryOut)
 	start := time.Now()
-	err := route.Conn.Invoke(metadata.NewOutgoingContext(ctx, c.MD), route.FullMethod, c.Req, resp,
-		callWire, grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&p))
+	err := route.Conn.Invoke(metadata.NewOutgoingContext(ctx, c.MD), route.FullMethod, c.Req, resp, out.opts[:]...)
 	cs.observe(route.FullMethod, status.Code(err), time.Since(start))
-	if p.Addr != nil {
-		c.Upstream = p.Addr.String()
+	if out.peer.Addr != nil {
+		c.Upstream = addrNames.name(out.peer.Addr)
 	}
-	c.Header = writeMetadata(writeMetadata(nil, header), trailer)
+	c.Header = writeMetadata(writeMetadata(nil, out.header), out.trailer)
+	out.header, out.trailer, out.peer = nil, nil, peer.Peer{}
+	unaryOuts.Put(out)
 	if err != nil {
 		return upstreamError(ctx, err)
 	}
 	c.Resp = resp
 	return nil
+}
+
+// addrNames keeps the host:port text of the upstream addresses answers
+// came from, so that naming the instance in the log costs no allocation.
+// The set is the instances', bounded; it is emptied should it ever reach
+// maxAddrNames.
+var addrNames addrNameCache
+
+const maxAddrNames = 4096
+
+type addrNameCache struct {
+	mu    sync.RWMutex
+	names map[netip.AddrPort]string
+}
+
+func (a *addrNameCache) name(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return addr.String()
+	}
+	ap := tcp.AddrPort()
+	a.mu.RLock()
+	s, ok := a.names[ap]
+	a.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = tcp.String()
+	a.mu.Lock()
+	if a.names == nil || len(a.names) >= maxAddrNames {
+		a.names = make(map[netip.AddrPort]string)
+	}
+	a.names[ap] = s
+	a.mu.Unlock()
+	return s
 }
 
 var (

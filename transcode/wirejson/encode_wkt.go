@@ -70,9 +70,23 @@ func (s *encState) timestamp(dst []byte, m *encMsg, base int) ([]byte, error) {
 	if nanos < 0 || nanos > encMaxNanos {
 		return dst, encErr(m, nil, "nanos out of range %d", nanos)
 	}
-	dst = append(dst, '"')
-	dst = time.Unix(secs, nanos).UTC().AppendFormat(dst, "2006-01-02T15:04:05.000000000")
-	dst = encTrimFraction(dst)
+	// RFC 3339 by hand: the year is 1 to 9999 (checked above), and
+	// time.AppendFormat would parse its layout on every call.
+	t := time.Unix(secs, 0).UTC()
+	year, month, day := t.Date()
+	hour, minute, second := t.Clock()
+	dst = append(dst, '"',
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+month/10), byte('0'+month%10), '-', byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':', byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+second/10), byte('0'+second%10))
+	if nanos != 0 {
+		dst = append(dst, '.')
+		frac := len(dst)
+		dst = strconv.AppendInt(dst, nanos+1e9, 10) // 1 and nine digits
+		dst = append(dst[:frac], dst[frac+1:]...)
+		dst = encTrimFraction(dst)
+	}
 	return append(dst, 'Z', '"'), nil
 }
 
