@@ -112,7 +112,7 @@ func (l LogConfig) NewLogger() (*zap.Logger, error) {
 
 // NewAccessLogger builds the access log: one line per request on stdout at
 // info whatever log.level, in log.format, never sampled by zap (the
-// edge.access_log.sample_ratio knob decides). Lines are buffered (256 KiB)
+// edge.access_log.sample_ratio knob decides). Lines are buffered (64 KiB)
 // and flushed every second and by stop, which must be called on exit: a
 // write(2) per request would cost more than the rest of the telemetry.
 func (l LogConfig) NewAccessLogger() (log *zap.Logger, stop func() error) {
@@ -121,7 +121,7 @@ func (l LogConfig) NewAccessLogger() (log *zap.Logger, stop func() error) {
 	if l.Format == "console" {
 		encoder = zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
 	}
-	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(os.Stdout), Size: 256 << 10, FlushInterval: time.Second}
+	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(os.Stdout), Size: 64 << 10, FlushInterval: time.Second}
 	core := zapcore.NewCore(encoder, ws, zapcore.InfoLevel)
 	return zap.New(core).Named("access"), ws.Stop
 }
