@@ -227,6 +227,12 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	var floor memory
+	if bins.floor != "" {
+		if floor, err = measureFloor(ctx, bins.floor); err != nil {
+			return fmt.Errorf("link floor: %w", err)
+		}
+	}
 	var cs []*contender
 	defer func() { stopAll(cs) }()
 	for _, name := range o.contenders {
@@ -370,7 +376,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
-	failed, aa := report(os.Stdout, o, cs, res, rss, anon, file)
+	failed, aa := report(os.Stdout, o, cs, res, rss, anon, file, floor)
 	fmt.Println()
 	fmt.Println(telemetryLine(o, bins, traceHeader))
 	fmt.Println("  seen: " + strings.Join(evidence, "; "))
@@ -407,7 +413,7 @@ func run(ctx context.Context, o options) error {
 // report prints the table and the peak RSS, says whether anything failed
 // (errors, or no ratio where one was due) and returns the A/A control's
 // per-round CPU ratios of every case.
-func report(w io.Writer, o options, cs []*contender, res map[string]map[string][]result, rss, anon, file map[string]int64) (failed bool, aa []float64) {
+func report(w io.Writer, o options, cs []*contender, res map[string]map[string][]result, rss, anon, file map[string]int64, floor memory) (failed bool, aa []float64) {
 	fmt.Fprintf(w, "medians over %d rounds; ×gw: median of the per-round ratios to grpc-gateway in the same round [min–max]\n", o.rounds)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "case\tcontender\treq/s\tp50 ms\tp99 ms\tCPU µs/req\tCPU ×gw\t[min–max]\treq/s ×gw\terrors\t")
@@ -454,9 +460,51 @@ func report(w io.Writer, o options, cs []*contender, res map[string]map[string][
 		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%.1f\t%.1f\t\n", c.name, float64(rss[c.name])/(1<<20), ratio,
 			float64(anon[c.name])/(1<<20), float64(file[c.name])/(1<<20))
 	}
+	if floor.peak > 0 {
+		ratio := "n/a"
+		if g := rss[base]; g > 0 {
+			ratio = fmt.Sprintf("%.2fx", float64(floor.peak)/float64(g))
+		}
+		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%.1f\t%.1f\t\n", "portico link floor", float64(floor.peak)/(1<<20), ratio,
+			float64(floor.anon)/(1<<20), float64(floor.file)/(1<<20))
+	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "peak RSS: VmHWM of each process at the end of the run (after every round); now: RssAnon (heap, stacks) and RssFile (the binary's pages it touched) at that moment")
+	if floor.peak > 0 {
+		fmt.Fprintln(w, "portico link floor: a program linking what Portico's serve command composes, measured 1 s after its package initialization, serving nothing (integration/bench/floor): the memory no route, request or setting adds")
+	}
 	return failed, aa
+}
+
+// memory is one process's resident memory, in bytes.
+type memory struct{ peak, anon, file int64 }
+
+// measureFloor runs the link floor alone, reads its memory once its
+// package initialization is over, and stops it.
+func measureFloor(ctx context.Context, bin string) (memory, error) {
+	c, err := start("floor", "", nil, bin)
+	if err != nil {
+		return memory{}, err
+	}
+	defer stopAll([]*contender{c})
+	select {
+	case <-time.After(time.Second):
+	case <-c.exited:
+		return memory{}, fmt.Errorf("exited: %v", c.waitErr)
+	case <-ctx.Done():
+		return memory{}, ctx.Err()
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		return memory{}, err
+	}
+	var m memory
+	if m.peak, err = peakRSS(string(b)); err == nil {
+		if m.anon, err = statusBytes(string(b), "RssAnon"); err == nil {
+			m.file, err = statusBytes(string(b), "RssFile")
+		}
+	}
+	return m, err
 }
 
 // telemetryLine says what Portico ran with. The defaults named are this
@@ -535,8 +583,8 @@ func vcsInfo(bin string) string {
 }
 
 type binaries struct {
-	portico, portico2, gateway, proxy string
-	porticoHow                        string
+	portico, portico2, gateway, proxy, floor string
+	porticoHow                               string
 }
 
 // buildAll builds what the contenders need that was not given.
@@ -561,6 +609,9 @@ func buildAll(ctx context.Context, dir string, o options) (binaries, error) {
 			b.porticoHow = "built from this module"
 			jobs = append(jobs, job{&b.portico, "./cmd/portico", "portico"})
 		}
+	}
+	if needs(cPortico) {
+		jobs = append(jobs, job{&b.floor, "./integration/bench/floor", "Portico's link floor"})
 	}
 	if o.porticoBin2 != "" {
 		if b.portico2, err = filepath.Abs(o.porticoBin2); err != nil {
