@@ -56,6 +56,24 @@ func (e *bodyLimitError) Error() string {
 // scanBody checks data (the JSON for root; for a repeated or map body field,
 // field is set) against the depth and element limits.
 func scanBody(data []byte, root protoreflect.MessageDescriptor, field protoreflect.FieldDescriptor, maxDepth, maxElems int) error {
+	if belowLimits(data, maxDepth, maxElems) {
+		return nil
+	}
+	return walkBody(data, root, field, maxDepth, maxElems)
+}
+
+// belowLimits reports whether data has too few brackets, commas and colons
+// to cross either limit, whatever they mean: a container opens at each '{'
+// or '[', and the walk counts an element only at a '[', a ',' or a ':'.
+// Counting single bytes is vectorised, several times cheaper than the
+// walk, and clears every body of ordinary size.
+func belowLimits(data []byte, maxDepth, maxElems int) bool {
+	opens := bytes.Count(data, []byte{'{'}) + bytes.Count(data, []byte{'['})
+	return opens <= maxDepth && opens+bytes.Count(data, []byte{','})+bytes.Count(data, []byte{':'}) <= maxElems
+}
+
+// walkBody follows data with the schema, counting depth and elements.
+func walkBody(data []byte, root protoreflect.MessageDescriptor, field protoreflect.FieldDescriptor, maxDepth, maxElems int) error {
 	s := bodyScanner{data: data, maxDepth: maxDepth, maxElems: maxElems, stack: make([]scanFrame, 0, 16)}
 	return s.run(root, field)
 }

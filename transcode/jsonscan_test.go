@@ -69,9 +69,17 @@ func FuzzBodyScan(f *testing.F) {
 	}
 	md := parseService(f, kitchenProto, "kitchen.v1.Kitchen").Methods().ByName("Echo").Input()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		err := scanBody(data, md, nil, 8, 16)
+		err := walkBody(data, md, nil, 8, 16)
 		if err != nil && bytes.Count(data, []byte{','})+bytes.Count(data, []byte{'{'})+bytes.Count(data, []byte{'['})+bytes.Count(data, []byte{':'}) == 0 {
 			t.Fatalf("limit error %v on input without containers", err)
+		}
+		// The shortcut may only skip walks that would pass.
+		for _, lim := range [][2]int{{8, 16}, {2, 3}, {1, 1}, {64, 10000}} {
+			if belowLimits(data, lim[0], lim[1]) {
+				if err := walkBody(data, md, nil, lim[0], lim[1]); err != nil {
+					t.Fatalf("belowLimits(depth %d, elements %d) skipped a walk that fails: %v", lim[0], lim[1], err)
+				}
+			}
 		}
 	})
 }
