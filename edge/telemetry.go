@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
@@ -158,8 +159,30 @@ func (t *Telemetry) startSpan(r *http.Request) (context.Context, trace.Span) {
 	if t.trust.trusts(r.RemoteAddr) {
 		ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	}
+	if !t.exporting {
+		return continueTrace(ctx)
+	}
 	// Named by the bounded method until a route names it better.
 	return t.tracer.Start(ctx, metricMethod(r.Method), trace.WithSpanKind(trace.SpanKindServer))
+}
+
+// continueTrace is the server span when no span leaves the process: a
+// span context only, in the trusted client's trace (its flags and state
+// passed on, so that a sampled trace stays sampled downstream) or in a new
+// one, with ids from the runtime's generator. The SDK would build a span to
+// record attributes nothing exports.
+func continueTrace(ctx context.Context) (context.Context, trace.Span) {
+	parent := trace.SpanContextFromContext(ctx)
+	cfg := trace.SpanContextConfig{TraceID: parent.TraceID(), TraceFlags: parent.TraceFlags(), TraceState: parent.TraceState()}
+	for !cfg.TraceID.IsValid() {
+		binary.BigEndian.PutUint64(cfg.TraceID[:8], rand.Uint64())
+		binary.BigEndian.PutUint64(cfg.TraceID[8:], rand.Uint64())
+	}
+	for !cfg.SpanID.IsValid() {
+		binary.BigEndian.PutUint64(cfg.SpanID[:], rand.Uint64())
+	}
+	ctx = trace.ContextWithSpanContext(ctx, trace.NewSpanContext(cfg))
+	return ctx, trace.SpanFromContext(ctx)
 }
 
 // propagate adds the request's trace context to the upstream metadata when

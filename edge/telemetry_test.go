@@ -1,9 +1,12 @@
 package edge
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestTrustIncoming(t *testing.T) {
@@ -89,5 +92,40 @@ func TestLostServices(t *testing.T) {
 	}
 	if got := lostServices(nil, table()); got != nil {
 		t.Errorf("no table before: %v", got)
+	}
+}
+
+// TestContinueTrace: without an exporter the server span is a span context
+// only; it stays in a trusted parent's trace with its flags and state, or
+// starts a trace of its own, and never reuses the parent's span id.
+func TestContinueTrace(t *testing.T) {
+	ts, err := trace.ParseTraceState("vendor=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+		SpanID:     trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8},
+		TraceFlags: trace.FlagsSampled,
+		TraceState: ts,
+		Remote:     true,
+	})
+	ctx, span := continueTrace(trace.ContextWithRemoteSpanContext(context.Background(), parent))
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.Equal(span.SpanContext()) || span.IsRecording() {
+		t.Fatalf("span %v (recording %v) is not the context's %v", span.SpanContext(), span.IsRecording(), sc)
+	}
+	if sc.TraceID() != parent.TraceID() || sc.SpanID() == parent.SpanID() || !sc.SpanID().IsValid() ||
+		!sc.IsSampled() || sc.TraceState().String() != "vendor=x" {
+		t.Fatalf("continued %v from parent %v", sc, parent)
+	}
+	seen := map[trace.TraceID]bool{}
+	for range 100 {
+		ctx, _ := continueTrace(context.Background())
+		sc := trace.SpanContextFromContext(ctx)
+		if !sc.IsValid() || sc.IsSampled() || seen[sc.TraceID()] {
+			t.Fatalf("new trace %v (seen before: %v)", sc, seen[sc.TraceID()])
+		}
+		seen[sc.TraceID()] = true
 	}
 }
