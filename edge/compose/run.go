@@ -1,0 +1,296 @@
+package compose
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Result is one composite answer.
+type Result struct {
+	// Wire is the composite response message.
+	Wire []byte
+	// Degraded are the optional calls that failed, in plan order.
+	Degraded []Degraded
+}
+
+// Degraded is an optional call that failed, and what took its place.
+type Degraded struct {
+	Call    string
+	Code    codes.Code
+	Message string
+	// Fallback is what the target got: "none" (left unset), "literal" or
+	// "last_good".
+	Fallback string
+}
+
+// outcome is one call's part of a run.
+type outcome struct {
+	done    chan struct{} // closed when the call has returned
+	answers [][]byte      // its answers (one, or one per fan-out element); nil: none
+}
+
+// run is one Run: the plan's calls, their outcomes and the first failure.
+type run struct {
+	p        *Plan
+	req      []byte
+	outs     []outcome
+	degraded []*Degraded
+
+	abort    context.CancelCauseFunc
+	failOnce sync.Once
+	failure  error
+}
+
+// Run answers one composite request: req is its wire bytes. It returns
+// the composite response, or the status of the first required call that
+// failed (the calls still running are cancelled first, and Run waits for
+// them to return).
+func (p *Plan) Run(ctx context.Context, req []byte) (*Result, error) {
+	if p.Budget > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, p.Budget, budgetError(p.Budget))
+		defer cancel()
+	}
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	r := &run{p: p, req: req, outs: make([]outcome, len(p.Calls)), degraded: make([]*Degraded, len(p.Calls)), abort: abort}
+	for i := range r.outs {
+		r.outs[i].done = make(chan struct{})
+	}
+	var wg sync.WaitGroup
+	for i := range p.Calls {
+		wg.Go(func() {
+			defer close(r.outs[i].done)
+			r.call(ctx, i)
+		})
+	}
+	wg.Wait()
+	if r.failure != nil {
+		return nil, r.failure
+	}
+	res := &Result{Wire: r.assemble()}
+	for _, d := range r.degraded {
+		if d != nil {
+			res.Degraded = append(res.Degraded, *d)
+		}
+	}
+	return res, nil
+}
+
+// fail records the first required failure and cancels every other call.
+func (r *run) fail(err error) {
+	r.failOnce.Do(func() {
+		r.failure = err
+		r.abort(err)
+	})
+}
+
+// call runs call i once the calls it depends on have returned.
+func (r *run) call(ctx context.Context, i int) {
+	c := &r.p.Calls[i]
+	deps := make([][]byte, len(c.After))
+	for k, j := range c.After {
+		<-r.outs[j].done // every call returns, cancelled or not
+		deps[k] = answerOf(&r.p.Calls[j], r.outs[j].answers)
+	}
+	// A call whose turn comes after the budget ran out still goes through
+	// Invoke, which fails at once: an optional one is then reported.
+	reqs, err := c.Build(r.req, deps)
+	if err == nil && c.FanOut && len(reqs) > c.MaxFanOut {
+		err = status.Errorf(codes.OutOfRange, "fans out over %d elements, more than its maximum of %d", len(reqs), c.MaxFanOut)
+	}
+	var answers [][]byte
+	if err == nil {
+		answers, err = r.invoke(ctx, c, reqs)
+	}
+	if err == nil {
+		r.outs[i].answers = answers
+		if c.Fallback.LastGood != nil {
+			c.Fallback.LastGood.Put(context.WithoutCancel(ctx), lastGoodKey(c.Name, reqs), answerOf(c, answers))
+		}
+		return
+	}
+	st := callStatus(ctx, c, err)
+	if !c.Optional {
+		r.fail(st.Err())
+		return
+	}
+	d := &Degraded{Call: c.Name, Code: st.Code(), Message: st.Message(), Fallback: "none"}
+	if lg := c.Fallback.LastGood; lg != nil && reqs != nil {
+		// The store is asked even after the budget ran out.
+		if a, at, ok := lg.Get(context.WithoutCancel(ctx), lastGoodKey(c.Name, reqs)); ok && time.Since(at) <= c.Fallback.MaxAge {
+			r.outs[i].answers, d.Fallback = splitAnswer(c, a), "last_good"
+		}
+	}
+	if d.Fallback == "none" && c.Fallback.Literal != nil {
+		r.outs[i].answers, d.Fallback = [][]byte{c.Fallback.Literal}, "literal"
+	}
+	r.degraded[i] = d
+}
+
+// invoke makes the call's requests, a fan-out's at most Concurrency at a
+// time, within the call's own timeout; the first failure stops the rest.
+func (r *run) invoke(ctx context.Context, c *Call, reqs [][]byte) ([][]byte, error) {
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	if !c.FanOut {
+		if len(reqs) != 1 {
+			return nil, status.Errorf(codes.Internal, "built %d requests, want 1", len(reqs))
+		}
+		a, err := c.Invoke(ctx, reqs[0])
+		return [][]byte{a}, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	answers := make([][]byte, len(reqs))
+	limit := c.Concurrency
+	if limit <= 0 || limit > len(reqs) {
+		limit = len(reqs)
+	}
+	sem := make(chan struct{}, limit)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for k, req := range reqs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			a, err := c.Invoke(ctx, req)
+			if err != nil {
+				once.Do(func() { first = fmt.Errorf("element %d: %w", k, err); cancel(first) })
+				return
+			}
+			answers[k] = a
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return answers, nil
+}
+
+// callStatus is a call's failure as the status the client sees, named
+// after the call; a deadline says whose it was.
+func callStatus(ctx context.Context, c *Call, err error) *status.Status {
+	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+		var b *budgetErr
+		if errors.As(cause, &b) {
+			return status.New(codes.DeadlineExceeded, "call "+c.Name+": "+b.Error())
+		}
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		st = status.FromContextError(err)
+	}
+	if st.Code() == codes.DeadlineExceeded && c.Timeout > 0 && ctx.Err() == nil {
+		return status.New(codes.DeadlineExceeded, fmt.Sprintf("call %s: no answer within its timeout of %s", c.Name, c.Timeout))
+	}
+	return status.New(st.Code(), "call "+c.Name+": "+st.Message())
+}
+
+// budgetErr is the cause of a run's context when its budget runs out.
+type budgetErr struct{ d time.Duration }
+
+func (b *budgetErr) Error() string {
+	return "the composite request's budget of " + b.d.String() + " ran out"
+}
+
+func budgetError(d time.Duration) error { return &budgetErr{d} }
+
+// answerOf is a call's answer as its dependents read it: a fan-out's is
+// its answers framed as field 1, the wire form of a message whose field 1
+// is the repeated answer type.
+func answerOf(c *Call, answers [][]byte) []byte {
+	if !c.FanOut {
+		if len(answers) == 0 {
+			return nil
+		}
+		return answers[0]
+	}
+	var b []byte
+	for _, a := range answers {
+		b = appendRecord(b, 1, a)
+	}
+	return b
+}
+
+// splitAnswer undoes answerOf for a stored answer.
+func splitAnswer(c *Call, a []byte) [][]byte {
+	if !c.FanOut {
+		return [][]byte{a}
+	}
+	var out [][]byte
+	for len(a) > 0 {
+		num, typ, n := protowire.ConsumeTag(a)
+		if n < 0 || num != 1 || typ != protowire.BytesType {
+			return out
+		}
+		v, m := protowire.ConsumeBytes(a[n:])
+		if m < 0 {
+			return out
+		}
+		out = append(out, v)
+		a = a[n+m:]
+	}
+	return out
+}
+
+// lastGoodKey names a call's answer to these requests in the store.
+func lastGoodKey(name string, reqs [][]byte) string {
+	h := sha256.New()
+	for _, r := range reqs {
+		h.Write(protowire.AppendVarint(nil, uint64(len(r))))
+		h.Write(r)
+	}
+	return "compose:" + name + ":" + hex.EncodeToString(h.Sum(nil))
+}
+
+// assemble writes every answer into its target field, in plan order.
+func (r *run) assemble() []byte {
+	var wire []byte
+	for i := range r.p.Calls {
+		c := &r.p.Calls[i]
+		if len(c.Target) == 0 || r.outs[i].answers == nil {
+			continue
+		}
+		last := c.Target[len(c.Target)-1]
+		var inner []byte
+		for _, a := range r.outs[i].answers {
+			inner = appendRecord(inner, last, a)
+		}
+		for k := len(c.Target) - 2; k >= 0; k-- {
+			inner = appendRecord(nil, c.Target[k], inner)
+		}
+		wire = append(wire, inner...)
+	}
+	return wire
+}
+
+func appendRecord(b []byte, num protowire.Number, v []byte) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, v)
+}
