@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/portico-dev/portico/edge/compose"
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
@@ -33,6 +35,7 @@ type Builder struct {
 	tables   *Tables
 	log      *zap.Logger
 	interval time.Duration
+	compose  ComposeConfig
 
 	mu   sync.Mutex // serialises Refresh
 	last map[string]*mesh.Reflection
@@ -57,13 +60,15 @@ type BuilderParams struct {
 	// Interval is how often every upstream is reflected again, whatever
 	// the sources signal (mesh.refresh_interval).
 	Interval time.Duration
-	Log      *zap.Logger
+	// Compose says where the frontend protos of composed methods are.
+	Compose ComposeConfig
+	Log     *zap.Logger
 }
 
 // NewBuilder returns a builder; nothing runs until Start.
 func NewBuilder(p BuilderParams) *Builder {
 	return &Builder{sources: p.Sources, compiler: p.Compiler, policies: p.Policies, calls: p.Calls, tables: p.Tables, log: p.Log, interval: p.Interval,
-		last: map[string]*mesh.Reflection{}}
+		compose: p.Compose, last: map[string]*mesh.Reflection{}}
 }
 
 // Refresh reflects what the sources say needs it (everything with force)
@@ -90,7 +95,7 @@ func (b *Builder) Reconfigure(ctx context.Context, apply func() (commit, rollbac
 	if err != nil {
 		return err
 	}
-	t := BuildTable(b.ordered(), b.compiler, b.policies, b.calls)
+	t := b.build(ctx, b.ordered())
 	if lost := lostServices(b.tables.Load(), t); len(lost) > 0 {
 		rollback()
 		return fmt.Errorf("the new config would stop serving %s: %w", strings.Join(lost, ", "), errors.Join(t.Rejected...))
@@ -174,6 +179,9 @@ func (b *Builder) refresh(ctx context.Context, force bool) bool {
 			key.WriteString(t + "=" + r.Hash + ";")
 		}
 	}
+	if b.compose.ProtosDir != "" {
+		key.WriteString("compose=" + compose.Fingerprint(b.compose.ProtosDir))
+	}
 	if b.tables.Load() != nil && key.String() == b.key {
 		return allOK
 	}
@@ -182,7 +190,7 @@ func (b *Builder) refresh(ctx context.Context, force bool) bool {
 		// 404) until an upstream answers.
 		return allOK
 	}
-	t := BuildTable(ordered, b.compiler, b.policies, b.calls)
+	t := b.build(ctx, ordered)
 	for _, err := range t.Rejected {
 		b.log.Error("service not exposed", zap.Error(err))
 	}
@@ -197,6 +205,33 @@ func (b *Builder) refresh(ctx context.Context, force bool) bool {
 	b.key = key.String()
 	b.log.Info("route table built", zap.Int("routes", len(t.routes)), zap.Int("rejected", len(t.Rejected)))
 	return allOK
+}
+
+// build compiles a table from the reflections and, when a protos
+// directory is configured, the frontend protos as they are now: what does
+// not load is rejected with its position, beside the services' rejections.
+func (b *Builder) build(ctx context.Context, ordered []*mesh.Reflection) *RouteTable {
+	if b.compose.ProtosDir == "" {
+		return buildTable(ordered, nil, b.compiler, b.policies, b.calls)
+	}
+	var services []protoreflect.ServiceDescriptor
+	for _, r := range ordered {
+		for _, svc := range r.Services {
+			services = append(services, svc.Desc)
+		}
+	}
+	var errs []error
+	schema, err := compose.Schema(services)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("frontend protos: the services' files: %w", err))
+	}
+	fronts, loadErrs := compose.Load(ctx, b.compose.ProtosDir, schema)
+	for _, e := range loadErrs {
+		errs = append(errs, fmt.Errorf("frontend protos: %w", e))
+	}
+	t := buildTable(ordered, fronts, b.compiler, b.policies, b.calls)
+	t.Rejected = append(errs, t.Rejected...)
+	return t
 }
 
 // Start runs a first refresh (bounded by ctx) and then keeps refreshing in
@@ -236,6 +271,29 @@ func (b *Builder) loop(ctx context.Context, ok bool) {
 		})
 	}
 	defer fan.Wait()
+	if dir := b.compose.ProtosDir; dir != "" {
+		// A changed frontend proto makes the next refresh rebuild (its
+		// fingerprint is part of the table's key).
+		fan.Go(func() {
+			seen := compose.Fingerprint(dir)
+			tick := time.NewTicker(b.compose.PollInterval)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					if fp := compose.Fingerprint(dir); fp != seen {
+						seen = fp
+						select {
+						case notify <- struct{}{}:
+						default:
+						}
+					}
+				}
+			}
+		})
+	}
 	backoff := retryMin
 	full := time.Now().Add(b.interval)
 	for {

@@ -3,6 +3,7 @@ package edge
 import (
 	"fmt"
 	"net"
+	"os"
 	"time"
 )
 
@@ -97,6 +98,8 @@ type Config struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// HTTP2 holds the HTTP/2 limits.
 	HTTP2 HTTP2Config `yaml:"http2"`
+	// Compose holds the composed methods' frontend protos.
+	Compose ComposeConfig `yaml:"compose"`
 	// UpstreamTimeout is the deadline of a unary upstream call.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// MaxStreamDuration bounds a server-streaming call.
@@ -204,6 +207,7 @@ func DefaultConfig() Config {
 		DrainDelay:        DefaultDrainDelay,
 		ForwardHeaders:    append([]string(nil), DefaultForwardHeaders...),
 		TLS:               TLSConfig{ReloadInterval: DefaultTLSReloadInterval},
+		Compose:           ComposeConfig{PollInterval: DefaultComposePollInterval},
 		AccessLog:         AccessLogConfig{SampleRatio: 1},
 		Tracing: TracingConfig{
 			Exporter: "none", SampleRatio: 1,
@@ -212,8 +216,33 @@ func DefaultConfig() Config {
 	}
 }
 
+// ComposeConfig says where the frontend protos are: .proto files whose
+// rpcs no service implements, each with a (portico.v1.compose) option that
+// the edge answers by calling the services it serves.
+type ComposeConfig struct {
+	// ProtosDir is the directory of the frontend protos (read recursively,
+	// imports resolved from it, then from the services' reflected files,
+	// then from the linked google/api, google/protobuf and portico/v1).
+	// They are loaded with every route table and again when a file
+	// changes (checked every PollInterval) or on SIGHUP. Empty: none.
+	ProtosDir string `yaml:"protos_dir"`
+	// PollInterval is how often ProtosDir is checked for changes.
+	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
+// DefaultComposePollInterval is edge.compose.poll_interval's default.
+const DefaultComposePollInterval = 2 * time.Second
+
 // Validate reports the first invalid value.
 func (c Config) Validate() error {
+	if c.Compose.ProtosDir != "" {
+		if st, err := os.Stat(c.Compose.ProtosDir); err != nil || !st.IsDir() {
+			return fmt.Errorf("edge.compose.protos_dir %q: not a directory", c.Compose.ProtosDir)
+		}
+		if c.Compose.PollInterval <= 0 {
+			return fmt.Errorf("edge.compose.poll_interval must be > 0, got %s", c.Compose.PollInterval)
+		}
+	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("edge.listen %q: want host:port: %v", c.Listen, err)
 	}

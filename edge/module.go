@@ -124,6 +124,7 @@ func newCalls(cfg Config, tc transcode.Config, tel *Telemetry, d *Drain) *Calls 
 
 type builderIn struct {
 	fx.In
+	Cfg       Config
 	Mesh      *mesh.Mesh
 	Transcode *transcode.Compiler
 	Policies  *policies.Compiler
@@ -134,7 +135,7 @@ type builderIn struct {
 
 func newBuilder(in builderIn) *Builder {
 	return NewBuilder(BuilderParams{Sources: in.Mesh.Sources(), Compiler: in.Transcode, Policies: in.Policies, Calls: in.Calls,
-		Tables: in.Tables, Interval: in.Mesh.RefreshInterval(), Log: in.Log})
+		Tables: in.Tables, Interval: in.Mesh.RefreshInterval(), Compose: in.Cfg.Compose, Log: in.Log})
 }
 
 // AccessLogger is where the access log goes when the process supplies

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/portico-dev/portico/edge/compose"
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
@@ -86,6 +88,12 @@ func (t *Tables) Store(rt *RouteTable) {
 // policies (the `routes` command). calls makes each route's upstream call;
 // nil calls without metrics or drain (tools that serve nothing).
 func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
+	return buildTable(refls, nil, c, pc, calls)
+}
+
+// buildTable builds the routes of the reflected services, then those of
+// the composed methods of the frontend files.
+func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
 	if calls == nil {
 		def := DefaultConfig()
 		calls = NewCalls(nil, nil, CallLimits{Timeout: def.UpstreamTimeout, MaxStreamDuration: def.MaxStreamDuration,
@@ -146,6 +154,9 @@ func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Co
 			}
 		}
 	}
+	if len(fronts) > 0 {
+		composedRoutes(t, refls, fronts, claimed, c, pc, calls)
+	}
 	slices.SortFunc(t.routes, func(a, b *Route) int {
 		if c := strings.Compare(a.Binding.Template.Raw, b.Binding.Template.Raw); c != 0 {
 			return c
@@ -156,6 +167,117 @@ func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Co
 }
 
 func describeRoute(r *Route) string { return r.Binding.String() }
+
+// composedRoutes adds the routes of the composed methods of fronts, each
+// compiled alone: a method that does not compile (with its position) or
+// whose route is taken is rejected, and the others are served.
+func composedRoutes(t *RouteTable, refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) {
+	type backend struct {
+		svc *mesh.Service
+		md  protoreflect.MethodDescriptor
+	}
+	backends := map[string]backend{}
+	for _, refl := range refls {
+		for _, svc := range refl.Services {
+			mds := svc.Desc.Methods()
+			for i := 0; i < mds.Len(); i++ {
+				md := mds.Get(i)
+				name := string(svc.Name) + "/" + string(md.Name())
+				if _, ok := backends[name]; !ok {
+					backends[name] = backend{svc, md}
+				}
+			}
+		}
+	}
+	// Invokers are made for the methods compositions name, once each.
+	invokers := map[string]compose.Invoke{}
+	env := compose.Env{Backend: func(m string) (compose.Backend, bool) {
+		b, ok := backends[m]
+		if !ok {
+			return compose.Backend{}, false
+		}
+		if invokers[m] == nil {
+			invokers[m] = calls.invoker(b.svc.Conn, b.md)
+		}
+		return compose.Backend{Desc: b.md, Invoke: invokers[m]}, true
+	}}
+	if answers := pc.Answers(); answers != nil {
+		env.LastGood = answers
+	}
+	for _, fd := range fronts {
+		for i := 0; i < fd.Services().Len(); i++ {
+			mds := fd.Services().Get(i).Methods()
+			for j := 0; j < mds.Len(); j++ {
+				md := mds.Get(j)
+				routes, err := composedMethod(md, env, claimed, c, pc, calls)
+				if err != nil {
+					t.Rejected = append(t.Rejected, fmt.Errorf("composed method %s rejected: %w", md.FullName(), err))
+					continue
+				}
+				for _, r := range routes {
+					claimed[r.Binding.HTTPMethod+" "+r.Binding.Template.Shape()] = r
+					if err := t.router.Add(r.Binding.HTTPMethod, r.Binding.Template, r, describeRoute); err != nil {
+						t.Rejected = append(t.Rejected, fmt.Errorf("composed method %s: %w", md.FullName(), err))
+						continue
+					}
+					t.routes = append(t.routes, r)
+				}
+			}
+		}
+	}
+}
+
+// composedMethod compiles one composed method into its routes.
+func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) ([]*Route, error) {
+	opt, err := compose.Option(md)
+	if err != nil {
+		return nil, err
+	}
+	if opt == nil {
+		return nil, fmt.Errorf("%s: no (portico.v1.compose) option: a frontend proto declares composed methods only", position(md))
+	}
+	cm, err := compose.Compile(md, opt, env)
+	if err != nil {
+		return nil, err
+	}
+	tm, err := c.CompileMethod(md, nil)
+	if err != nil {
+		return nil, err
+	}
+	if tm == nil {
+		return nil, fmt.Errorf("%s: no google.api.http binding", position(md))
+	}
+	var mp *policies.MethodPolicy
+	if pc != nil {
+		if mp, err = pc.CompileMethod(md); err != nil {
+			return nil, err
+		}
+	}
+	timeout := cm.Timeout
+	if timeout == 0 {
+		timeout = calls.upstreamTimeout
+	}
+	var routes []*Route
+	for _, b := range tm.Bindings {
+		key := b.HTTPMethod + " " + b.Template.Shape()
+		if prev := claimed[key]; prev != nil {
+			return nil, fmt.Errorf("route conflict: %s %s is claimed by %s and %s", b.HTTPMethod, b.Template.Shape(), prev.Binding, b)
+		}
+		r := &Route{Binding: b, Codec: b.Codec(), FullMethod: tm.FullMethod}
+		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(cm, r.Codec), Timeout: timeout})
+		routes = append(routes, r)
+	}
+	return routes, nil
+}
+
+// position is "file:line:col" of d, or its file.
+func position(d protoreflect.Descriptor) string {
+	fd := d.ParentFile()
+	if l := fd.SourceLocations().ByDescriptor(d); l.StartLine != 0 || l.StartColumn != 0 {
+		return fmt.Sprintf("%s:%d:%d", fd.Path(), l.StartLine+1, l.StartColumn+1)
+	}
+	return fd.Path()
+}
 
 // serviceRoutes turns a service's methods into routes, failing on the first
 // route already claimed (by this or an earlier service).

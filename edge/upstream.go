@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,13 +12,19 @@ import (
 	"sync"
 	"time"
 
+	rpccode "google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 
+	"github.com/portico-dev/portico/edge/compose"
 	"github.com/portico-dev/portico/policies/chain"
+	"github.com/portico-dev/portico/transcode"
 )
 
 // Calls makes the last stage of every route's chain: the upstream call
@@ -136,6 +143,77 @@ func (a *addrNameCache) name(addr net.Addr) string {
 	a.names[ap] = s
 	a.mu.Unlock()
 	return s
+}
+
+// compose returns a composed route's last stage: the plan's calls, with
+// the request's metadata (identity, trace, forwarded headers), their
+// answers written into the composite response. Degraded optional calls
+// are named in the Portico-Partial header and, where the response
+// declares a portico.v1.PartialResult list, in the body; the answer is
+// then marked partial, so that no cache keeps it as complete.
+func (cs *Calls) compose(m *compose.Method, codec transcode.Codec) chain.Next {
+	return func(ctx context.Context, c *chain.Call) error {
+		req, err := c.Req.Wire()
+		if err != nil {
+			return status.Error(codes.Internal, "composed request: "+err.Error())
+		}
+		res, err := m.Plan.Run(metadata.NewOutgoingContext(ctx, c.MD), req)
+		if err != nil {
+			return err
+		}
+		wire := res.Wire
+		if len(res.Degraded) > 0 {
+			names := make([]string, len(res.Degraded))
+			for i, d := range res.Degraded {
+				names[i] = d.Call
+				if m.Partial != 0 {
+					wire = appendPartial(wire, m.Partial, d)
+				}
+			}
+			if c.Header == nil {
+				c.Header = http.Header{}
+			}
+			c.Header[PartialHeader] = []string{strings.Join(names, ", ")}
+			c.Partial = true
+		}
+		c.Resp = codec.NewResponse()
+		c.Resp.SetWire(wire)
+		return nil
+	}
+}
+
+// PartialHeader names the degraded calls of a composed answer.
+const PartialHeader = "Portico-Partial"
+
+// appendPartial appends one portico.v1.PartialResult to the list field num.
+func appendPartial(b []byte, num protowire.Number, d compose.Degraded) []byte {
+	var e []byte
+	for i, s := range []string{d.Call, rpccode.Code(d.Code).String(), d.Message, d.Fallback} {
+		e = protowire.AppendTag(e, protowire.Number(i+1), protowire.BytesType)
+		e = protowire.AppendString(e, s)
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, e)
+}
+
+// invoker is how a composition calls method on conn: one attempt, timed
+// for the metrics, its failure told as on a plain route.
+func (cs *Calls) invoker(conn grpc.ClientConnInterface, md protoreflect.MethodDescriptor) compose.Invoke {
+	method := "/" + string(md.Parent().FullName()) + "/" + string(md.Name())
+	inType, outType := dynamicpb.NewMessageType(md.Input()), dynamicpb.NewMessageType(md.Output())
+	return func(ctx context.Context, req []byte) ([]byte, error) {
+		in, out := chain.WirePayload(inType, req), chain.EmptyPayload(outType)
+		start := time.Now()
+		err := conn.Invoke(ctx, method, in, out, callWire)
+		cs.observe(method, status.Code(err), time.Since(start))
+		if err != nil {
+			return nil, upstreamError(ctx, err)
+		}
+		w, err := out.Wire()
+		w = bytes.Clone(w)
+		out.Release()
+		return w, err
+	}
 }
 
 var (

@@ -221,6 +221,7 @@ type fetcher struct {
 type filled struct {
 	e        *Response
 	upstream string
+	partial  bool // a composed answer with degraded calls: never stored
 }
 
 func (f fetcher) fetch(ctx context.Context, c *chain.Call) (filled, error) {
@@ -232,7 +233,7 @@ func (f fetcher) fetch(ctx context.Context, c *chain.Call) (filled, error) {
 	if err != nil {
 		return filled{}, err
 	}
-	return filled{&Response{Body: body, ContentType: ct, Header: c.Header}, c.Upstream}, nil
+	return filled{&Response{Body: body, ContentType: ct, Header: c.Header}, c.Upstream, c.Partial}, nil
 }
 
 // serve answers from the cache or through one coalesced upstream call.
@@ -318,7 +319,7 @@ func (cp *cachePolicy) fill(ctx context.Context, key string, fc *chain.Call, f f
 			return nil, err
 		}
 		res.e.Stored = time.Now()
-		if len(res.e.Body) <= cp.maxEntry {
+		if len(res.e.Body) <= cp.maxEntry && !res.partial {
 			if err := cp.store.set(fctx, key, res.e, cp.ttl+cp.swr); err != nil {
 				cp.storeFailed(err)
 			}

@@ -194,6 +194,21 @@ func (c *Compiler) CompileService(sd protoreflect.ServiceDescriptor) (map[string
 	return out, nil
 }
 
+// CompileMethod compiles one method alone (a composed method of a
+// frontend proto), with a validator of its own if its input reaches
+// buf.validate rules.
+func (c *Compiler) CompileMethod(md protoreflect.MethodDescriptor) (*MethodPolicy, error) {
+	var validator protovalidate.Validator
+	if hasRules(md.Input(), map[protoreflect.FullName]bool{}) {
+		var err error
+		validator, err = protovalidate.New(protovalidate.WithMessageDescriptors(md.Input()), protovalidate.WithDisableLazy())
+		if err != nil {
+			return nil, &OptionError{Desc: md, Option: "(buf.validate)", Err: err}
+		}
+	}
+	return c.compileMethod(md, validator)
+}
+
 func (c *Compiler) compileMethod(md protoreflect.MethodDescriptor, validator protovalidate.Validator) (*MethodPolicy, error) {
 	pol, from, err := declared(md)
 	if err != nil {

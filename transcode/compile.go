@@ -95,28 +95,36 @@ func (c *Compiler) CompileService(sd protoreflect.ServiceDescriptor, types Resol
 	var methods []*Method
 	mds := sd.Methods()
 	for i := 0; i < mds.Len(); i++ {
-		md := mds.Get(i)
-		if md.IsStreamingClient() {
-			// Client and bidi streaming have no REST mapping here.
-			continue
-		}
-		rule, err := httpRule(md)
-		if err != nil {
-			return nil, &CompileError{File: md.ParentFile().Path(), Method: string(md.FullName()), Option: "google.api.http", Err: err}
-		}
-		if rule == nil {
-			if !c.cfg.ExposeUnannotated {
-				continue
-			}
-			rule = &annotations.HttpRule{Pattern: &annotations.HttpRule_Post{Post: "/" + string(sd.FullName()) + "/" + string(md.Name())}, Body: "*"}
-		}
-		m, err := c.compileMethod(md, rule, types)
+		m, err := c.CompileMethod(mds.Get(i), types)
 		if err != nil {
 			return nil, err
 		}
-		methods = append(methods, m)
+		if m != nil {
+			methods = append(methods, m)
+		}
 	}
 	return methods, nil
+}
+
+// CompileMethod compiles the bindings of one method; it returns nil for a
+// method with no REST mapping (client streaming, or no google.api.http
+// while transcode.expose_unannotated is off).
+func (c *Compiler) CompileMethod(md protoreflect.MethodDescriptor, types Resolver) (*Method, error) {
+	if md.IsStreamingClient() {
+		// Client and bidi streaming have no REST mapping here.
+		return nil, nil
+	}
+	rule, err := httpRule(md)
+	if err != nil {
+		return nil, &CompileError{File: md.ParentFile().Path(), Method: string(md.FullName()), Option: "google.api.http", Err: err}
+	}
+	if rule == nil {
+		if !c.cfg.ExposeUnannotated {
+			return nil, nil
+		}
+		rule = &annotations.HttpRule{Pattern: &annotations.HttpRule_Post{Post: "/" + string(md.Parent().FullName()) + "/" + string(md.Name())}, Body: "*"}
+	}
+	return c.compileMethod(md, rule, types)
 }
 
 func (c *Compiler) compileMethod(md protoreflect.MethodDescriptor, rule *annotations.HttpRule, types Resolver) (*Method, error) {

@@ -69,7 +69,7 @@ type Fallback struct {
 // the policies' cache stores), keyed by call and request.
 type LastGood interface {
 	Get(ctx context.Context, key string) (answer []byte, stored time.Time, ok bool)
-	Put(ctx context.Context, key string, answer []byte)
+	Put(ctx context.Context, key string, answer []byte, keep time.Duration)
 }
 
 // Check verifies what the compiler must guarantee: names, dependency

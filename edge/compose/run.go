@@ -115,7 +115,7 @@ func (r *run) call(ctx context.Context, i int) {
 	if err == nil {
 		r.outs[i].answers = answers
 		if c.Fallback.LastGood != nil {
-			c.Fallback.LastGood.Put(context.WithoutCancel(ctx), lastGoodKey(c.Name, reqs), answerOf(c, answers))
+			c.Fallback.LastGood.Put(context.WithoutCancel(ctx), lastGoodKey(c.Name, reqs), answerOf(c, answers), c.Fallback.MaxAge)
 		}
 		return
 	}
@@ -177,7 +177,11 @@ func (r *run) invoke(ctx context.Context, c *Call, reqs [][]byte) ([][]byte, err
 			defer func() { <-sem }()
 			a, err := c.Invoke(ctx, req)
 			if err != nil {
-				once.Do(func() { first = fmt.Errorf("element %d: %w", k, err); cancel(first) })
+				once.Do(func() {
+					st := status.Convert(err)
+					first = status.Errorf(st.Code(), "element %d: %s", k, st.Message())
+					cancel(first)
+				})
 				return
 			}
 			answers[k] = a
@@ -196,10 +200,14 @@ func (r *run) invoke(ctx context.Context, c *Call, reqs [][]byte) ([][]byte, err
 // callStatus is a call's failure as the status the client sees, named
 // after the call; a deadline says whose it was.
 func callStatus(ctx context.Context, c *Call, err error) *status.Status {
-	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+	if ctx.Err() != nil {
 		var b *budgetErr
-		if errors.As(cause, &b) {
+		switch cause := context.Cause(ctx); {
+		case errors.As(cause, &b):
 			return status.New(codes.DeadlineExceeded, "call "+c.Name+": "+b.Error())
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			// The route's deadline: the composition's timeout.
+			return status.New(codes.DeadlineExceeded, "call "+c.Name+": the composite request's deadline passed")
 		}
 	}
 	st, ok := status.FromError(err)

@@ -232,7 +232,7 @@ func (s *memStore) Get(_ context.Context, key string) ([]byte, time.Time, bool) 
 	return a, s.at, ok
 }
 
-func (s *memStore) Put(_ context.Context, key string, a []byte) {
+func (s *memStore) Put(_ context.Context, key string, a []byte, _ time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.m[key], s.at = bytes.Clone(a), time.Now()

@@ -48,6 +48,9 @@ type Call struct {
 	// Streamed is set by a call stage that wrote the response itself (a
 	// server stream); the writer then has nothing left to write.
 	Streamed bool
+	// Partial is set by a composed route's call stage when optional calls
+	// degraded: the answer is not cached as if it were complete.
+	Partial bool
 }
 
 // Detach returns a copy of c for work that may outlive the request (the

@@ -818,6 +818,477 @@ func (x *FieldPolicy) GetInternal() bool {
 	return false
 }
 
+// Compose declares a composed method: one REST call answered by several
+// backend calls, in parallel where nothing orders them. Each call writes
+// its answer into one field of the method's response message (its
+// `target`), so the answer has a schema and keys cannot collide.
+//
+//	rpc GetHome(GetHomeRequest) returns (Home) {
+//	  option (google.api.http) = {get: "/api/home/{user_id}"};
+//	  option (portico.v1.compose) = {
+//	    timeout: {nanos: 800000000}
+//	    calls: {name: "profile" method: "users.v1.Users/GetUser"
+//	            request: {field: "id" from: "request.user_id"} target: "profile"}
+//	    calls: {name: "plan" method: "accounts.v1.Accounts/GetAccount"
+//	            request: {field: "id" from: "profile.account_id"}
+//	            target: "plan" optional: true timeout: {nanos: 200000000}
+//	            fallback: {last_good: {seconds: 300}}}
+//	  };
+//	}
+//
+// A call starts as soon as the calls its `request` and `for_each` read
+// from have answered; "plan" above waits for "profile", which starts at
+// once.
+type Compose struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The calls, at most 32, each with a name of its own.
+	Calls []*ComposeCall `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	// Budget of the whole request: each call's deadline is the smaller of
+	// its own timeout and what is left of this. Unset: the operator's
+	// `edge.upstream_timeout`. Past it, a required call still running makes
+	// the answer 504.
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Compose) Reset() {
+	*x = Compose{}
+	mi := &file_portico_v1_options_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compose) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compose) ProtoMessage() {}
+
+func (x *Compose) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_v1_options_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compose.ProtoReflect.Descriptor instead.
+func (*Compose) Descriptor() ([]byte, []int) {
+	return file_portico_v1_options_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Compose) GetCalls() []*ComposeCall {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+func (x *Compose) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// ComposeCall is one backend call of a composed method.
+type ComposeCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's name: lower case letters, digits and "_", starting with a
+	// letter. Other calls' `from` and `over` name it; so do the
+	// `Portico-Partial` header and `PartialResult` entries.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The unary backend method, "package.Service/Method", of a service the
+	// edge serves; called through the mesh like any route's method (its
+	// policies are not applied: the composed method's are).
+	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// How the call's request is built: each mapping sets one field. Fields
+	// no mapping sets stay unset.
+	Request []*FieldMapping `protobuf:"bytes,3,rep,name=request,proto3" json:"request,omitempty"`
+	// The field path of the composed response that receives the answer
+	// ("profile", "home.plan"): a field of the method's response type (a
+	// repeated one for `for_each`). Unset: the answer only feeds other
+	// calls. Two calls may not write the same field or one inside another's.
+	Target string `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	// A failure degrades the answer instead of failing it: the target gets
+	// the fallback, the response the `Portico-Partial` header. A required
+	// call (the default) that fails cancels the others and the answer is
+	// its status (404 for NOT_FOUND, 504 for a deadline, ...).
+	Optional bool `protobuf:"varint,5,opt,name=optional,proto3" json:"optional,omitempty"`
+	// The call's own deadline, within the composition's timeout. Unset:
+	// what is left of that.
+	Timeout *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// What the target of an optional call gets when the call fails.
+	// Unset: nothing (the field stays unset).
+	Fallback *ComposeFallback `protobuf:"bytes,7,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// Calls the method once per element of a repeated field, writing the
+	// answers, in order, into the repeated target.
+	ForEach       *ForEach `protobuf:"bytes,8,opt,name=for_each,json=forEach,proto3" json:"for_each,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComposeCall) Reset() {
+	*x = ComposeCall{}
+	mi := &file_portico_v1_options_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComposeCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComposeCall) ProtoMessage() {}
+
+func (x *ComposeCall) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_v1_options_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComposeCall.ProtoReflect.Descriptor instead.
+func (*ComposeCall) Descriptor() ([]byte, []int) {
+	return file_portico_v1_options_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ComposeCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ComposeCall) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ComposeCall) GetRequest() []*FieldMapping {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *ComposeCall) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *ComposeCall) GetOptional() bool {
+	if x != nil {
+		return x.Optional
+	}
+	return false
+}
+
+func (x *ComposeCall) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *ComposeCall) GetFallback() *ComposeFallback {
+	if x != nil {
+		return x.Fallback
+	}
+	return nil
+}
+
+func (x *ComposeCall) GetForEach() *ForEach {
+	if x != nil {
+		return x.ForEach
+	}
+	return nil
+}
+
+// FieldMapping sets one field of a call's request.
+type FieldMapping struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The field path in the call's request ("id", "page.size").
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// Where the value comes from: "request.<path>" (the composed method's
+	// request) or "<call>.<path>" (an earlier call's answer), or a bare
+	// "<call>" for a whole answer. The source and the field must have the
+	// same type (the same message or enum type for those; a list only into
+	// a repeated field). A path crosses only singular message fields.
+	From          string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldMapping) Reset() {
+	*x = FieldMapping{}
+	mi := &file_portico_v1_options_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldMapping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldMapping) ProtoMessage() {}
+
+func (x *FieldMapping) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_v1_options_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldMapping.ProtoReflect.Descriptor instead.
+func (*FieldMapping) Descriptor() ([]byte, []int) {
+	return file_portico_v1_options_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FieldMapping) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *FieldMapping) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+// ComposeFallback is what an optional call's target gets when the call
+// fails: its last good answer when one is fresh enough, else the literal,
+// else nothing.
+type ComposeFallback struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The target's value in protobuf text format, for example
+	// `items: [{name: "welcome"}]`; checked against the target's type when
+	// the file is loaded.
+	Literal string `protobuf:"bytes,1,opt,name=literal,proto3" json:"literal,omitempty"`
+	// Keep the call's answers (per request, in the policies' cache store:
+	// memory, or Redis when configured) and give the last one back if it is
+	// at most this old.
+	LastGood      *durationpb.Duration `protobuf:"bytes,2,opt,name=last_good,json=lastGood,proto3" json:"last_good,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComposeFallback) Reset() {
+	*x = ComposeFallback{}
+	mi := &file_portico_v1_options_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComposeFallback) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComposeFallback) ProtoMessage() {}
+
+func (x *ComposeFallback) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_v1_options_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComposeFallback.ProtoReflect.Descriptor instead.
+func (*ComposeFallback) Descriptor() ([]byte, []int) {
+	return file_portico_v1_options_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ComposeFallback) GetLiteral() string {
+	if x != nil {
+		return x.Literal
+	}
+	return ""
+}
+
+func (x *ComposeFallback) GetLastGood() *durationpb.Duration {
+	if x != nil {
+		return x.LastGood
+	}
+	return nil
+}
+
+// ForEach fans a call out over the elements of a repeated field.
+type ForEach struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The repeated field: "request.<path>" or "<call>.<path>".
+	Over string `protobuf:"bytes,1,opt,name=over,proto3" json:"over,omitempty"`
+	// The field of the call's request that each element is written to.
+	Field string `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
+	// Most elements called; more fail the call (required: the request;
+	// optional: the call degrades). 1 to 1000.
+	MaxCount uint32 `protobuf:"varint,3,opt,name=max_count,json=maxCount,proto3" json:"max_count,omitempty"`
+	// Calls in flight at once. 0: 8.
+	Concurrency   uint32 `protobuf:"varint,4,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForEach) Reset() {
+	*x = ForEach{}
+	mi := &file_portico_v1_options_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForEach) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForEach) ProtoMessage() {}
+
+func (x *ForEach) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_v1_options_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForEach.ProtoReflect.Descriptor instead.
+func (*ForEach) Descriptor() ([]byte, []int) {
+	return file_portico_v1_options_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ForEach) GetOver() string {
+	if x != nil {
+		return x.Over
+	}
+	return ""
+}
+
+func (x *ForEach) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *ForEach) GetMaxCount() uint32 {
+	if x != nil {
+		return x.MaxCount
+	}
+	return 0
+}
+
+func (x *ForEach) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+// PartialResult is one degraded call of a composed answer. A composed
+// method's response that declares a repeated field of this type gets one
+// entry per optional call that failed, beside the `Portico-Partial`
+// header.
+type PartialResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's name.
+	Call string `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
+	// Its gRPC status code name, for example "DEADLINE_EXCEEDED".
+	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// Its status message.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// What the target got: "none", "literal" or "last_good".
+	Fallback      string `protobuf:"bytes,4,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartialResult) Reset() {
+	*x = PartialResult{}
+	mi := &file_portico_v1_options_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartialResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartialResult) ProtoMessage() {}
+
+func (x *PartialResult) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_v1_options_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartialResult.ProtoReflect.Descriptor instead.
+func (*PartialResult) Descriptor() ([]byte, []int) {
+	return file_portico_v1_options_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PartialResult) GetCall() string {
+	if x != nil {
+		return x.Call
+	}
+	return ""
+}
+
+func (x *PartialResult) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *PartialResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PartialResult) GetFallback() string {
+	if x != nil {
+		return x.Fallback
+	}
+	return ""
+}
+
 var file_portico_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.ServiceOptions)(nil),
@@ -833,6 +1304,14 @@ var file_portico_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 		Field:         51700,
 		Name:          "portico.v1.method",
 		Tag:           "bytes,51700,opt,name=method",
+		Filename:      "portico/v1/options.proto",
+	},
+	{
+		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
+		ExtensionType: (*Compose)(nil),
+		Field:         51701,
+		Name:          "portico.v1.compose",
+		Tag:           "bytes,51701,opt,name=compose",
 		Filename:      "portico/v1/options.proto",
 	},
 	{
@@ -859,6 +1338,13 @@ var (
 	//
 	// optional portico.v1.Policy method = 51700;
 	E_Method = &file_portico_v1_options_proto_extTypes[1]
+	// The method is the edge's own: Portico answers its HTTP binding by
+	// calling backend methods and writing their answers into the fields of
+	// the method's response. Read only from frontend protos (the files in
+	// `edge.compose.protos_dir`); an rpc no service implements.
+	//
+	// optional portico.v1.Compose compose = 51701;
+	E_Compose = &file_portico_v1_options_proto_extTypes[2]
 )
 
 // Extension fields to descriptorpb.FieldOptions.
@@ -866,7 +1352,7 @@ var (
 	// How the edge treats one field of a request or response message.
 	//
 	// optional portico.v1.FieldPolicy field = 51700;
-	E_Field = &file_portico_v1_options_proto_extTypes[2]
+	E_Field = &file_portico_v1_options_proto_extTypes[3]
 )
 
 var File_portico_v1_options_proto protoreflect.FileDescriptor
@@ -937,9 +1423,38 @@ const file_portico_v1_options_proto_rawDesc = "" +
 	"\amax_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06maxAge\x12\x1a\n" +
 	"\bdisabled\x18\x06 \x01(\bR\bdisabled\")\n" +
 	"\vFieldPolicy\x12\x1a\n" +
-	"\binternal\x18\x01 \x01(\bR\binternal:O\n" +
+	"\binternal\x18\x01 \x01(\bR\binternal\"m\n" +
+	"\aCompose\x12-\n" +
+	"\x05calls\x18\x01 \x03(\v2\x17.portico.v1.ComposeCallR\x05calls\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xbf\x02\n" +
+	"\vComposeCall\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x122\n" +
+	"\arequest\x18\x03 \x03(\v2\x18.portico.v1.FieldMappingR\arequest\x12\x16\n" +
+	"\x06target\x18\x04 \x01(\tR\x06target\x12\x1a\n" +
+	"\boptional\x18\x05 \x01(\bR\boptional\x123\n" +
+	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x127\n" +
+	"\bfallback\x18\a \x01(\v2\x1b.portico.v1.ComposeFallbackR\bfallback\x12.\n" +
+	"\bfor_each\x18\b \x01(\v2\x13.portico.v1.ForEachR\aforEach\"8\n" +
+	"\fFieldMapping\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\"c\n" +
+	"\x0fComposeFallback\x12\x18\n" +
+	"\aliteral\x18\x01 \x01(\tR\aliteral\x126\n" +
+	"\tlast_good\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\blastGood\"r\n" +
+	"\aForEach\x12\x12\n" +
+	"\x04over\x18\x01 \x01(\tR\x04over\x12\x14\n" +
+	"\x05field\x18\x02 \x01(\tR\x05field\x12\x1b\n" +
+	"\tmax_count\x18\x03 \x01(\rR\bmaxCount\x12 \n" +
+	"\vconcurrency\x18\x04 \x01(\rR\vconcurrency\"m\n" +
+	"\rPartialResult\x12\x12\n" +
+	"\x04call\x18\x01 \x01(\tR\x04call\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1a\n" +
+	"\bfallback\x18\x04 \x01(\tR\bfallback:O\n" +
 	"\aservice\x12\x1f.google.protobuf.ServiceOptions\x18\xf4\x93\x03 \x01(\v2\x12.portico.v1.PolicyR\aservice:L\n" +
-	"\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xf4\x93\x03 \x01(\v2\x12.portico.v1.PolicyR\x06method:N\n" +
+	"\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xf4\x93\x03 \x01(\v2\x12.portico.v1.PolicyR\x06method:O\n" +
+	"\acompose\x12\x1e.google.protobuf.MethodOptions\x18\xf5\x93\x03 \x01(\v2\x13.portico.v1.ComposeR\acompose:N\n" +
 	"\x05field\x12\x1d.google.protobuf.FieldOptions\x18\xf4\x93\x03 \x01(\v2\x17.portico.v1.FieldPolicyR\x05fieldB<Z:github.com/portico-dev/portico/protos/portico/v1;porticov1b\x06proto3"
 
 var (
@@ -955,7 +1470,7 @@ func file_portico_v1_options_proto_rawDescGZIP() []byte {
 }
 
 var file_portico_v1_options_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_portico_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_portico_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_portico_v1_options_proto_goTypes = []any{
 	(RateLimit_Key)(0),                  // 0: portico.v1.RateLimit.Key
 	(*Policy)(nil),                      // 1: portico.v1.Policy
@@ -966,38 +1481,53 @@ var file_portico_v1_options_proto_goTypes = []any{
 	(*Retry)(nil),                       // 6: portico.v1.Retry
 	(*Cors)(nil),                        // 7: portico.v1.Cors
 	(*FieldPolicy)(nil),                 // 8: portico.v1.FieldPolicy
-	(*durationpb.Duration)(nil),         // 9: google.protobuf.Duration
-	(*descriptorpb.ServiceOptions)(nil), // 10: google.protobuf.ServiceOptions
-	(*descriptorpb.MethodOptions)(nil),  // 11: google.protobuf.MethodOptions
-	(*descriptorpb.FieldOptions)(nil),   // 12: google.protobuf.FieldOptions
+	(*Compose)(nil),                     // 9: portico.v1.Compose
+	(*ComposeCall)(nil),                 // 10: portico.v1.ComposeCall
+	(*FieldMapping)(nil),                // 11: portico.v1.FieldMapping
+	(*ComposeFallback)(nil),             // 12: portico.v1.ComposeFallback
+	(*ForEach)(nil),                     // 13: portico.v1.ForEach
+	(*PartialResult)(nil),               // 14: portico.v1.PartialResult
+	(*durationpb.Duration)(nil),         // 15: google.protobuf.Duration
+	(*descriptorpb.ServiceOptions)(nil), // 16: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 17: google.protobuf.MethodOptions
+	(*descriptorpb.FieldOptions)(nil),   // 18: google.protobuf.FieldOptions
 }
 var file_portico_v1_options_proto_depIdxs = []int32{
 	2,  // 0: portico.v1.Policy.auth:type_name -> portico.v1.Auth
 	3,  // 1: portico.v1.Policy.rate_limit:type_name -> portico.v1.RateLimit
 	5,  // 2: portico.v1.Policy.cache:type_name -> portico.v1.Cache
-	9,  // 3: portico.v1.Policy.timeout:type_name -> google.protobuf.Duration
+	15, // 3: portico.v1.Policy.timeout:type_name -> google.protobuf.Duration
 	6,  // 4: portico.v1.Policy.retry:type_name -> portico.v1.Retry
 	7,  // 5: portico.v1.Policy.cors:type_name -> portico.v1.Cors
-	9,  // 6: portico.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	15, // 6: portico.v1.RateLimit.period:type_name -> google.protobuf.Duration
 	0,  // 7: portico.v1.RateLimit.key:type_name -> portico.v1.RateLimit.Key
 	4,  // 8: portico.v1.RateLimit.tiers:type_name -> portico.v1.Tier
-	9,  // 9: portico.v1.Tier.period:type_name -> google.protobuf.Duration
-	9,  // 10: portico.v1.Cache.ttl:type_name -> google.protobuf.Duration
-	9,  // 11: portico.v1.Cache.stale_while_revalidate:type_name -> google.protobuf.Duration
-	9,  // 12: portico.v1.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	9,  // 13: portico.v1.Retry.max_backoff:type_name -> google.protobuf.Duration
-	9,  // 14: portico.v1.Cors.max_age:type_name -> google.protobuf.Duration
-	10, // 15: portico.v1.service:extendee -> google.protobuf.ServiceOptions
-	11, // 16: portico.v1.method:extendee -> google.protobuf.MethodOptions
-	12, // 17: portico.v1.field:extendee -> google.protobuf.FieldOptions
-	1,  // 18: portico.v1.service:type_name -> portico.v1.Policy
-	1,  // 19: portico.v1.method:type_name -> portico.v1.Policy
-	8,  // 20: portico.v1.field:type_name -> portico.v1.FieldPolicy
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	18, // [18:21] is the sub-list for extension type_name
-	15, // [15:18] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	15, // 9: portico.v1.Tier.period:type_name -> google.protobuf.Duration
+	15, // 10: portico.v1.Cache.ttl:type_name -> google.protobuf.Duration
+	15, // 11: portico.v1.Cache.stale_while_revalidate:type_name -> google.protobuf.Duration
+	15, // 12: portico.v1.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	15, // 13: portico.v1.Retry.max_backoff:type_name -> google.protobuf.Duration
+	15, // 14: portico.v1.Cors.max_age:type_name -> google.protobuf.Duration
+	10, // 15: portico.v1.Compose.calls:type_name -> portico.v1.ComposeCall
+	15, // 16: portico.v1.Compose.timeout:type_name -> google.protobuf.Duration
+	11, // 17: portico.v1.ComposeCall.request:type_name -> portico.v1.FieldMapping
+	15, // 18: portico.v1.ComposeCall.timeout:type_name -> google.protobuf.Duration
+	12, // 19: portico.v1.ComposeCall.fallback:type_name -> portico.v1.ComposeFallback
+	13, // 20: portico.v1.ComposeCall.for_each:type_name -> portico.v1.ForEach
+	15, // 21: portico.v1.ComposeFallback.last_good:type_name -> google.protobuf.Duration
+	16, // 22: portico.v1.service:extendee -> google.protobuf.ServiceOptions
+	17, // 23: portico.v1.method:extendee -> google.protobuf.MethodOptions
+	17, // 24: portico.v1.compose:extendee -> google.protobuf.MethodOptions
+	18, // 25: portico.v1.field:extendee -> google.protobuf.FieldOptions
+	1,  // 26: portico.v1.service:type_name -> portico.v1.Policy
+	1,  // 27: portico.v1.method:type_name -> portico.v1.Policy
+	9,  // 28: portico.v1.compose:type_name -> portico.v1.Compose
+	8,  // 29: portico.v1.field:type_name -> portico.v1.FieldPolicy
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	26, // [26:30] is the sub-list for extension type_name
+	22, // [22:26] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_portico_v1_options_proto_init() }
@@ -1011,8 +1541,8 @@ func file_portico_v1_options_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portico_v1_options_proto_rawDesc), len(file_portico_v1_options_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
-			NumExtensions: 3,
+			NumMessages:   14,
+			NumExtensions: 4,
 			NumServices:   0,
 		},
 		GoTypes:           file_portico_v1_options_proto_goTypes,
