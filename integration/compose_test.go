@@ -1,10 +1,17 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/edge/compose"
@@ -115,5 +122,118 @@ func TestComposeRejected(t *testing.T) {
 	}
 	if r := do(t, &http.Client{}, "GET", e.URL+"/api/broken/cycle", ""); r.code != 404 {
 		t.Fatalf("a rejected composition answered %d", r.code)
+	}
+}
+
+const slowFrontend = `
+syntax = "proto3";
+package portico.frontend.slow.v1;
+import "examples/products/v1/products.proto";
+import "examples/users/v1/users.proto";
+import "google/api/annotations.proto";
+import "portico/v1/options.proto";
+
+service Slow {
+  rpc Optional(Req) returns (Resp) {
+    option (google.api.http) = {get: "/api/slow/optional"};
+    option (portico.v1.compose) = {
+      timeout: {seconds: 3}
+      calls: {name: "fast" method: "portico.examples.products.v1.ProductService/GetProduct" request: {field: "id" from: "request.id"} target: "product"}
+      calls: {name: "slow" method: "portico.examples.users.v1.UserService/GetUser" request: {field: "name" from: "request.name"}
+              target: "user" optional: true timeout: {nanos: 200000000}}
+    };
+  }
+  rpc Budget(Req) returns (Resp) {
+    option (google.api.http) = {get: "/api/slow/budget"};
+    option (portico.v1.compose) = {
+      timeout: {nanos: 500000000}
+      calls: {name: "slow" method: "portico.examples.users.v1.UserService/GetUser" request: {field: "name" from: "request.name"} target: "user"}
+    };
+  }
+  rpc Required(Req) returns (Resp) {
+    option (google.api.http) = {get: "/api/slow/required"};
+    option (portico.v1.compose) = {
+      timeout: {seconds: 3}
+      calls: {name: "slow" method: "portico.examples.users.v1.UserService/GetUser" request: {field: "name" from: "request.name"} target: "user"}
+      calls: {name: "missing" method: "portico.examples.products.v1.ProductService/GetProduct" request: {field: "id" from: "request.id"} target: "product"}
+    };
+  }
+}
+
+message Req {
+  string id = 1;
+  string name = 2;
+}
+
+message Resp {
+  portico.examples.products.v1.Product product = 1;
+  portico.examples.users.v1.User user = 2;
+  repeated portico.v1.PartialResult partial = 3;
+}
+`
+
+// seen is what a slow service saw of one call: the deadline it was given
+// and whether the call was cancelled before its 5 s were up.
+type seen struct {
+	deadline  time.Duration
+	cancelled bool
+}
+
+// TestComposeTimeouts: an optional call past its own timeout degrades
+// (its service sees the cancellation); a required one past the
+// composition's budget is a 504 and its service was given no more than
+// the budget; a required call's NOT_FOUND is a 404 and cancels the others.
+func TestComposeTimeouts(t *testing.T) {
+	calls := make(chan seen, 8)
+	slow := grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		d, _ := ctx.Deadline()
+		s := seen{deadline: time.Until(d)}
+		select {
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+			s.cancelled = true
+		}
+		calls <- s
+		if s.cancelled {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return h(ctx, req)
+	})
+	people := harness.Services(t, []string{"users"}, nil, slow)
+	catalog := harness.Services(t, []string{"products"}, nil)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "slow.proto"), []byte(slowFrontend), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := harness.Portico(t, func(c *app.Config) { c.Edge.Compose.ProtosDir = dir }, people.Addr, catalog.Addr)
+	if rej := e.Tables.Load().Rejected; len(rej) > 0 {
+		t.Fatal(rej)
+	}
+	c := &http.Client{}
+
+	r := do(t, c, "GET", e.URL+"/api/slow/optional?id=p-1&name=users/alice", "")
+	if r.code != 200 || r.header.Get("Portico-Partial") != "slow" {
+		t.Fatalf("%d %q %s", r.code, r.header.Get("Portico-Partial"), r.body)
+	}
+	resp := jsonOf(t, r.body)
+	entry := resp["partial"].([]any)[0].(map[string]any)
+	if resp["product"].(map[string]any)["id"] != "p-1" || entry["code"] != "DEADLINE_EXCEEDED" ||
+		entry["message"] != "call slow: no answer within its timeout of 200ms" {
+		t.Fatalf("%s", r.body)
+	}
+	if s := <-calls; !s.cancelled || s.deadline > 200*time.Millisecond {
+		t.Fatalf("the slow service saw deadline %v, cancelled %v", s.deadline, s.cancelled)
+	}
+
+	r = do(t, c, "GET", e.URL+"/api/slow/budget?name=users/alice", "")
+	wantStatus(t, r, 504, 4, "call slow: the composite request's deadline passed")
+	if s := <-calls; !s.cancelled || s.deadline > 500*time.Millisecond {
+		t.Fatalf("the slow service saw deadline %v, cancelled %v", s.deadline, s.cancelled)
+	}
+
+	r = do(t, c, "GET", e.URL+"/api/slow/required?id=nope&name=users/alice", "")
+	wantStatus(t, r, 404, 5, `call missing: product "nope" not found`)
+	if s := <-calls; !s.cancelled {
+		t.Fatal("the sibling of a failed required call was not cancelled")
 	}
 }
