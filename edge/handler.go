@@ -62,7 +62,7 @@ type exchange struct {
 	call     chain.Call // the route's chain works on it
 	trace    string     // the trace id in hex, once made (see traceID)
 
-	logFields [16]zap.Field // the access-log line's, reused
+	logFields [17]zap.Field // the access-log line's, reused
 }
 
 // traceID is the span's trace id in hex, made once for the response

@@ -264,7 +264,13 @@ func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, claimed m
 			return nil, fmt.Errorf("route conflict: %s %s is claimed by %s and %s", b.HTTPMethod, b.Template.Shape(), prev.Binding, b)
 		}
 		r := &Route{Binding: b, Codec: b.Codec(), FullMethod: tm.FullMethod}
-		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(cm, r.Codec), Timeout: timeout})
+		m := *cm // each binding counts its calls under its own route label
+		if calls.tel != nil {
+			plan := *cm.Plan
+			plan.Observe = calls.tel.observeComposed(b.Template.Raw)
+			m.Plan = &plan
+		}
+		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(&m, r.Codec), Timeout: timeout})
 		routes = append(routes, r)
 	}
 	return routes, nil

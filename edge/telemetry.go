@@ -36,6 +36,7 @@ type Telemetry struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	upstream *prometheus.HistogramVec
+	composed *prometheus.CounterVec
 	inFlight prometheus.Gauge
 
 	access      *zap.Logger // nil: no access log
@@ -75,6 +76,10 @@ func NewTelemetry(cfg Config, reg prometheus.Registerer, access *zap.Logger) (*T
 			Help:    "Duration of each upstream gRPC call attempt, by gRPC method and status code.",
 			Buckets: latencyBuckets,
 		}, []string{"grpc_method", "grpc_code"}),
+		composed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_compose_calls_total",
+			Help: "Calls of composed routes, by route template, call name, gRPC status code and, for optional calls that failed, the fallback the answer got (none, literal, last_good).",
+		}, []string{"route", "call", "grpc_code", "fallback"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "portico_http_requests_in_flight",
 			Help: "Requests being served now.",
@@ -89,7 +94,7 @@ func NewTelemetry(cfg Config, reg prometheus.Registerer, access *zap.Logger) (*T
 	// Canonical once, so that setting it per request is a map store.
 	t.traceHeader = textproto.CanonicalMIMEHeaderKey(t.traceHeader)
 	if reg != nil {
-		reg.MustRegister(t.requests, t.duration, t.upstream, t.inFlight)
+		reg.MustRegister(t.requests, t.duration, t.upstream, t.composed, t.inFlight)
 	}
 	if cfg.AccessLog.On() && access != nil && access.Core().Enabled(zapcore.InfoLevel) {
 		t.access = access
@@ -269,6 +274,8 @@ func (t *Telemetry) finish(r *http.Request, ex *exchange, span trace.Span) {
 	f[14] = zap.String("error", truncateLog(ex.message))
 	// What the client was not told: the upstream's address, Go errors.
 	f[15] = zap.String("detail", truncateLog(ex.detail))
+	// A composed answer's degraded calls (its Portico-Partial header).
+	f[16] = zap.String("degraded", truncateLog(ex.rec.Header().Get(PartialHeader)))
 	ce.Write(f[:]...)
 }
 
@@ -283,6 +290,13 @@ func truncateLog(s string) string {
 const maxLogField = 512
 
 // observeUpstream records one upstream attempt.
+// observeComposed returns the route's counter of composed calls.
+func (t *Telemetry) observeComposed(route string) func(call string, code codes.Code, fallback string) {
+	return func(call string, code codes.Code, fallback string) {
+		t.composed.WithLabelValues(route, call, code.String(), fallback).Inc()
+	}
+}
+
 func (t *Telemetry) observeUpstream(method string, code codes.Code, d time.Duration) {
 	t.upstream.WithLabelValues(method, code.String()).Observe(d.Seconds())
 }

@@ -55,7 +55,7 @@ func TestComposeHome(t *testing.T) {
 func TestComposeDegraded(t *testing.T) {
 	people := harness.Services(t, []string{"users", "orders"}, nil)
 	catalog := harness.Services(t, []string{"products"}, nil)
-	e := harness.Portico(t, func(c *app.Config) { c.Edge.Compose.ProtosDir = "testdata/frontends" }, people.Addr, catalog.Addr)
+	e, logs := harness.PorticoLogged(t, func(c *app.Config) { c.Edge.Compose.ProtosDir = "testdata/frontends" }, people.Addr, catalog.Addr)
 	c := &http.Client{}
 	const first = "/api/home/alice?user_name=users/alice&product_ids=p-1&featured=p-3"
 	if r := do(t, c, "GET", e.URL+first, ""); r.code != 200 || r.header.Get("Portico-Partial") != "" {
@@ -75,6 +75,22 @@ func TestComposeDegraded(t *testing.T) {
 		p0["message"] != `call products: element 0: product "nope" not found` ||
 		p1["call"] != "featured" || p1["fallback"] != "literal" || !strings.Contains(p1["message"].(string), "gone") {
 		t.Fatalf("partial %v", partial)
+	}
+	degraded := 0
+	for _, en := range logs.FilterMessage("request").All() {
+		if en.ContextMap()["degraded"] == "products, featured" {
+			degraded++
+		}
+	}
+	if degraded != 1 {
+		t.Fatalf("%d access log lines name the degraded calls, want 1", degraded)
+	}
+	fams := scrape(t, e.AdminURL)
+	if v := value(fams, "portico_compose_calls_total", map[string]string{"route": "/api/home/{user}", "call": "featured", "grpc_code": "NotFound", "fallback": "literal"}); v != 1 {
+		t.Fatalf("portico_compose_calls_total for the degraded featured call: %v", v)
+	}
+	if v := value(fams, "portico_compose_calls_total", map[string]string{"route": "/api/home/{user}", "call": "profile", "grpc_code": "OK", "fallback": ""}); v != 2 {
+		t.Fatalf("portico_compose_calls_total for profile: %v", v)
 	}
 	// With the products service gone, the first request's products come
 	// from its last good answer.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -21,6 +23,11 @@ type Plan struct {
 	// is within what is left of it. 0: no budget of its own (the
 	// request's context still bounds it).
 	Budget time.Duration
+	// Observe, when set, is told how each call ended: its code (OK or the
+	// failure's) and, for an optional call that failed, its fallback
+	// ("none", "literal", "last_good"; "" otherwise). A run that fails
+	// reports the calls that ended before it did.
+	Observe func(call string, code codes.Code, fallback string)
 }
 
 // Call is one upstream call of a plan.

@@ -114,6 +114,7 @@ func (r *run) call(ctx context.Context, i int) {
 	}
 	if err == nil {
 		r.outs[i].answers = answers
+		r.observe(c.Name, codes.OK, "")
 		if c.Fallback.LastGood != nil {
 			c.Fallback.LastGood.Put(context.WithoutCancel(ctx), lastGoodKey(c.Name, reqs), answerOf(c, answers), c.Fallback.MaxAge)
 		}
@@ -121,6 +122,7 @@ func (r *run) call(ctx context.Context, i int) {
 	}
 	st := callStatus(ctx, c, err)
 	if !c.Optional {
+		r.observe(c.Name, st.Code(), "")
 		r.fail(st.Err())
 		return
 	}
@@ -135,6 +137,13 @@ func (r *run) call(ctx context.Context, i int) {
 		r.outs[i].answers, d.Fallback = [][]byte{c.Fallback.Literal}, "literal"
 	}
 	r.degraded[i] = d
+	r.observe(c.Name, d.Code, d.Fallback)
+}
+
+func (r *run) observe(call string, code codes.Code, fallback string) {
+	if r.p.Observe != nil {
+		r.p.Observe(call, code, fallback)
+	}
 }
 
 // invoke makes the call's requests, a fan-out's at most Concurrency at a
