@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/portico-dev/portico/cmd/portico/app"
@@ -252,4 +253,39 @@ func TestComposeTimeouts(t *testing.T) {
 	if s := <-calls; !s.cancelled {
 		t.Fatal("the sibling of a failed required call was not cancelled")
 	}
+}
+
+// TestDemoHome runs the demo's home screen (its frontend proto, the tour's
+// curl lines) against the example services, one of them slow on request
+// as the demo's Grpc-Metadata-X-Demo-Slow header makes it.
+func TestDemoHome(t *testing.T) {
+	slowOnRequest := grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("x-demo-slow")) > 0 {
+			select {
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		return h(ctx, req)
+	})
+	people := harness.Services(t, []string{"users", "products"}, nil)
+	orders := harness.Services(t, []string{"orders"}, nil, slowOnRequest)
+	e := harness.Portico(t, func(c *app.Config) { c.Edge.Compose.ProtosDir = "../cmd/examples/demo/frontends" }, people.Addr, orders.Addr)
+	if rej := e.Tables.Load().Rejected; len(rej) > 0 {
+		t.Fatal(rej)
+	}
+	c := &http.Client{}
+	r := do(t, c, "GET", e.URL+"/api/home/alice?productIds=p-1&productIds=p-2", "")
+	home := jsonOf(t, r.body)
+	if r.code != 200 || home["profile"].(map[string]any)["name"] != "users/alice" || len(home["recommended"].([]any)) != 2 ||
+		len(home["recentOrders"].(map[string]any)["orders"].([]any)) == 0 || len(home["partial"].([]any)) != 0 {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+	r = do(t, c, "GET", e.URL+"/api/home/alice?productIds=p-1", "", "Grpc-Metadata-X-Demo-Slow", "orders")
+	home = jsonOf(t, r.body)
+	if r.code != 200 || r.header.Get("Portico-Partial") != "orders" || home["partial"].([]any)[0].(map[string]any)["code"] != "DEADLINE_EXCEEDED" {
+		t.Fatalf("%d %v %s", r.code, r.header, r.body)
+	}
+	wantStatus(t, do(t, c, "GET", e.URL+"/api/home/zed", ""), 404, 5, `call profile: user "users/zed" not found`)
 }

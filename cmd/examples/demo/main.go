@@ -18,12 +18,16 @@ package main
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -34,6 +38,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/portico-dev/portico/cmd/examples/consulagent"
 	"github.com/portico-dev/portico/cmd/examples/services"
@@ -106,7 +111,7 @@ func run(ctx context.Context, stop func()) error {
 		cc := api.DefaultNonPooledConfig()
 		cc.Address = agent.HTTPAddr
 		srv, err := native.New(native.Config{Service: in.Service, ID: in.ID(), Listen: addr, Consul: cc},
-			log.Named(in.Service).WithOptions(zap.IncreaseLevel(zap.WarnLevel)), servedBy(in.ID())...)
+			log.Named(in.Service).WithOptions(zap.IncreaseLevel(zap.WarnLevel)), append(servedBy(in.ID()), demoSlow(in.Service))...)
 		if err != nil {
 			return err
 		}
@@ -132,6 +137,11 @@ func run(ctx context.Context, stop func()) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// The home screen's frontend proto, for Portico to load.
+	fronts, err := writeFrontends(dir)
+	if err != nil {
+		return err
+	}
 	keyFile, err := demoKeyFile()
 	if err != nil {
 		return err
@@ -155,6 +165,7 @@ func run(ctx context.Context, stop func()) error {
 	cfg.Policies.JWT = []policies.JWTProvider{{Name: "demo", Issuer: demoIssuer, JWKSFile: idp.jwks}}
 	cfg.Log.Format = "console"
 	cfg.Edge.DrainDelay = time.Second // nothing balances over the demo: a short drain on Ctrl-C
+	cfg.Edge.Compose.ProtosDir = fronts
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -201,6 +212,50 @@ func listenOrFree(addr, what string) (string, error) {
 		fmt.Println(note)
 	}
 	return addr, err
+}
+
+// frontendFS holds the demo's frontend protos.
+//
+//go:embed frontends
+var frontendFS embed.FS
+
+// writeFrontends copies the frontend protos under dir and returns their
+// directory.
+func writeFrontends(dir string) (string, error) {
+	root := filepath.Join(dir, "frontends")
+	err := fs.WalkDir(frontendFS, "frontends", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := frontendFS.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(out, b, 0o644)
+	})
+	return root, err
+}
+
+// demoSlow makes a call sleep 2 s (or until cancelled) when its request
+// carries the metadata x-demo-slow naming the service, which a client
+// sends as the header Grpc-Metadata-X-Demo-Slow: orders. A composition
+// then shows what a slow optional call does to the answer.
+func demoSlow(service string) grpc.ServerOption {
+	return grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		if slices.Contains(md.Get("x-demo-slow"), service) {
+			select {
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		return h(ctx, req)
+	})
 }
 
 // servedBy makes every answer of an instance name it in the response

@@ -90,10 +90,16 @@ func (u *users) setAvatar(usr *usersv1.User, body *httpbody.HttpBody) {
 	usr.AvatarSha256 = sum[:]
 }
 
+// GetUser also takes a bare user id ("alice" for "users/alice"), which is
+// what a composition has when the path gives only the id.
 func (u *users) GetUser(_ context.Context, req *usersv1.GetUserRequest) (*usersv1.User, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	usr, err := u.get(req.GetName())
+	name := req.GetName()
+	if name != "" && !strings.Contains(name, "/") {
+		name = "users/" + name
+	}
+	usr, err := u.get(name)
 	if err != nil {
 		return nil, err
 	}
