@@ -192,7 +192,7 @@ func (l *linter) load(paths, imports []string) ([]protoreflect.FileDescriptor, e
 		Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
 			&protocompile.SourceResolver{ImportPaths: imports}, builtin,
 		}),
-		SourceInfoMode: protocompile.SourceInfoStandard,
+		SourceInfoMode: protocompile.SourceInfoStandard | protocompile.SourceInfoExtraOptionLocations,
 		Reporter: reporter.NewReporter(func(err reporter.ErrorWithPos) error {
 			l.report(err.GetPosition().String(), err.Unwrap().Error())
 			return nil // keep going: report every error

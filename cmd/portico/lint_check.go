@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/edge"
+	"github.com/portico-dev/portico/edge/compose"
 	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/policies"
 	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
@@ -84,6 +86,52 @@ func (l *linter) check(files []protoreflect.FileDescriptor, cfg app.Config, anyP
 			continue // reported above, precisely
 		}
 		l.reject(err, reg)
+	}
+	l.checkCompositions(files, pc)
+}
+
+// checkCompositions compiles every composed method (a frontend proto's,
+// with a (portico.v1.compose) option) as the edge does, against the
+// methods of the other services among the files linted: each problem with
+// its position.
+func (l *linter) checkCompositions(files []protoreflect.FileDescriptor, pc *policies.Compiler) {
+	methods := map[string]protoreflect.MethodDescriptor{}
+	type composed struct {
+		md  protoreflect.MethodDescriptor
+		opt *porticov1.Compose
+	}
+	var todo []composed
+	for _, f := range files {
+		for i := 0; i < f.Services().Len(); i++ {
+			sd := f.Services().Get(i)
+			for j := 0; j < sd.Methods().Len(); j++ {
+				md := sd.Methods().Get(j)
+				opt, err := compose.Option(md)
+				switch {
+				case err != nil:
+					l.report(position(md), fmt.Sprintf("method %s: option (portico.v1.compose): %v", md.FullName(), err))
+				case opt != nil:
+					todo = append(todo, composed{md, opt})
+				default:
+					methods[string(sd.FullName())+"/"+string(md.Name())] = md
+				}
+			}
+		}
+	}
+	env := compose.Env{LastGood: pc.Answers(), Backend: func(m string) (compose.Backend, bool) {
+		md, ok := methods[m]
+		// Lint calls nothing: the plan is compiled, not run.
+		return compose.Backend{Desc: md, Invoke: func(context.Context, []byte) ([]byte, error) { return nil, nil }}, ok
+	}}
+	for _, c := range todo {
+		if _, err := compose.Compile(c.md, c.opt, env); err != nil {
+			var ce *compose.Error
+			if errors.As(err, &ce) {
+				l.report(ce.Pos, fmt.Sprintf("method %s: option (portico.v1.compose)%s: %v", ce.Method, ce.Option, ce.Err))
+			} else {
+				l.report(position(c.md), err.Error())
+			}
+		}
 	}
 }
 

@@ -189,3 +189,31 @@ func TestLintRoutesMatchEdge(t *testing.T) {
 		t.Fatalf("lint: %d routes, %d problems; edge: %d routes, rejected %v", l.routes, l.problems, len(table.Routes()), table.Rejected)
 	}
 }
+
+// TestLintCompositions: lint compiles frontend protos' compositions against
+// the services linted with them, each problem at the position serve gives
+// it; the demo's home screen has none.
+func TestLintCompositions(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run([]string{"lint", "-I", "../../protos", "-I", "../../integration/testdata/frontends",
+		"../../integration/testdata/frontends", "../../protos/examples"}, &out, &errOut)
+	if code != 1 || errOut.Len() > 0 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, errOut.String())
+	}
+	for _, want := range []string{
+		`home/v1/broken.proto:14:25: method portico.frontend.broken.v1.Broken.NoSuchMethod: option (portico.v1.compose).calls[0].method: "portico.examples.users.v1.UserService/GetUsr": no service`,
+		`home/v1/broken.proto:19:5: method portico.frontend.broken.v1.Broken.Cycle: option (portico.v1.compose).calls: the calls depend on each other in a cycle: a → b → a`,
+		`home/v1/broken.proto:27:7: method portico.frontend.broken.v1.Broken.WrongType: option (portico.v1.compose).calls[0]: request[0]: request.n does not fit name`,
+		`home/v1/broken.proto:34:81: method portico.frontend.broken.v1.Broken.Overlap: option (portico.v1.compose).calls[1].target: "user" overlaps`,
+		`, 4 problems`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	code = run([]string{"lint", "-I", "../../protos", "-I", "../examples/demo/frontends", "../examples/demo/frontends", "../../protos/examples"}, &out, &errOut)
+	if code != 0 || !strings.Contains(out.String(), "no problems") {
+		t.Fatalf("the demo's frontend: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+}
