@@ -214,10 +214,18 @@ func (b *Builder) build(ctx context.Context, ordered []*mesh.Reflection) *RouteT
 	if b.compose.ProtosDir == "" {
 		return buildTable(ordered, nil, b.compiler, b.policies, b.calls)
 	}
+	// Frontend protos see the services as clients do: without their
+	// internal fields.
 	var services []protoreflect.ServiceDescriptor
 	for _, r := range ordered {
 		for _, svc := range r.Services {
-			services = append(services, svc.Desc)
+			desc := svc.Desc
+			if b.policies != nil {
+				if pub, err := policies.PublicView(desc); err == nil {
+					desc = pub
+				}
+			}
+			services = append(services, desc)
 		}
 	}
 	var errs []error
@@ -271,7 +279,7 @@ func (b *Builder) loop(ctx context.Context, ok bool) {
 		})
 	}
 	defer fan.Wait()
-	if dir := b.compose.ProtosDir; dir != "" {
+	if dir := b.compose.ProtosDir; dir != "" && b.compose.PollInterval > 0 {
 		// A changed frontend proto makes the next refresh rebuild (its
 		// fingerprint is part of the table's key).
 		fan.Go(func() {

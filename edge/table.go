@@ -102,6 +102,7 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 	t := &RouteTable{router: transcode.NewRouter[*Route](), Built: time.Now()}
 	owner := map[string]string{}   // service name → upstream
 	claimed := map[string]*Route{} // "METHOD shape" → route
+	var served []servedService     // what compositions may call
 	for _, refl := range refls {
 		if refl == nil {
 			continue
@@ -143,6 +144,7 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 				continue
 			}
 			owner[string(svc.Name)] = svc.Upstream
+			served = append(served, servedService{svc, desc, pols})
 			for _, r := range routes {
 				claimed[r.Binding.HTTPMethod+" "+r.Binding.Template.Shape()] = r
 				if err := t.router.Add(r.Binding.HTTPMethod, r.Binding.Template, r, describeRoute); err != nil {
@@ -155,7 +157,7 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 		}
 	}
 	if len(fronts) > 0 {
-		composedRoutes(t, refls, fronts, claimed, c, pc, calls)
+		composedRoutes(t, served, fronts, claimed, c, pc, calls)
 	}
 	slices.SortFunc(t.routes, func(a, b *Route) int {
 		if c := strings.Compare(a.Binding.Template.Raw, b.Binding.Template.Raw); c != 0 {
@@ -171,22 +173,28 @@ func describeRoute(r *Route) string { return r.Binding.String() }
 // composedRoutes adds the routes of the composed methods of fronts, each
 // compiled alone: a method that does not compile (with its position) or
 // whose route is taken is rejected, and the others are served.
-func composedRoutes(t *RouteTable, refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) {
+// servedService is a service the table serves, as clients see it (without
+// its internal fields): what a composition may call.
+type servedService struct {
+	svc  *mesh.Service
+	desc protoreflect.ServiceDescriptor
+	pols map[string]*policies.MethodPolicy // by full method; nil without policies
+}
+
+func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect.FileDescriptor, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) {
 	type backend struct {
 		svc *mesh.Service
 		md  protoreflect.MethodDescriptor
 	}
 	backends := map[string]backend{}
-	for _, refl := range refls {
-		for _, svc := range refl.Services {
-			mds := svc.Desc.Methods()
-			for i := 0; i < mds.Len(); i++ {
-				md := mds.Get(i)
-				name := string(svc.Name) + "/" + string(md.Name())
-				if _, ok := backends[name]; !ok {
-					backends[name] = backend{svc, md}
-				}
-			}
+	guards := map[string]policies.Guard{}
+	for _, s := range served {
+		mds := s.desc.Methods()
+		for i := 0; i < mds.Len(); i++ {
+			md := mds.Get(i)
+			name := string(s.svc.Name) + "/" + string(md.Name())
+			backends[name] = backend{s.svc, md}
+			guards[name] = s.pols["/"+name].Guard()
 		}
 	}
 	// Invokers are made for the methods compositions name, once each.
@@ -209,7 +217,7 @@ func composedRoutes(t *RouteTable, refls []*mesh.Reflection, fronts []protorefle
 			mds := fd.Services().Get(i).Methods()
 			for j := 0; j < mds.Len(); j++ {
 				md := mds.Get(j)
-				routes, err := composedMethod(md, env, claimed, c, pc, calls)
+				routes, err := composedMethod(md, env, guards, claimed, c, pc, calls)
 				if err != nil {
 					t.Rejected = append(t.Rejected, fmt.Errorf("composed method %s rejected: %w", md.FullName(), err))
 					continue
@@ -228,7 +236,7 @@ func composedRoutes(t *RouteTable, refls []*mesh.Reflection, fronts []protorefle
 }
 
 // composedMethod compiles one composed method into its routes.
-func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) ([]*Route, error) {
+func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards map[string]policies.Guard, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) ([]*Route, error) {
 	opt, err := compose.Option(md)
 	if err != nil {
 		return nil, err
@@ -253,6 +261,13 @@ func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, claimed m
 			return nil, err
 		}
 	}
+	// The called methods' chains do not run: the composed method's must
+	// guard them at least as well.
+	for i, call := range opt.GetCalls() {
+		if why := mp.Guard().Covers(guards[call.GetMethod()]); why != "" {
+			return nil, fmt.Errorf("%s: option (portico.v1.compose).calls[%d]: calls %s, but %s", position(md), i, call.GetMethod(), why)
+		}
+	}
 	timeout := cm.Timeout
 	if timeout == 0 {
 		timeout = calls.upstreamTimeout
@@ -270,7 +285,7 @@ func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, claimed m
 			plan.Observe = calls.tel.observeComposed(b.Template.Raw)
 			m.Plan = &plan
 		}
-		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(&m, r.Codec), Timeout: timeout})
+		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(&m, r.Codec), Timeout: timeout, Composed: true})
 		routes = append(routes, r)
 	}
 	return routes, nil

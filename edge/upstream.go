@@ -157,7 +157,12 @@ func (cs *Calls) compose(m *compose.Method, codec transcode.Codec) chain.Next {
 		if err != nil {
 			return status.Error(codes.Internal, "composed request: "+err.Error())
 		}
-		res, err := m.Plan.Run(metadata.NewOutgoingContext(ctx, c.MD), req)
+		// Last good answers are the route's and the caller's own.
+		scope := string(m.Desc.FullName())
+		if c.Caller != nil {
+			scope += "\x00" + c.Caller.Provider + "\x00" + c.Caller.Subject
+		}
+		res, err := m.Plan.Run(metadata.NewOutgoingContext(ctx, c.MD), req, scope)
 		if err != nil {
 			return err
 		}

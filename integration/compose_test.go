@@ -17,6 +17,7 @@ import (
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/edge/compose"
 	"github.com/portico-dev/portico/integration/harness"
+	"github.com/portico-dev/portico/policies"
 )
 
 // composeEdge is Portico over the example services with the frontend
@@ -288,4 +289,82 @@ func TestDemoHome(t *testing.T) {
 		t.Fatalf("%d %v %s", r.code, r.header, r.body)
 	}
 	wantStatus(t, do(t, c, "GET", e.URL+"/api/home/zed", ""), 404, 5, `call profile: user "users/zed" not found`)
+}
+
+const guardedFrontend = `
+syntax = "proto3";
+package portico.frontend.guard.v1;
+import "examples/accounts/v1/accounts.proto";
+import "google/api/annotations.proto";
+import "portico/v1/options.proto";
+
+service Guard {
+  rpc Open(Req) returns (Resp) {
+    option (google.api.http) = {get: "/api/guard/open"};
+    option (portico.v1.compose) = {
+      calls: {name: "acct" method: "portico.examples.accounts.v1.AccountService/GetAccount" request: {field: "id" from: "request.id"} target: "account"}
+    };
+  }
+  rpc Plans(Req) returns (Resp) {
+    option (google.api.http) = {get: "/api/guard/plans"};
+    option (portico.v1.compose) = {
+      calls: {name: "plans" method: "portico.examples.accounts.v1.AccountService/ListPlans" target: "plans"}
+    };
+  }
+  rpc Hidden(Req) returns (Resp) {
+    option (google.api.http) = {post: "/api/guard/hidden" body: "*"};
+    option (portico.v1.method) = {auth: {scopes: ["accounts"]}};
+    option (portico.v1.compose) = {
+      calls: {name: "acct" method: "portico.examples.accounts.v1.AccountService/CreateAccount" request: {field: "id" from: "request.id"} target: "account"}
+      calls: {name: "again" method: "portico.examples.accounts.v1.AccountService/CreateAccount" request: {field: "risk_score" from: "acct.risk_score"} target: "again"}
+    };
+  }
+}
+
+message Req {
+  string id = 1;
+}
+
+message Resp {
+  portico.examples.accounts.v1.Account account = 1;
+  portico.examples.accounts.v1.ListPlansResponse plans = 2;
+  portico.examples.accounts.v1.Account again = 3;
+}
+`
+
+// TestComposeGuards: a composition cannot call a method more openly than
+// the method's own route allows (its chain does not run for the call), and
+// sees the services without their internal fields.
+func TestComposeGuards(t *testing.T) {
+	idp := harness.NewIDP(t)
+	be := harness.Services(t, []string{"accounts"}, nil)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "guard.proto"), []byte(guardedFrontend), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := harness.Portico(t, func(c *app.Config) {
+		c.Edge.Compose.ProtosDir = dir
+		c.Policies.JWT = []policies.JWTProvider{{Name: "corp", Issuer: idp.Issuer, Audiences: []string{"portico"}, JWKSURL: idp.URL}}
+	}, be.Addr)
+	var got []string
+	for _, err := range e.Tables.Load().Rejected {
+		got = append(got, err.Error())
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{
+		`Guard.Open rejected: guard.proto:9:3: option (portico.v1.compose).calls[0]: calls portico.examples.accounts.v1.AccountService/GetAccount, but it has an allow_if rule`,
+		`Guard.Hidden: option (portico.v1.compose).calls[1]: request[0]: field "risk_score": no field "risk_score" in portico.examples.accounts.v1.CreateAccountRequest`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no rejection with %q in:\n%s", want, all)
+		}
+	}
+	// ListPlans is public: composing it needs no credential.
+	if strings.Contains(all, "Guard.Plans") {
+		t.Errorf("the public method's composition was rejected:\n%s", all)
+	}
+	r := do(t, &http.Client{}, "GET", e.URL+"/api/guard/plans", "")
+	if plans, _ := jsonOf(t, r.body)["plans"].(map[string]any); r.code != 200 || len(plans) == 0 {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
 }

@@ -31,6 +31,9 @@ type Target struct {
 	// given a deadline here (the edge bounds streams by duration and idle
 	// time instead).
 	Stream bool
+	// Composed marks a composed route: its call stage makes several calls,
+	// so the chain does not repeat it (a retry would repeat every call).
+	Composed bool
 }
 
 // Chain is one route's compiled request path. Serve runs it; Preflight and

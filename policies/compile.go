@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -320,7 +321,7 @@ func (c *Compiler) bind(mp *MethodPolicy, httpMethod, template string, t Target)
 		}
 	}
 	rt := mp.retryOpt
-	if (get || mp.safe) && !rt.GetDisabled() && !mp.streaming && !t.Stream {
+	if (get || mp.safe) && !rt.GetDisabled() && !mp.streaming && !t.Stream && !t.Composed {
 		attempts := int(rt.GetAttempts())
 		if attempts == 0 {
 			attempts = c.cfg.Retry.Attempts
@@ -351,4 +352,46 @@ func canonical(hs []string) []string {
 		out[i] = http.CanonicalHeaderKey(h)
 	}
 	return out
+}
+
+// Guard is what a method's policy demands of its callers, for the
+// compositions that call it: the edge does not run a called method's
+// chain, so a composed method must demand at least as much.
+type Guard struct {
+	// Auth: a verified caller is required.
+	Auth bool
+	// Scopes the caller must hold.
+	Scopes []string
+	// AllowIf is the method's CEL access rule, "" if none: it reads the
+	// method's own request, which a composition does not have.
+	AllowIf string
+}
+
+// Guard returns what mp demands of its callers; a nil policy demands
+// nothing.
+func (mp *MethodPolicy) Guard() Guard {
+	if mp == nil {
+		return Guard{}
+	}
+	g := Guard{Auth: mp.authMode == authRequired, Scopes: mp.scopes}
+	if mp.allowIf != nil {
+		g.AllowIf = mp.allowIf.src
+	}
+	return g
+}
+
+// Covers reports why g does not demand at least what of demands, or "".
+func (g Guard) Covers(of Guard) string {
+	switch {
+	case of.AllowIf != "":
+		return "it has an allow_if rule, which only its own route can evaluate"
+	case of.Auth && !g.Auth:
+		return "it requires an authenticated caller and the composed method does not"
+	}
+	for _, s := range of.Scopes {
+		if !slices.Contains(g.Scopes, s) {
+			return "it requires the scope " + s + " and the composed method does not"
+		}
+	}
+	return ""
 }

@@ -159,6 +159,7 @@ func Compile(md protoreflect.MethodDescriptor, opt *porticov1.Compose, env Env) 
 	// Compile in dependency order; Plan.Calls follow it.
 	sources := []Source{{Name: "request", Type: md.Input(), Call: -1}}
 	var targets [][]protowire.Number
+	fanOuts := map[string]bool{}
 	plan := &Plan{}
 	for _, i := range order {
 		c, b := calls[i], backends[i]
@@ -175,16 +176,23 @@ func Compile(md protoreflect.MethodDescriptor, opt *porticov1.Compose, env Env) 
 			}
 			each = &ForEach{Over: fe.GetOver(), Field: fe.GetField()}
 		}
-		build, after, err := CompileRequest(b.Desc.Input(), sources, maps, each)
+		for _, from := range append([]string{c.GetForEach().GetOver()}, fromsOf(c)...) {
+			name, _, _ := strings.Cut(from, ".")
+			if fanOuts[name] {
+				return nil, fail(append(at, 3), opt, fmt.Errorf("reads call %s, a for_each call, whose answers cannot feed other calls", name))
+			}
+		}
+		build, after, err := CompileRequest(b.Desc.Input(), sources, maps, each, int(c.GetForEach().GetMaxCount()))
 		if err != nil {
 			return nil, fail(append(at, 3), opt, err)
 		}
 		pc := Call{Name: c.GetName(), Invoke: b.Invoke, Build: build, After: after, Optional: c.GetOptional(),
 			Timeout: c.GetTimeout().AsDuration()}
-		if c.GetTimeout() != nil && pc.Timeout <= 0 {
-			return nil, fail(append(at, 6), opt+".timeout", errors.New("must be positive"))
+		if c.GetTimeout() != nil && (pc.Timeout <= 0 || out.Timeout > 0 && pc.Timeout > out.Timeout) {
+			return nil, fail(append(at, 6), opt+".timeout", fmt.Errorf("%s: must be positive and within the composition's timeout", pc.Timeout))
 		}
 		if each != nil {
+			fanOuts[c.GetName()] = true
 			pc.FanOut, pc.MaxFanOut, pc.Concurrency = true, int(c.GetForEach().GetMaxCount()), int(c.GetForEach().GetConcurrency())
 			if pc.Concurrency == 0 {
 				pc.Concurrency = defaultConcurrency
@@ -243,6 +251,15 @@ func Compile(md protoreflect.MethodDescriptor, opt *porticov1.Compose, env Env) 
 	}
 	out.Plan = plan
 	return out, nil
+}
+
+// fromsOf lists the sources a call's mappings read.
+func fromsOf(c *porticov1.ComposeCall) []string {
+	var out []string
+	for _, m := range c.GetRequest() {
+		out = append(out, m.GetFrom())
+	}
+	return out
 }
 
 // dependencyOrder orders the calls so that each comes after the calls its

@@ -134,6 +134,9 @@ func protoFiles(dir string) ([]string, error) {
 		if err != nil {
 			return err
 		}
+		if skipHidden(p, dir, d) {
+			return fs.SkipDir
+		}
 		if d.IsDir() || !strings.HasSuffix(p, ".proto") {
 			return nil
 		}
@@ -157,9 +160,16 @@ func protoFiles(dir string) ([]string, error) {
 // sizes, modification times): it changes when a file does.
 func Fingerprint(dir string) string {
 	var b strings.Builder
+	n := 0
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && skipHidden(p, dir, d) {
+			return fs.SkipDir
+		}
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".proto") {
 			return nil
+		}
+		if n++; n > maxFrontendFiles {
+			return fs.SkipAll
 		}
 		if info, err := d.Info(); err == nil {
 			fmt.Fprintf(&b, "%s:%d:%d;", p, info.Size(), info.ModTime().UnixNano())
@@ -167,4 +177,11 @@ func Fingerprint(dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// skipHidden says whether p is a hidden directory below dir (a
+// Kubernetes ConfigMap mount keeps its files twice, under ..data and a
+// ..timestamp directory: only the visible links are read).
+func skipHidden(p, dir string, d fs.DirEntry) bool {
+	return d.IsDir() && p != dir && strings.HasPrefix(d.Name(), ".")
 }

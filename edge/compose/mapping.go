@@ -5,9 +5,14 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
+
+// maxFanOutBytes bounds the requests of one fan-out, all together.
+const maxFanOutBytes = 16 << 20
 
 // Source is what a call's request may be built from: the composite
 // request (Call -1) or the answer of an earlier call.
@@ -39,7 +44,10 @@ type ForEach struct {
 // mapping copies the wire records of the source field under the target's
 // number: protobuf's own rules (the last scalar wins, messages merge,
 // lists append) make that the value the source holds, without decoding.
-func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps []Mapping, each *ForEach) (build func(req []byte, answers [][]byte) ([][]byte, error), after []int, err error) {
+//
+// A fan-out's build stops at maxElems+1 requests (the executor refuses
+// more than maxElems) and at maxFanOutBytes of requests in all.
+func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps []Mapping, each *ForEach, maxElems int) (build func(req []byte, answers [][]byte) ([][]byte, error), after []int, err error) {
 	type copyOp struct {
 		src  int // index into the Build inputs: -1 the request, else answers[src]
 		path []protowire.Number
@@ -109,10 +117,15 @@ func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps 
 			return [][]byte{base}, nil
 		}
 		var out [][]byte
-		err := elements(input2(req, answers, fan.src), fan.path, elemKind, func(typ protowire.Type, v []byte) {
-			r := slices.Clip(base)
-			out = append(out, appendAt(r, fan.dst, typ, v))
+		size := 0
+		err := elements(input2(req, answers, fan.src), fan.path, elemKind, func(typ protowire.Type, v []byte) bool {
+			r := appendAt(slices.Clip(base), fan.dst, typ, v)
+			out, size = append(out, r), size+len(r)
+			return len(out) <= maxElems && size <= maxFanOutBytes
 		})
+		if err == nil && size > maxFanOutBytes {
+			err = status.Errorf(codes.ResourceExhausted, "its requests pass %d bytes in all", maxFanOutBytes)
+		}
 		return out, err
 	}
 	return build, after, nil
@@ -124,6 +137,9 @@ func resolve(md protoreflect.MessageDescriptor, path string) ([]protowire.Number
 	var nums []protowire.Number
 	var fd protoreflect.FieldDescriptor
 	for name := range strings.SplitSeq(path, ".") {
+		if fd != nil && fd.Kind() == protoreflect.GroupKind {
+			return nil, nil, fmt.Errorf("%s is a group (delimited), which compositions do not handle", fd.Name())
+		}
 		if fd != nil {
 			if fd.Message() == nil || fd.IsList() || fd.IsMap() {
 				return nil, nil, fmt.Errorf("%s is not a single message, so the path cannot go on", fd.Name())
@@ -134,6 +150,9 @@ func resolve(md protoreflect.MessageDescriptor, path string) ([]protowire.Number
 			return nil, nil, fmt.Errorf("no field %q in %s", name, md.FullName())
 		}
 		nums = append(nums, fd.Number())
+	}
+	if fd.Kind() == protoreflect.GroupKind {
+		return nil, nil, fmt.Errorf("%s is a group (delimited), which compositions do not handle", fd.Name())
 	}
 	return nums, fd, nil
 }
@@ -172,8 +191,13 @@ func fits(src protoreflect.FieldDescriptor, whole protoreflect.MessageDescriptor
 		}
 		return nil
 	}
-	if src.IsList() && !elem && !dst.IsList() {
+	switch {
+	case src.IsList() && !elem && !dst.IsList():
 		return fmt.Errorf("a list goes only into a repeated field, not %s", describe(dst))
+	case !src.IsList() && dst.IsList():
+		// A singular message given twice on the wire is one value; copied
+		// into a list it would be two elements.
+		return fmt.Errorf("a single value goes only into a single field, not %s", describe(dst))
 	}
 	return sameType(src, dst)
 }
@@ -278,22 +302,26 @@ func walk(msg []byte, path []protowire.Number, fn func(protowire.Type, []byte)) 
 
 // elements calls fn with each element of the repeated field at path,
 // packed lists split by their element's wire type.
-func elements(msg []byte, path []protowire.Number, fd protoreflect.FieldDescriptor, fn func(protowire.Type, []byte)) error {
+func elements(msg []byte, path []protowire.Number, fd protoreflect.FieldDescriptor, fn func(protowire.Type, []byte) bool) error {
 	packable := fd.Message() == nil && fd.Kind() != protoreflect.StringKind && fd.Kind() != protoreflect.BytesKind
 	var bad error
+	more := true
 	err := walk(msg, path, func(typ protowire.Type, v []byte) {
+		if !more {
+			return
+		}
 		if !packable || typ != protowire.BytesType {
-			fn(typ, v)
+			more = fn(typ, v)
 			return
 		}
 		et := elemType(fd.Kind())
-		for len(v) > 0 {
+		for len(v) > 0 && more {
 			n := protowire.ConsumeFieldValue(0, et, v)
 			if n < 0 {
 				bad = protowire.ParseError(n)
 				return
 			}
-			fn(et, v[:n])
+			more = fn(et, v[:n])
 			v = v[n:]
 		}
 	})

@@ -119,7 +119,7 @@ func TestCompileRequest(t *testing.T) {
 			[]string{`kind: KIND_A`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			build, after, err := CompileRequest(f.msg("GetUserRequest"), f.sources, tc.maps, tc.each)
+			build, after, err := CompileRequest(f.msg("GetUserRequest"), f.sources, tc.maps, tc.each, 10)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,8 +163,9 @@ func TestCompileRequestErrors(t *testing.T) {
 		{[]Mapping{{"labels", "profile.kind"}}, nil, `kind (t.Kind) and map field labels are different types`},
 		{nil, &ForEach{Over: "profile.id", Field: "id"}, `for_each: over "profile.id": not a repeated field`},
 		{nil, &ForEach{Over: "profile.nums", Field: "id"}, `an element of profile.nums does not fit id`},
+		{[]Mapping{{"ids", "profile.id"}}, nil, `a single value goes only into a single field, not ids (repeated string)`},
 	} {
-		_, _, err := CompileRequest(f.msg("GetUserRequest"), f.sources, tc.maps, tc.each)
+		_, _, err := CompileRequest(f.msg("GetUserRequest"), f.sources, tc.maps, tc.each, 10)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v: got %v, want %q", tc.maps, tc.each, err, tc.want)
 		}
@@ -172,3 +173,23 @@ func TestCompileRequestErrors(t *testing.T) {
 }
 
 func prototextString(m proto.Message) string { return prototext.Format(m) }
+
+// TestFanOutStopsAtItsMaximum: a fan-out's build stops one past its
+// maximum (the executor refuses it) rather than building every request.
+func TestFanOutStopsAtItsMaximum(t *testing.T) {
+	f := newMappingFixture(t)
+	user := f.wire(t, "User", func(m *dynamicpb.Message) {
+		n := m.Mutable(m.Descriptor().Fields().ByName("nums")).List()
+		for i := range 100000 {
+			n.Append(protoreflect.ValueOfInt64(int64(i)))
+		}
+	})
+	build, _, err := CompileRequest(f.msg("GetUserRequest"), f.sources, nil, &ForEach{Over: "profile.nums", Field: "n"}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs, err := build(nil, [][]byte{user})
+	if err != nil || len(reqs) != 4 {
+		t.Fatalf("%d requests, %v; want 4 (the maximum and one more)", len(reqs), err)
+	}
+}

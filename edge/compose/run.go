@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -42,19 +43,22 @@ type outcome struct {
 type run struct {
 	p        *Plan
 	req      []byte
+	scope    string
 	outs     []outcome
 	degraded []*Degraded
+	failed   atomic.Bool
 
 	abort    context.CancelCauseFunc
 	failOnce sync.Once
 	failure  error
 }
 
-// Run answers one composite request: req is its wire bytes. It returns
-// the composite response, or the status of the first required call that
-// failed (the calls still running are cancelled first, and Run waits for
-// them to return).
-func (p *Plan) Run(ctx context.Context, req []byte) (*Result, error) {
+// Run answers one composite request: req is its wire bytes; scope keys
+// the last good answers it keeps and reads (the route and the caller, so
+// that no caller gets another's). It returns the composite response, or
+// the status of the first required call that failed (the calls still
+// running are cancelled first, and Run waits for them to return).
+func (p *Plan) Run(ctx context.Context, req []byte, scope string) (*Result, error) {
 	if p.Budget > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, p.Budget, budgetError(p.Budget))
@@ -62,7 +66,7 @@ func (p *Plan) Run(ctx context.Context, req []byte) (*Result, error) {
 	}
 	ctx, abort := context.WithCancelCause(ctx)
 	defer abort(nil)
-	r := &run{p: p, req: req, outs: make([]outcome, len(p.Calls)), degraded: make([]*Degraded, len(p.Calls)), abort: abort}
+	r := &run{p: p, req: req, scope: scope, outs: make([]outcome, len(p.Calls)), degraded: make([]*Degraded, len(p.Calls)), abort: abort}
 	for i := range r.outs {
 		r.outs[i].done = make(chan struct{})
 	}
@@ -70,6 +74,13 @@ func (p *Plan) Run(ctx context.Context, req []byte) (*Result, error) {
 	for i := range p.Calls {
 		wg.Go(func() {
 			defer close(r.outs[i].done)
+			defer func() {
+				// A panic in a store or a hook fails the request, not the
+				// process.
+				if v := recover(); v != nil {
+					r.fail(status.Errorf(codes.Internal, "call %s: %v", p.Calls[i].Name, v))
+				}
+			}()
 			r.call(ctx, i)
 		})
 	}
@@ -90,6 +101,7 @@ func (p *Plan) Run(ctx context.Context, req []byte) (*Result, error) {
 func (r *run) fail(err error) {
 	r.failOnce.Do(func() {
 		r.failure = err
+		r.failed.Store(true)
 		r.abort(err)
 	})
 }
@@ -98,13 +110,29 @@ func (r *run) fail(err error) {
 func (r *run) call(ctx context.Context, i int) {
 	c := &r.p.Calls[i]
 	deps := make([][]byte, len(c.After))
+	var err error
 	for k, j := range c.After {
 		<-r.outs[j].done // every call returns, cancelled or not
+		if r.outs[j].answers == nil && err == nil {
+			// Failed with nothing to fall back to: this call cannot be
+			// built. (A fallback's answer is built from like any other.)
+			name := r.p.Calls[j].Name
+			err = status.Errorf(codes.FailedPrecondition, "needs the answer of call %s, which failed", name)
+			if d := r.degraded[j]; d != nil {
+				err = status.Errorf(d.Code, "needs the answer of call %s, which failed: %s", name, d.Message)
+			}
+		}
 		deps[k] = answerOf(&r.p.Calls[j], r.outs[j].answers)
+	}
+	if r.failed.Load() {
+		return // the request already failed: nothing to call
 	}
 	// A call whose turn comes after the budget ran out still goes through
 	// Invoke, which fails at once: an optional one is then reported.
-	reqs, err := c.Build(r.req, deps)
+	var reqs [][]byte
+	if err == nil {
+		reqs, err = c.Build(r.req, deps)
+	}
 	if err == nil && c.FanOut && len(reqs) > c.MaxFanOut {
 		err = status.Errorf(codes.OutOfRange, "fans out over %d elements, more than its maximum of %d", len(reqs), c.MaxFanOut)
 	}
@@ -116,7 +144,7 @@ func (r *run) call(ctx context.Context, i int) {
 		r.outs[i].answers = answers
 		r.observe(c.Name, codes.OK, "")
 		if c.Fallback.LastGood != nil {
-			c.Fallback.LastGood.Put(context.WithoutCancel(ctx), lastGoodKey(c.Name, reqs), answerOf(c, answers), c.Fallback.MaxAge)
+			c.Fallback.LastGood.Put(context.WithoutCancel(ctx), lastGoodKey(r.scope, c.Name, reqs), answerOf(c, answers), c.Fallback.MaxAge)
 		}
 		return
 	}
@@ -127,9 +155,9 @@ func (r *run) call(ctx context.Context, i int) {
 		return
 	}
 	d := &Degraded{Call: c.Name, Code: st.Code(), Message: st.Message(), Fallback: "none"}
-	if lg := c.Fallback.LastGood; lg != nil && reqs != nil {
+	if lg := c.Fallback.LastGood; lg != nil && reqs != nil && !r.failed.Load() {
 		// The store is asked even after the budget ran out.
-		if a, at, ok := lg.Get(context.WithoutCancel(ctx), lastGoodKey(c.Name, reqs)); ok && time.Since(at) <= c.Fallback.MaxAge {
+		if a, at, ok := lg.Get(context.WithoutCancel(ctx), lastGoodKey(r.scope, c.Name, reqs)); ok && time.Since(at) <= c.Fallback.MaxAge {
 			r.outs[i].answers, d.Fallback = splitAnswer(c, a), "last_good"
 		}
 	}
@@ -276,9 +304,11 @@ func splitAnswer(c *Call, a []byte) [][]byte {
 	return out
 }
 
-// lastGoodKey names a call's answer to these requests in the store.
-func lastGoodKey(name string, reqs [][]byte) string {
+// lastGoodKey names a call's answer to these requests in the store, in
+// scope (the route and the caller).
+func lastGoodKey(scope, name string, reqs [][]byte) string {
 	h := sha256.New()
+	h.Write(protowire.AppendString(nil, scope))
 	for _, r := range reqs {
 		h.Write(protowire.AppendVarint(nil, uint64(len(r))))
 		h.Write(r)

@@ -53,7 +53,7 @@ func runPlan(t *testing.T, p *Plan, req string) (*Result, error) {
 	if err := p.Check(); err != nil {
 		t.Fatal(err)
 	}
-	return p.Run(context.Background(), []byte(req))
+	return p.Run(context.Background(), []byte(req), "test")
 }
 
 // TestParallel: calls without dependencies are in flight together (each
@@ -338,5 +338,28 @@ func TestCheck(t *testing.T) {
 		if err := (&Plan{Calls: tc.calls}).Check(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: got %v, want %q", tc.calls, err, tc.want)
 		}
+	}
+}
+
+// TestFailedDependency: a call that needs the answer of an optional call
+// that failed with nothing to fall back to is not made; it degrades (or,
+// required, fails the request) with the dependency's status.
+func TestFailedDependency(t *testing.T) {
+	var made atomic.Int32
+	fails := func(context.Context, []byte) ([]byte, error) { return nil, status.Error(codes.Unavailable, "down") }
+	counted := func(ctx context.Context, req []byte) ([]byte, error) { made.Add(1); return echo("b")(ctx, req) }
+	p := &Plan{Calls: []Call{
+		{Name: "a", Build: same, Invoke: fails, Optional: true},
+		{Name: "b", Build: same, Invoke: counted, After: []int{0}, Optional: true, Target: []protowire.Number{2}},
+	}}
+	res, err := runPlan(t, p, "q")
+	if err != nil || made.Load() != 0 || len(res.Degraded) != 2 ||
+		res.Degraded[1].Message != "call b: needs the answer of call a, which failed: call a: down" || res.Degraded[1].Code != codes.Unavailable {
+		t.Fatalf("made %d, %v, %+v", made.Load(), err, res)
+	}
+	p.Calls[1].Optional = false
+	_, err = runPlan(t, p, "q")
+	if st := status.Convert(err); st.Code() != codes.Unavailable || made.Load() != 0 {
+		t.Fatalf("required: %v (made %d)", err, made.Load())
 	}
 }
