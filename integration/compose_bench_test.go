@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -61,13 +59,7 @@ message Resp {
 `
 
 // benchFrontend writes parallelFrontend into a directory of its own.
-func benchFrontend(b *testing.B) string {
-	dir := b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bench.proto"), []byte(parallelFrontend), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	return dir
-}
+func benchFrontend(b *testing.B) string { return writeFrontend(b, "bench.proto", parallelFrontend) }
 
 // delayed makes every call of a backend take d.
 func delayed(d time.Duration) grpc.ServerOption {

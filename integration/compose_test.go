@@ -20,6 +20,16 @@ import (
 	"github.com/portico-dev/portico/policies"
 )
 
+// writeFrontend writes one frontend proto into a directory of its own.
+func writeFrontend(tb testing.TB, name, src string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
 // composeEdge is Portico over the example services with the frontend
 // protos of testdata/frontends.
 func composeEdge(t *testing.T) *harness.Edge {
@@ -219,10 +229,7 @@ func TestComposeTimeouts(t *testing.T) {
 	})
 	people := harness.Services(t, []string{"users"}, nil, slow)
 	catalog := harness.Services(t, []string{"products"}, nil)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "slow.proto"), []byte(slowFrontend), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := writeFrontend(t, "slow.proto", slowFrontend)
 	e := harness.Portico(t, func(c *app.Config) { c.Edge.Compose.ProtosDir = dir }, people.Addr, catalog.Addr)
 	if rej := e.Tables.Load().Rejected; len(rej) > 0 {
 		t.Fatal(rej)
@@ -338,10 +345,7 @@ message Resp {
 func TestComposeGuards(t *testing.T) {
 	idp := harness.NewIDP(t)
 	be := harness.Services(t, []string{"accounts"}, nil)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "guard.proto"), []byte(guardedFrontend), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := writeFrontend(t, "guard.proto", guardedFrontend)
 	e := harness.Portico(t, func(c *app.Config) {
 		c.Edge.Compose.ProtosDir = dir
 		c.Policies.JWT = []policies.JWTProvider{{Name: "corp", Issuer: idp.Issuer, Audiences: []string{"portico"}, JWKSURL: idp.URL}}

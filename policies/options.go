@@ -9,11 +9,11 @@ import (
 	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
 )
 
-// extension reads extension xt of opts. Options of reflected descriptors
+// Extension reads extension xt of opts. Options of reflected descriptors
 // carry it parsed with the generated type, parsed with a dynamic type, or as
 // unknown bytes, depending on what was linked when they were decoded; only
 // the first is used as is, the others are re-parsed with the generated type.
-func extension[T proto.Message](opts proto.Message, xt protoreflect.ExtensionType) (T, bool, error) {
+func Extension[T proto.Message](opts proto.Message, xt protoreflect.ExtensionType) (T, bool, error) {
 	var zero T
 	if opts == nil || !opts.ProtoReflect().IsValid() {
 		return zero, false, nil
@@ -56,11 +56,11 @@ func extension[T proto.Message](opts proto.Message, xt protoreflect.ExtensionTyp
 // names, per top-level field, the descriptor whose option set it.
 func declared(md protoreflect.MethodDescriptor) (out *porticov1.Policy, from map[protoreflect.Name]protoreflect.Descriptor, err error) {
 	sd := md.Parent()
-	svc, _, err := extension[*porticov1.Policy](sd.Options(), porticov1.E_Service)
+	svc, _, err := Extension[*porticov1.Policy](sd.Options(), porticov1.E_Service)
 	if err != nil {
 		return nil, nil, &OptionError{Desc: sd, Option: "(portico.v1.service)", Err: err}
 	}
-	m, _, err := extension[*porticov1.Policy](md.Options(), porticov1.E_Method)
+	m, _, err := Extension[*porticov1.Policy](md.Options(), porticov1.E_Method)
 	if err != nil {
 		return nil, nil, &OptionError{Desc: md, Option: "(portico.v1.method)", Err: err}
 	}
@@ -103,7 +103,7 @@ func fieldPolicy(fd protoreflect.FieldDescriptor) *porticov1.FieldPolicy {
 	if opts == nil {
 		return nil
 	}
-	fp, _, _ := extension[*porticov1.FieldPolicy](opts, porticov1.E_Field)
+	fp, _, _ := Extension[*porticov1.FieldPolicy](opts, porticov1.E_Field)
 	return fp
 }
 

@@ -12,10 +12,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
-	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
 
+	"github.com/portico-dev/portico/policies"
 	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
 )
 
@@ -60,43 +59,8 @@ var composeField = int32(porticov1.E_Compose.TypeDescriptor().Number())
 
 // Option returns md's (portico.v1.compose), if it has one.
 func Option(md protoreflect.MethodDescriptor) (*porticov1.Compose, error) {
-	opts := md.Options()
-	if opts == nil || !opts.ProtoReflect().IsValid() {
-		return nil, nil
-	}
-	// The value may be of the generated type, of a dynamic one (options
-	// compiled by protocompile) or unknown bytes: only the first is used
-	// as is (GetExtension would panic on the second), the others are read
-	// again with the generated type.
-	num := porticov1.E_Compose.TypeDescriptor().Number()
-	var got *porticov1.Compose
-	found := false
-	opts.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.IsExtension() && fd.Number() == num && fd.ContainingMessage().FullName() == "google.protobuf.MethodOptions" {
-			found = true
-			got, _ = v.Message().Interface().(*porticov1.Compose)
-			return false
-		}
-		return true
-	})
-	if got != nil {
-		return got, nil
-	}
-	if !found && len(opts.ProtoReflect().GetUnknown()) == 0 {
-		return nil, nil
-	}
-	raw, err := proto.Marshal(opts)
-	if err != nil {
-		return nil, err
-	}
-	fresh := &descriptorpb.MethodOptions{}
-	if err := (proto.UnmarshalOptions{Resolver: protoregistry.GlobalTypes}).Unmarshal(raw, fresh); err != nil {
-		return nil, err
-	}
-	if !proto.HasExtension(fresh, porticov1.E_Compose) {
-		return nil, nil
-	}
-	return proto.GetExtension(fresh, porticov1.E_Compose).(*porticov1.Compose), nil
+	c, _, err := policies.Extension[*porticov1.Compose](md.Options(), porticov1.E_Compose)
+	return c, err
 }
 
 // Error is a composition that does not compile, with the position of
