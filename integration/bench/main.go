@@ -487,8 +487,10 @@ func measureFloor(ctx context.Context, bin string) (memory, error) {
 		return memory{}, err
 	}
 	defer stopAll([]*contender{c})
+	wait := time.NewTimer(time.Second)
+	defer wait.Stop()
 	select {
-	case <-time.After(time.Second):
+	case <-wait.C:
 	case <-c.exited:
 		return memory{}, fmt.Errorf("exited: %v", c.waitErr)
 	case <-ctx.Done():

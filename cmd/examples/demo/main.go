@@ -248,8 +248,10 @@ func demoSlow(service string) grpc.ServerOption {
 	return grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		if slices.Contains(md.Get("x-demo-slow"), service) {
+			t := time.NewTimer(2 * time.Second)
+			defer t.Stop()
 			select {
-			case <-time.After(2 * time.Second):
+			case <-t.C:
 			case <-ctx.Done():
 				return nil, status.FromContextError(ctx.Err()).Err()
 			}
