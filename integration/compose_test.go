@@ -18,6 +18,8 @@ import (
 	"github.com/portico-dev/portico/edge/compose"
 	"github.com/portico-dev/portico/integration/harness"
 	"github.com/portico-dev/portico/policies"
+	productsv1 "github.com/portico-dev/portico/protos/examples/products/v1"
+	usersv1 "github.com/portico-dev/portico/protos/examples/users/v1"
 )
 
 // writeFrontend writes one frontend proto into a directory of its own.
@@ -213,7 +215,13 @@ type seen struct {
 // the budget; a required call's NOT_FOUND is a 404 and cancels the others.
 func TestComposeTimeouts(t *testing.T) {
 	calls := make(chan seen, 8)
+	// The required case's failing call waits until its slow sibling has
+	// reached its service: only a call in flight can be seen cancelled.
+	siblingArrived := make(chan struct{})
 	slow := grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if r, ok := req.(*usersv1.GetUserRequest); ok && r.GetName() == "users/sibling" {
+			close(siblingArrived)
+		}
 		d, _ := ctx.Deadline()
 		s := seen{deadline: time.Until(d)}
 		select {
@@ -227,8 +235,27 @@ func TestComposeTimeouts(t *testing.T) {
 		}
 		return h(ctx, req)
 	})
+	afterSibling := grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if r, ok := req.(*productsv1.GetProductRequest); ok && r.GetId() == "nope" {
+			select {
+			case <-siblingArrived:
+			case <-ctx.Done():
+			}
+		}
+		return h(ctx, req)
+	})
+	next := func() seen {
+		t.Helper()
+		select {
+		case s := <-calls:
+			return s
+		case <-time.After(20 * time.Second):
+			t.Fatal("the slow service saw no call")
+			return seen{}
+		}
+	}
 	people := harness.Services(t, []string{"users"}, nil, slow)
-	catalog := harness.Services(t, []string{"products"}, nil)
+	catalog := harness.Services(t, []string{"products"}, nil, afterSibling)
 	dir := writeFrontend(t, "slow.proto", slowFrontend)
 	e := harness.Portico(t, func(c *app.Config) { c.Edge.Compose.ProtosDir = dir }, people.Addr, catalog.Addr)
 	if rej := e.Tables.Load().Rejected; len(rej) > 0 {
@@ -246,19 +273,19 @@ func TestComposeTimeouts(t *testing.T) {
 		entry["message"] != "call slow: no answer within its timeout of 200ms" {
 		t.Fatalf("%s", r.body)
 	}
-	if s := <-calls; !s.cancelled || s.deadline > 200*time.Millisecond {
+	if s := next(); !s.cancelled || s.deadline > 200*time.Millisecond {
 		t.Fatalf("the slow service saw deadline %v, cancelled %v", s.deadline, s.cancelled)
 	}
 
 	r = do(t, c, "GET", e.URL+"/api/slow/budget?name=users/alice", "")
 	wantStatus(t, r, 504, 4, "call slow: the composite request's deadline passed")
-	if s := <-calls; !s.cancelled || s.deadline > 500*time.Millisecond {
+	if s := next(); !s.cancelled || s.deadline > 500*time.Millisecond {
 		t.Fatalf("the slow service saw deadline %v, cancelled %v", s.deadline, s.cancelled)
 	}
 
-	r = do(t, c, "GET", e.URL+"/api/slow/required?id=nope&name=users/alice", "")
+	r = do(t, c, "GET", e.URL+"/api/slow/required?id=nope&name=users/sibling", "")
 	wantStatus(t, r, 404, 5, `call missing: product "nope" not found`)
-	if s := <-calls; !s.cancelled {
+	if s := next(); !s.cancelled {
 		t.Fatal("the sibling of a failed required call was not cancelled")
 	}
 }

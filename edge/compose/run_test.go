@@ -126,9 +126,15 @@ func blocked(ended chan<- error) Invoke {
 // after the call, and the calls still running are cancelled.
 func TestRequiredFailure(t *testing.T) {
 	ended := make(chan error, 1)
+	started := make(chan struct{})
+	slow := blocked(ended)
 	p := &Plan{Calls: []Call{
-		{Name: "slow", Build: same, Target: []protowire.Number{1}, Invoke: blocked(ended)},
+		{Name: "slow", Build: same, Target: []protowire.Number{1}, Invoke: func(ctx context.Context, req []byte) ([]byte, error) {
+			close(started)
+			return slow(ctx, req)
+		}},
 		{Name: "profile", Build: same, Target: []protowire.Number{2}, Invoke: func(context.Context, []byte) ([]byte, error) {
+			<-started // only a call in flight can be seen cancelled
 			return nil, status.Error(codes.NotFound, "user 7 not found")
 		}},
 	}}
