@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -188,6 +189,7 @@ func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect
 	}
 	backends := map[string]backend{}
 	guards := map[string]policies.Guard{}
+	pols := map[string]*policies.MethodPolicy{}
 	for _, s := range served {
 		mds := s.desc.Methods()
 		for i := 0; i < mds.Len(); i++ {
@@ -195,6 +197,7 @@ func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect
 			name := string(s.svc.Name) + "/" + string(md.Name())
 			backends[name] = backend{s.svc, md}
 			guards[name] = s.pols["/"+name].Guard()
+			pols["/"+name] = s.pols["/"+name]
 		}
 	}
 	// Invokers are made for the methods compositions name, once each.
@@ -205,7 +208,13 @@ func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect
 			return compose.Backend{}, false
 		}
 		if invokers[m] == nil {
-			invokers[m] = calls.invoker(b.svc.Conn, b.md)
+			// Idempotent methods are retried as their own routes are, within
+			// the same budget; the one call that is not never is.
+			var retry func(context.Context, func(context.Context) error) error
+			if policies.Idempotent(b.md) {
+				retry = pc.CallRetry(pols["/"+m])
+			}
+			invokers[m] = calls.invoker(b.svc.Conn, b.md, retry)
 		}
 		return compose.Backend{Desc: b.md, Invoke: invokers[m]}, true
 	}}

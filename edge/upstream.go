@@ -201,23 +201,45 @@ func appendPartial(b []byte, num protowire.Number, d compose.Degraded) []byte {
 	return protowire.AppendBytes(b, e)
 }
 
-// invoker is how a composition calls method on conn: one attempt, timed
-// for the metrics, its failure told as on a plain route.
-func (cs *Calls) invoker(conn grpc.ClientConnInterface, md protoreflect.MethodDescriptor) compose.Invoke {
+// invoker is how a composition calls method on conn: each attempt timed
+// for the metrics, repeated by retry (nil: one attempt), its failure told
+// as on a plain route.
+func (cs *Calls) invoker(conn grpc.ClientConnInterface, md protoreflect.MethodDescriptor, retry func(context.Context, func(context.Context) error) error) compose.Invoke {
 	method := "/" + string(md.Parent().FullName()) + "/" + string(md.Name())
 	inType, outType := dynamicpb.NewMessageType(md.Input()), dynamicpb.NewMessageType(md.Output())
-	return func(ctx context.Context, req []byte) ([]byte, error) {
+	once := func(ctx context.Context, req []byte) ([]byte, error) {
 		in, out := chain.WirePayload(inType, req), chain.EmptyPayload(outType)
 		start := time.Now()
 		err := conn.Invoke(ctx, method, in, out, callWire)
 		cs.observe(method, status.Code(err), time.Since(start))
 		if err != nil {
-			return nil, upstreamError(ctx, err)
+			return nil, err
 		}
 		w, err := out.Wire()
 		w = bytes.Clone(w)
 		out.Release()
 		return w, err
+	}
+	if retry == nil {
+		return func(ctx context.Context, req []byte) ([]byte, error) {
+			w, err := once(ctx, req)
+			if err != nil {
+				return nil, upstreamError(ctx, err)
+			}
+			return w, nil
+		}
+	}
+	return func(ctx context.Context, req []byte) ([]byte, error) {
+		var w []byte
+		err := retry(ctx, func(ctx context.Context) error {
+			var err error
+			w, err = once(ctx, req)
+			return err
+		})
+		if err != nil {
+			return nil, upstreamError(ctx, err)
+		}
+		return w, nil
 	}
 }
 

@@ -320,23 +320,47 @@ func (c *Compiler) bind(mp *MethodPolicy, httpMethod, template string, t Target)
 			metrics: c.metrics, errLog: c.stores.errLog, log: c.log, bg: &c.stores.bg,
 		}
 	}
-	rt := mp.retryOpt
-	if (get || mp.safe) && !rt.GetDisabled() && !mp.streaming && !t.Stream && !t.Composed {
-		attempts := int(rt.GetAttempts())
-		if attempts == 0 {
-			attempts = c.cfg.Retry.Attempts
-		}
-		if attempts > 1 {
-			cs, _ := retryCodes(rt.GetCodes())
-			p.retry = &retryPolicy{
-				attempts: attempts, codes: cs,
-				initial: durOr(rt.GetInitialBackoff().AsDuration(), 10*time.Millisecond),
-				maxWait: durOr(rt.GetMaxBackoff().AsDuration(), 250*time.Millisecond),
-				budget:  c.retryBudget(p.method), metrics: c.metrics,
-			}
-		}
+	if (get || mp.safe) && !t.Stream && !t.Composed {
+		p.retry = c.retry(mp)
 	}
 	return &p
+}
+
+// retry is the method's retry policy; nil: one attempt.
+func (c *Compiler) retry(mp *MethodPolicy) *retryPolicy {
+	rt := mp.retryOpt
+	if rt.GetDisabled() || mp.streaming {
+		return nil
+	}
+	attempts := int(rt.GetAttempts())
+	if attempts == 0 {
+		attempts = c.cfg.Retry.Attempts
+	}
+	if attempts <= 1 {
+		return nil
+	}
+	cs, _ := retryCodes(rt.GetCodes())
+	return &retryPolicy{
+		attempts: attempts, codes: cs,
+		initial: durOr(rt.GetInitialBackoff().AsDuration(), 10*time.Millisecond),
+		maxWait: durOr(rt.GetMaxBackoff().AsDuration(), 250*time.Millisecond),
+		budget:  c.retryBudget(mp.method), metrics: c.metrics,
+	}
+}
+
+// CallRetry is how a composition repeats a failed call of the method mp
+// was compiled for: the method's retry option (attempts, codes, backoff)
+// within the method's retry budget, the one its own routes draw on. Call
+// it only for an idempotent method (see Idempotent). Nil: one attempt
+// (no compiler, retries disabled, or one attempt configured).
+func (c *Compiler) CallRetry(mp *MethodPolicy) func(ctx context.Context, call func(context.Context) error) error {
+	if c == nil || mp == nil {
+		return nil
+	}
+	if p := c.retry(mp); p != nil {
+		return p.do
+	}
+	return nil
 }
 
 func durOr(d, def time.Duration) time.Duration {

@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -111,4 +112,27 @@ func fieldPolicy(fd protoreflect.FieldDescriptor) *porticov1.FieldPolicy {
 func idempotencyLevel(md protoreflect.MethodDescriptor) descriptorpb.MethodOptions_IdempotencyLevel {
 	opts, _ := md.Options().(*descriptorpb.MethodOptions)
 	return opts.GetIdempotencyLevel()
+}
+
+// Idempotent says whether repeating a call of md is safe: it declares so
+// ((portico.v1.method).idempotent, or idempotency_level IDEMPOTENT or
+// NO_SIDE_EFFECTS), or every HTTP binding it has is a GET. Compositions
+// repeat (retry, fan out) only such methods.
+func Idempotent(md protoreflect.MethodDescriptor) bool {
+	if pol, _, err := declared(md); err == nil && pol.GetIdempotent() {
+		return true
+	}
+	if lvl := idempotencyLevel(md); lvl == descriptorpb.MethodOptions_IDEMPOTENT || lvl == descriptorpb.MethodOptions_NO_SIDE_EFFECTS {
+		return true
+	}
+	rule, _, err := Extension[*annotations.HttpRule](md.Options(), annotations.E_Http)
+	if err != nil || rule == nil {
+		return false
+	}
+	for _, r := range append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...) {
+		if r.GetGet() == "" {
+			return false
+		}
+	}
+	return true
 }

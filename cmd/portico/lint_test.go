@@ -205,7 +205,9 @@ func TestLintCompositions(t *testing.T) {
 		`home/v1/broken.proto:19:5: method portico.frontend.broken.v1.Broken.Cycle: option (portico.v1.compose).calls: the calls depend on each other in a cycle: a → b → a`,
 		`home/v1/broken.proto:27:7: method portico.frontend.broken.v1.Broken.WrongType: option (portico.v1.compose).calls[0]: request[0]: request.n does not fit name`,
 		`home/v1/broken.proto:34:81: method portico.frontend.broken.v1.Broken.Overlap: option (portico.v1.compose).calls[1].target: "user" overlaps`,
-		`, 4 problems`,
+		`home/v1/broken.proto:41:39: method portico.frontend.broken.v1.Broken.BadExpr: option (portico.v1.compose).calls[0].request[0].expr: <input>:1:11: found no matching overload for '_+_' applied to '(int, string)'`,
+		`home/v1/broken.proto:48:25: method portico.frontend.broken.v1.Broken.TwoWrites: option (portico.v1.compose).calls[1].method: "portico.examples.users.v1.UserService/DeleteUser" is not idempotent`,
+		`, 6 problems`,
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in:\n%s", want, out.String())

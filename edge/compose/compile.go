@@ -103,6 +103,9 @@ func Compile(md protoreflect.MethodDescriptor, opt *porticov1.Compose, env Env) 
 		if !callName.MatchString(c.GetName()) || c.GetName() == "request" {
 			return nil, fail(append(at, 1), opt+".name", fmt.Errorf("%q: a name is lower case letters, digits and _, starting with a letter (and not \"request\")", c.GetName()))
 		}
+		if celReserved[c.GetName()] {
+			return nil, fail(append(at, 1), opt+".name", fmt.Errorf("%q is a word CEL reserves; expressions could not read the call", c.GetName()))
+		}
 		if _, dup := index[c.GetName()]; dup {
 			return nil, fail(append(at, 1), opt+".name", fmt.Errorf("%q names two calls", c.GetName()))
 		}
@@ -116,7 +119,53 @@ func Compile(md protoreflect.MethodDescriptor, opt *porticov1.Compose, env Env) 
 		}
 		backends[i] = b
 	}
-	order, err := dependencyOrder(calls, index)
+	// At most one call may change something: it is made once, never
+	// retried and never fanned out.
+	writer := -1
+	for i, c := range calls {
+		if policies.Idempotent(backends[i].Desc) {
+			continue
+		}
+		at := []int32{1, int32(i), 2}
+		switch {
+		case c.GetForEach() != nil:
+			return nil, fail(at, fmt.Sprintf(".calls[%d].method", i), fmt.Errorf("%q is not idempotent (no GET binding, no idempotency_level), so a for_each may not repeat it", c.GetMethod()))
+		case writer >= 0:
+			return nil, fail(at, fmt.Sprintf(".calls[%d].method", i), fmt.Errorf("%q is not idempotent (no GET binding, no idempotency_level), nor is call %s's %q: a composition makes at most one such call", c.GetMethod(), calls[writer].GetName(), calls[writer].GetMethod()))
+		}
+		writer = i
+	}
+	// Expressions are checked against every call's answer type; what each
+	// reads orders the calls like the sources of mappings.
+	all := []Source{{Name: "request", Type: md.Input(), Call: -1}}
+	for i, c := range calls {
+		all = append(all, Source{Name: c.GetName(), Type: backends[i].Desc.Output(), Call: i})
+	}
+	var xenv *ExprEnv
+	exprs := map[[2]int]*Expr{}
+	reads := make([][]string, len(calls))
+	for i, c := range calls {
+		reads[i] = append(reads[i], c.GetForEach().GetOver())
+		for k, m := range c.GetRequest() {
+			reads[i] = append(reads[i], m.GetFrom())
+			if m.GetExpr() == "" {
+				continue
+			}
+			if xenv == nil {
+				var err error
+				if xenv, err = NewExprEnv(all); err != nil {
+					return nil, fail(nil, ".calls", fmt.Errorf("the expressions' environment: %w", err))
+				}
+			}
+			e, err := xenv.Compile(m.GetExpr())
+			if err != nil {
+				return nil, fail([]int32{1, int32(i), 3, int32(k), 3}, fmt.Sprintf(".calls[%d].request[%d].expr", i, k), err)
+			}
+			exprs[[2]int{i, k}] = e
+			reads[i] = append(reads[i], e.Reads()...)
+		}
+	}
+	order, err := dependencyOrder(calls, index, reads)
 	if err != nil {
 		return nil, fail(nil, ".calls", err)
 	}
@@ -131,7 +180,7 @@ func Compile(md protoreflect.MethodDescriptor, opt *porticov1.Compose, env Env) 
 		opt := fmt.Sprintf(".calls[%d]", i)
 		maps := make([]Mapping, len(c.GetRequest()))
 		for k, m := range c.GetRequest() {
-			maps[k] = Mapping{Field: m.GetField(), From: m.GetFrom()}
+			maps[k] = Mapping{Field: m.GetField(), From: m.GetFrom(), Expr: exprs[[2]int{i, k}]}
 		}
 		var each *ForEach
 		if fe := c.GetForEach(); fe != nil {
@@ -140,7 +189,7 @@ func Compile(md protoreflect.MethodDescriptor, opt *porticov1.Compose, env Env) 
 			}
 			each = &ForEach{Over: fe.GetOver(), Field: fe.GetField()}
 		}
-		for _, from := range append([]string{c.GetForEach().GetOver()}, fromsOf(c)...) {
+		for _, from := range reads[i] {
 			name, _, _ := strings.Cut(from, ".")
 			if fanOuts[name] {
 				return nil, fail(append(at, 3), opt, fmt.Errorf("reads call %s, a for_each call, whose answers cannot feed other calls", name))
@@ -217,25 +266,13 @@ func Compile(md protoreflect.MethodDescriptor, opt *porticov1.Compose, env Env) 
 	return out, nil
 }
 
-// fromsOf lists the sources a call's mappings read.
-func fromsOf(c *porticov1.ComposeCall) []string {
-	var out []string
-	for _, m := range c.GetRequest() {
-		out = append(out, m.GetFrom())
-	}
-	return out
-}
-
-// dependencyOrder orders the calls so that each comes after the calls its
-// mappings and for_each read; a cycle is an error naming it.
-func dependencyOrder(calls []*porticov1.ComposeCall, index map[string]int) ([]int, error) {
+// dependencyOrder orders the calls so that each comes after the calls it
+// reads ("<source>[.path]": its mappings, expressions and for_each); a
+// cycle is an error naming it.
+func dependencyOrder(calls []*porticov1.ComposeCall, index map[string]int, reads [][]string) ([]int, error) {
 	deps := make([][]int, len(calls))
-	for i, c := range calls {
-		refs := []string{c.GetForEach().GetOver()}
-		for _, m := range c.GetRequest() {
-			refs = append(refs, m.GetFrom())
-		}
-		for _, r := range refs {
+	for i := range calls {
+		for _, r := range reads[i] {
 			name, _, _ := strings.Cut(r, ".")
 			if j, ok := index[name]; ok && !slices.Contains(deps[i], j) {
 				deps[i] = append(deps[i], j)

@@ -1,6 +1,7 @@
 package compose
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -28,6 +30,8 @@ type Mapping struct {
 	Field string
 	// From is "<source>.<field path>", or "<source>" for a whole answer.
 	From string
+	// Expr, instead of From, computes the value (see CompileExpr).
+	Expr *Expr
 }
 
 // ForEach fans a call out over the elements of a repeated field: one
@@ -47,11 +51,22 @@ type ForEach struct {
 //
 // A fan-out's build stops at maxElems+1 requests (the executor refuses
 // more than maxElems) and at maxFanOutBytes of requests in all.
-func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps []Mapping, each *ForEach, maxElems int) (build func(req []byte, answers [][]byte) ([][]byte, error), after []int, err error) {
+//
+// An expression mapping decodes the sources it reads (once per build) and
+// evaluates; its failure is the call's INVALID_ARGUMENT.
+func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps []Mapping, each *ForEach, maxElems int) (build func(ctx context.Context, req []byte, answers [][]byte) ([][]byte, error), after []int, err error) {
 	type copyOp struct {
 		src  int // index into the Build inputs: -1 the request, else answers[src]
 		path []protowire.Number
 		dst  []protowire.Number
+	}
+	type exprOp struct {
+		k     int // the mapping's index, for errors
+		e     *Expr
+		fd    protoreflect.FieldDescriptor
+		dst   []protowire.Number
+		srcs  map[string]int // source name → Build input
+		types map[string]protoreflect.MessageDescriptor
 	}
 	slot := map[int]int{} // Source.Call → index into answers
 	input := func(s Source) int {
@@ -66,10 +81,44 @@ func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps 
 		return slot[s.Call]
 	}
 	var ops []copyOp
+	var exprs []exprOp
+	// A field is set once; a message and a field inside it may both be
+	// set (the field then overrides the message's: protobuf merges).
+	var dsts [][]protowire.Number
+	setOnce := func(what string, dst []protowire.Number) error {
+		for _, d := range dsts {
+			if slices.Equal(d, dst) {
+				return fmt.Errorf("%s: another mapping sets this field", what)
+			}
+		}
+		dsts = append(dsts, dst)
+		return nil
+	}
 	for i, m := range maps {
 		dst, dfd, err := resolve(call, m.Field)
 		if err != nil {
 			return nil, nil, fmt.Errorf("request[%d]: field %q: %w", i, m.Field, err)
+		}
+		if err := setOnce(fmt.Sprintf("request[%d]: field %q", i, m.Field), dst); err != nil {
+			return nil, nil, err
+		}
+		if m.Expr != nil {
+			if m.From != "" {
+				return nil, nil, fmt.Errorf("request[%d]: sets from and expr; one of them", i)
+			}
+			if err := m.Expr.fitsField(dfd); err != nil {
+				return nil, nil, fmt.Errorf("request[%d]: expr: %w", i, err)
+			}
+			op := exprOp{k: i, e: m.Expr, fd: dfd, dst: dst, srcs: map[string]int{}, types: map[string]protoreflect.MessageDescriptor{}}
+			for _, name := range m.Expr.Reads() {
+				k := slices.IndexFunc(sources, func(s Source) bool { return s.Name == name })
+				if k < 0 {
+					return nil, nil, fmt.Errorf("request[%d]: expr: reads %s, which is not the request or an earlier call", i, name)
+				}
+				op.srcs[name], op.types[name] = input(sources[k]), sources[k].Type
+			}
+			exprs = append(exprs, op)
+			continue
 		}
 		src, path, sfd, err := resolveFrom(sources, m.From)
 		if err != nil {
@@ -94,6 +143,9 @@ func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps 
 		if err != nil {
 			return nil, nil, fmt.Errorf("for_each: field %q: %w", each.Field, err)
 		}
+		if err := setOnce(fmt.Sprintf("for_each: field %q", each.Field), dst); err != nil {
+			return nil, nil, err
+		}
 		if err := fits(sfd, nil, dfd, true); err != nil {
 			return nil, nil, fmt.Errorf("for_each: an element of %s does not fit %s: %w", each.Over, each.Field, err)
 		}
@@ -105,12 +157,36 @@ func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps 
 		}
 		return answers[k]
 	}
-	build = func(req []byte, answers [][]byte) ([][]byte, error) {
+	build = func(ctx context.Context, req []byte, answers [][]byte) ([][]byte, error) {
 		var base []byte
 		for _, op := range ops {
 			var err error
 			if base, err = copyField(base, input2(req, answers, op.src), op.path, op.dst); err != nil {
 				return nil, err
+			}
+		}
+		var decoded map[string]proto.Message
+		for _, op := range exprs {
+			read := func(name string) (proto.Message, error) {
+				if m, ok := decoded[name]; ok {
+					return m, nil
+				}
+				m := messageFor(op.types[name])
+				if err := proto.Unmarshal(input2(req, answers, op.srcs[name]), m); err != nil {
+					return nil, status.Errorf(codes.Internal, "%s does not decode: %v", name, err)
+				}
+				if decoded == nil {
+					decoded = map[string]proto.Message{}
+				}
+				decoded[name] = m
+				return m, nil
+			}
+			var err error
+			if base, err = op.e.eval(ctx, read, op.fd, base, op.dst); err != nil {
+				if _, ok := status.FromError(err); ok {
+					return nil, err
+				}
+				return nil, exprError(op.k, err)
 			}
 		}
 		if fan == nil {

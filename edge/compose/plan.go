@@ -42,7 +42,7 @@ type Call struct {
 	// Build makes the call's requests from the composite request and the
 	// answers of After, in that order: one request, or for a fan-out one
 	// per element (at most MaxFanOut).
-	Build func(req []byte, answers [][]byte) ([][]byte, error)
+	Build func(ctx context.Context, req []byte, answers [][]byte) ([][]byte, error)
 	// FanOut: the call is made once per request Build returns, at most
 	// Concurrency at a time (0: all at once), and its answer is the list
 	// of theirs, in order. A fan-out's target is a repeated field.

@@ -131,13 +131,16 @@ func (r *run) call(ctx context.Context, i int) {
 	// Invoke, which fails at once: an optional one is then reported.
 	var reqs [][]byte
 	if err == nil {
-		reqs, err = c.Build(r.req, deps)
+		reqs, err = c.Build(ctx, r.req, deps)
 	}
 	if err == nil && c.FanOut && len(reqs) > c.MaxFanOut {
 		err = status.Errorf(codes.OutOfRange, "fans out over %d elements, more than its maximum of %d", len(reqs), c.MaxFanOut)
 	}
 	var answers [][]byte
+	own := false // the call's own timeout is the deadline that binds it
 	if err == nil {
+		dl, bounded := ctx.Deadline()
+		own = c.Timeout > 0 && (!bounded || time.Now().Add(c.Timeout).Before(dl))
 		answers, err = r.invoke(ctx, c, reqs)
 	}
 	if err == nil {
@@ -148,7 +151,7 @@ func (r *run) call(ctx context.Context, i int) {
 		}
 		return
 	}
-	st := callStatus(ctx, c, err)
+	st := callStatus(ctx, c, err, own)
 	if !c.Optional {
 		r.observe(c.Name, st.Code(), "")
 		r.fail(st.Err())
@@ -235,8 +238,27 @@ func (r *run) invoke(ctx context.Context, c *Call, reqs [][]byte) ([][]byte, err
 }
 
 // callStatus is a call's failure as the status the client sees, named
-// after the call; a deadline says whose it was.
-func callStatus(ctx context.Context, c *Call, err error) *status.Status {
+// after the call; a deadline says whose it was (own: the call's timeout
+// was the nearer one). The upstream may report a deadline a moment
+// before this side's timer fires, so the code decides, not ctx.Err alone.
+func callStatus(ctx context.Context, c *Call, err error, own bool) *status.Status {
+	st, ok := status.FromError(err)
+	if !ok {
+		st = status.FromContextError(err)
+	}
+	if st.Code() == codes.DeadlineExceeded && own {
+		return status.New(codes.DeadlineExceeded, fmt.Sprintf("call %s: no answer within its timeout of %s", c.Name, c.Timeout))
+	}
+	if dl, bounded := ctx.Deadline(); st.Code() == codes.DeadlineExceeded && bounded && ctx.Err() == nil && time.Until(dl) < deadlineSlack {
+		// The composite's deadline, reported by the upstream a moment
+		// before this side's timer fires: wait for it.
+		t := time.NewTimer(time.Until(dl) + deadlineSlack)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	if ctx.Err() != nil {
 		var b *budgetErr
 		switch cause := context.Cause(ctx); {
@@ -247,15 +269,12 @@ func callStatus(ctx context.Context, c *Call, err error) *status.Status {
 			return status.New(codes.DeadlineExceeded, "call "+c.Name+": the composite request's deadline passed")
 		}
 	}
-	st, ok := status.FromError(err)
-	if !ok {
-		st = status.FromContextError(err)
-	}
-	if st.Code() == codes.DeadlineExceeded && c.Timeout > 0 && ctx.Err() == nil {
-		return status.New(codes.DeadlineExceeded, fmt.Sprintf("call %s: no answer within its timeout of %s", c.Name, c.Timeout))
-	}
 	return status.New(st.Code(), "call "+c.Name+": "+st.Message())
 }
+
+// deadlineSlack is how far ahead of this side's deadline an upstream's
+// DEADLINE_EXCEEDED is taken for it (timers on two sides, network time).
+const deadlineSlack = 20 * time.Millisecond
 
 // budgetErr is the cause of a run's context when its budget runs out.
 type budgetErr struct{ d time.Duration }

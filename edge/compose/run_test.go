@@ -27,7 +27,7 @@ func echo(name string) Invoke {
 }
 
 // same builds one request: the composite request itself.
-func same(req []byte, _ [][]byte) ([][]byte, error) { return [][]byte{req}, nil }
+func same(_ context.Context, req []byte, _ [][]byte) ([][]byte, error) { return [][]byte{req}, nil }
 
 // fields reads the top-level length-delimited fields of wire.
 func fields(t *testing.T, wire []byte) map[protowire.Number][][]byte {
@@ -96,7 +96,7 @@ func TestDependency(t *testing.T) {
 			return []byte("user-7"), nil
 		}},
 		{Name: "b", After: []int{0}, Target: []protowire.Number{2},
-			Build: func(req []byte, answers [][]byte) ([][]byte, error) {
+			Build: func(_ context.Context, req []byte, answers [][]byte) ([][]byte, error) {
 				if !aDone.Load() {
 					return nil, errors.New("built before a answered")
 				}
@@ -295,7 +295,7 @@ func TestFanOut(t *testing.T) {
 		time.Sleep(time.Millisecond) // overlap, were the limit broken
 		return echo("p")(ctx, req)
 	}
-	ids := func(req []byte, _ [][]byte) ([][]byte, error) {
+	ids := func(_ context.Context, req []byte, _ [][]byte) ([][]byte, error) {
 		var out [][]byte
 		for _, id := range strings.Split(string(req), ",") {
 			out = append(out, []byte(id))
@@ -305,7 +305,7 @@ func TestFanOut(t *testing.T) {
 	var seen []byte
 	p := &Plan{Calls: []Call{
 		{Name: "products", Build: ids, Invoke: inv, FanOut: true, MaxFanOut: 6, Concurrency: 2, Target: []protowire.Number{5}},
-		{Name: "after", After: []int{0}, Invoke: echo("x"), Build: func(_ []byte, a [][]byte) ([][]byte, error) {
+		{Name: "after", After: []int{0}, Invoke: echo("x"), Build: func(_ context.Context, _ []byte, a [][]byte) ([][]byte, error) {
 			seen = a[0]
 			return [][]byte{nil}, nil
 		}},

@@ -1029,7 +1029,17 @@ type FieldMapping struct {
 	// "<call>" for a whole answer. The source and the field must have the
 	// same type (the same message or enum type for those; a list only into
 	// a repeated field). A path crosses only singular message fields.
-	From          string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	From string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	// Instead of `from`: a CEL expression whose value sets the field, for
+	// what a copy cannot do (`'users/' + request.user`, a message built from
+	// parts). Its variables are `request` and the answer of each call, by
+	// the call's name; the calls it reads run first. It is checked against
+	// the types when the file is loaded: its type must be the field's (an
+	// int for an enum, a list for a repeated field, a map for a map field).
+	// CEL has no side effects and no unbounded loops; one evaluation is
+	// bounded in cost, and one that fails (a missing map key, an integer out
+	// of the field's range) fails the call with INVALID_ARGUMENT.
+	Expr          string `protobuf:"bytes,3,opt,name=expr,proto3" json:"expr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1074,6 +1084,13 @@ func (x *FieldMapping) GetField() string {
 func (x *FieldMapping) GetFrom() string {
 	if x != nil {
 		return x.From
+	}
+	return ""
+}
+
+func (x *FieldMapping) GetExpr() string {
+	if x != nil {
+		return x.Expr
 	}
 	return ""
 }
@@ -1435,10 +1452,11 @@ const file_portico_v1_options_proto_rawDesc = "" +
 	"\boptional\x18\x05 \x01(\bR\boptional\x123\n" +
 	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x127\n" +
 	"\bfallback\x18\a \x01(\v2\x1b.portico.v1.ComposeFallbackR\bfallback\x12.\n" +
-	"\bfor_each\x18\b \x01(\v2\x13.portico.v1.ForEachR\aforEach\"8\n" +
+	"\bfor_each\x18\b \x01(\v2\x13.portico.v1.ForEachR\aforEach\"L\n" +
 	"\fFieldMapping\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\tR\x04from\"c\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12\x12\n" +
+	"\x04expr\x18\x03 \x01(\tR\x04expr\"c\n" +
 	"\x0fComposeFallback\x12\x18\n" +
 	"\aliteral\x18\x01 \x01(\tR\aliteral\x126\n" +
 	"\tlast_good\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\blastGood\"r\n" +
