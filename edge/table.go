@@ -292,6 +292,7 @@ func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards ma
 		if calls.tel != nil {
 			plan := *cm.Plan
 			plan.Observe = calls.tel.observeComposed(b.Template.Raw)
+			plan.Trace = calls.tel.traceComposed(b.Template.Raw)
 			m.Plan = &plan
 		}
 		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(&m, r.Codec), Timeout: timeout, Composed: true})

@@ -297,6 +297,26 @@ func (t *Telemetry) observeComposed(route string) func(call string, code codes.C
 	}
 }
 
+// traceComposed returns the route's span per composed call when spans
+// are exported (nil otherwise: nothing to pay for): a child of the
+// request's server span and the parent of the call's client spans.
+func (t *Telemetry) traceComposed(route string) func(context.Context, string) (context.Context, func(codes.Code, string)) {
+	if t == nil || !t.exporting {
+		return nil
+	}
+	return func(ctx context.Context, call string) (context.Context, func(codes.Code, string)) {
+		ctx, span := t.tracer.Start(ctx, "compose "+call, trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithAttributes(attribute.String("portico.compose.route", route), attribute.String("portico.compose.call", call)))
+		return ctx, func(code codes.Code, msg string) {
+			span.SetAttributes(attribute.String("rpc.grpc.status_code", code.String()))
+			if code != codes.OK {
+				span.SetStatus(otelcodes.Error, msg)
+			}
+			span.End()
+		}
+	}
+}
+
 func (t *Telemetry) observeUpstream(method string, code codes.Code, d time.Duration) {
 	t.upstream.WithLabelValues(method, code.String()).Observe(d.Seconds())
 }

@@ -7,10 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -398,5 +401,129 @@ func TestComposeGuards(t *testing.T) {
 	r := do(t, &http.Client{}, "GET", e.URL+"/api/guard/plans", "")
 	if plans, _ := jsonOf(t, r.body)["plans"].(map[string]any); r.code != 200 || len(plans) == 0 {
 		t.Fatalf("%d %s", r.code, r.body)
+	}
+}
+
+// TestComposeTraced: with spans exported, each call of a composition is a
+// span under the request's server span and over its client spans (a
+// fan-out's one per element), and a dependent call's span starts after
+// its dependency's ended.
+func TestComposeTraced(t *testing.T) {
+	recv := startOTLP(t)
+	be := harness.Services(t, []string{"users", "orders", "products"}, nil)
+	e := harness.Portico(t, func(c *app.Config) {
+		c.Edge.Compose.ProtosDir = "testdata/frontends"
+		c.Edge.Tracing.Exporter, c.Edge.Tracing.Endpoint, c.Edge.Tracing.Insecure = "otlp", recv.addr, true
+		c.Edge.Tracing.TrustIncoming = []string{"private"}
+	}, be.Addr)
+	const traceID = "5bf92f3577b34da6a3ce929d0e0e4736"
+	r := do(t, &http.Client{}, "GET", e.URL+"/api/home/alice?user_name=users/alice&product_ids=p-1&product_ids=p-2&featured=p-3", "",
+		"Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	if r.code != 200 {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+	calls := map[string]int{"profile": 1, "again": 1, "orders": 1, "products": 2, "featured": 1}
+	var spans []*tracepb.Span
+	eventually(t, 10*time.Second, "every span of the composed request at the collector", func() bool {
+		spans = recv.trace(traceID)
+		return len(spans) == 1+len(calls)+6
+	})
+	var server *tracepb.Span
+	byName := map[string]*tracepb.Span{}
+	for _, s := range spans {
+		switch s.Kind {
+		case tracepb.Span_SPAN_KIND_SERVER:
+			server = s
+		case tracepb.Span_SPAN_KIND_INTERNAL:
+			byName[strings.TrimPrefix(s.Name, "compose ")] = s
+		}
+	}
+	if server == nil {
+		t.Fatal("no server span")
+	}
+	for call, clients := range calls {
+		cs := byName[call]
+		if cs == nil || !hexEq(cs.ParentSpanId, server.SpanId) {
+			t.Fatalf("call %s: span %v, want a child of the server span", call, cs)
+		}
+		n := 0
+		for _, s := range spans {
+			if s.Kind == tracepb.Span_SPAN_KIND_CLIENT && hexEq(s.ParentSpanId, cs.SpanId) {
+				n++
+			}
+		}
+		if n != clients {
+			t.Errorf("call %s: %d client spans under its span, want %d", call, n, clients)
+		}
+	}
+	if byName["again"].StartTimeUnixNano < byName["profile"].EndTimeUnixNano {
+		t.Errorf("call again started before profile, which it reads, ended")
+	}
+}
+
+const retryFrontend = `
+syntax = "proto3";
+package portico.frontend.retry.v1;
+import "examples/products/v1/products.proto";
+import "google/api/annotations.proto";
+import "portico/v1/options.proto";
+
+service Retry {
+  rpc Get(Req) returns (Resp) {
+    option (google.api.http) = {get: "/api/retry/{id}"};
+    option (portico.v1.compose) = {
+      calls: {name: "product" method: "portico.examples.products.v1.ProductService/GetProduct" request: {field: "id" from: "request.id"} target: "product"}
+      calls: {name: "create" method: "portico.examples.products.v1.ProductService/CreateProduct" target: "created" optional: true}
+    };
+  }
+}
+
+message Req {
+  string id = 1;
+}
+
+message Resp {
+  portico.examples.products.v1.Product product = 1;
+  portico.examples.products.v1.Product created = 2;
+  repeated portico.v1.PartialResult partial = 3;
+}
+`
+
+// TestComposeRetries: a call of an idempotent method (a GET) that fails
+// with UNAVAILABLE is retried, within its method's budget; the one call
+// of a method that is not idempotent is made once and degrades.
+func TestComposeRetries(t *testing.T) {
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	flaky := grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		mu.Lock()
+		attempts[info.FullMethod]++
+		n := attempts[info.FullMethod]
+		mu.Unlock()
+		if n == 1 {
+			return nil, status.Error(codes.Unavailable, "not yet")
+		}
+		return h(ctx, req)
+	})
+	be := harness.Services(t, []string{"products"}, nil, flaky)
+	dir := writeFrontend(t, "retry.proto", retryFrontend)
+	e := harness.Portico(t, func(c *app.Config) { c.Edge.Compose.ProtosDir = dir }, be.Addr)
+	if rej := e.Tables.Load().Rejected; len(rej) > 0 {
+		t.Fatal(rej)
+	}
+	r := do(t, &http.Client{}, "GET", e.URL+"/api/retry/p-1", "")
+	resp := jsonOf(t, r.body)
+	if r.code != 200 || r.header.Get("Portico-Partial") != "create" || resp["product"].(map[string]any)["id"] != "p-1" ||
+		resp["partial"].([]any)[0].(map[string]any)["code"] != "UNAVAILABLE" {
+		t.Fatalf("%d %q %s", r.code, r.header.Get("Portico-Partial"), r.body)
+	}
+	mu.Lock()
+	get, create := attempts["/portico.examples.products.v1.ProductService/GetProduct"], attempts["/portico.examples.products.v1.ProductService/CreateProduct"]
+	mu.Unlock()
+	if get != 2 || create != 1 {
+		t.Fatalf("GetProduct was tried %d times (want 2: retried), CreateProduct %d (want 1: never retried)", get, create)
+	}
+	if v := value(scrape(t, e.AdminURL), "portico_upstream_retries_total", map[string]string{"outcome": "retried"}); v != 1 {
+		t.Fatalf("portico_upstream_retries_total{outcome=retried} %v, want 1", v)
 	}
 }

@@ -28,6 +28,9 @@ type Plan struct {
 	// ("none", "literal", "last_good"; "" otherwise). A run that fails
 	// reports the calls that ended before it did.
 	Observe func(call string, code codes.Code, fallback string)
+	// Trace, when set, starts a span for each call made (its retries and
+	// a fan-out's calls within it); end is told how the call ended.
+	Trace func(ctx context.Context, call string) (_ context.Context, end func(codes.Code, string))
 }
 
 // Call is one upstream call of a plan.

@@ -141,7 +141,16 @@ func (r *run) call(ctx context.Context, i int) {
 	if err == nil {
 		dl, bounded := ctx.Deadline()
 		own = c.Timeout > 0 && (!bounded || time.Now().Add(c.Timeout).Before(dl))
-		answers, err = r.invoke(ctx, c, reqs)
+		callCtx := ctx
+		var end func(codes.Code, string)
+		if r.p.Trace != nil {
+			callCtx, end = r.p.Trace(ctx, c.Name)
+		}
+		answers, err = r.invoke(callCtx, c, reqs)
+		if end != nil {
+			st := status.Convert(err)
+			end(st.Code(), st.Message())
+		}
 	}
 	if err == nil {
 		r.outs[i].answers = answers
