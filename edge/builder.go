@@ -81,6 +81,19 @@ func (b *Builder) Refresh(ctx context.Context, force bool) bool {
 	return b.refresh(ctx, force)
 }
 
+// ReloadFrontends reads the frontend protos again (SIGHUP) and swaps in a
+// new table if they changed; it reports whether they did.
+func (b *Builder) ReloadFrontends(ctx context.Context) bool {
+	if b.compose.ProtosDir == "" {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	before := b.key
+	b.refresh(ctx, false)
+	return b.key != before
+}
+
 // Reconfigure runs apply (which changes what the compilers produce: the
 // policies' operator config) between two refreshes and compiles a new table
 // from the descriptors it has. If that table would drop a service the

@@ -277,10 +277,6 @@ func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards ma
 			return nil, fmt.Errorf("%s: option (portico.v1.compose).calls[%d]: calls %s, but %s", position(md), i, call.GetMethod(), why)
 		}
 	}
-	timeout := cm.Timeout
-	if timeout == 0 {
-		timeout = calls.upstreamTimeout
-	}
 	var routes []*Route
 	for _, b := range tm.Bindings {
 		key := b.HTTPMethod + " " + b.Template.Shape()
@@ -295,7 +291,8 @@ func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards ma
 			plan.Trace = calls.tel.traceComposed(b.Template.Raw)
 			m.Plan = &plan
 		}
-		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(&m, r.Codec), Timeout: timeout, Composed: true})
+		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(&m, r.Codec),
+			Timeout: calls.upstreamTimeout, Budget: cm.Timeout, Composed: true})
 		routes = append(routes, r)
 	}
 	return routes, nil

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,6 +181,8 @@ service Slow {
   }
   rpc Budget(Req) returns (Resp) {
     option (google.api.http) = {get: "/api/slow/budget"};
+    // The composition's budget wins over the method's policy timeout.
+    option (portico.v1.method) = {timeout: {seconds: 3}};
     option (portico.v1.compose) = {
       timeout: {nanos: 500000000}
       calls: {name: "slow" method: "portico.examples.users.v1.UserService/GetUser" request: {field: "name" from: "request.name"} target: "user"}
@@ -525,5 +528,86 @@ func TestComposeRetries(t *testing.T) {
 	}
 	if v := value(scrape(t, e.AdminURL), "portico_upstream_retries_total", map[string]string{"outcome": "retried"}); v != 1 {
 		t.Fatalf("portico_upstream_retries_total{outcome=retried} %v, want 1", v)
+	}
+}
+
+const helloFrontend = `
+syntax = "proto3";
+package portico.frontend.hello.v1;
+import "examples/users/v1/users.proto";
+import "google/api/annotations.proto";
+import "portico/v1/options.proto";
+
+service Hello {
+  rpc Hello(Req) returns (Resp) {
+    option (google.api.http) = {get: "/api/hello/{user}"};
+    option (portico.v1.compose) = {
+      calls: {name: "user" method: "portico.examples.users.v1.UserService/GetUser" request: {field: "name" expr: "'users/' + request.user"} target: "user"}
+    };
+  }
+}
+
+message Req {
+  string user = 1;
+}
+
+message Resp {
+  portico.examples.users.v1.User user = 1;
+}
+`
+
+// TestFrontendsReload: portico serve reads the frontend protos again on
+// SIGHUP (here its poll would take an hour): a new file's composition is
+// served, and a broken one is rejected with its position while the
+// services' routes keep serving.
+func TestFrontendsReload(t *testing.T) {
+	t.Parallel()
+	bin := harness.BuildPortico(t)
+	b := harness.Services(t, []string{"users"}, nil)
+	dir := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "portico.yaml")
+	if err := os.WriteFile(cfg, []byte("edge:\n  drain_delay: 0s\n  compose:\n    protos_dir: "+dir+"\n    poll_interval: 1h\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub, adm := harness.FreePort(t), harness.FreePort(t)
+	p := harness.StartProcess(t, bin, "serve", "--config", cfg, "--listen", pub, "--admin-listen", adm, "--upstream", b.Addr, "--plaintext-upstream")
+	c := harness.Client(t)
+	eventually(t, 20*time.Second, "serving the users service", func() bool {
+		resp, err := c.Get("http://" + pub + "/v1/users/alice")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if r := do(t, c, "GET", "http://"+pub+"/api/hello/alice", ""); r.code != 404 {
+		t.Fatalf("before the file: %d", r.code)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hello.proto"), []byte(helloFrontend), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !p.WaitOutput("frontend protos reloaded", 10*time.Second) {
+		t.Fatalf("no reload logged:\n%s", p.Output())
+	}
+	r := do(t, c, "GET", "http://"+pub+"/api/hello/alice", "")
+	if user, _ := jsonOf(t, r.body)["user"].(map[string]any); r.code != 200 || user["name"] != "users/alice" {
+		t.Fatalf("after SIGHUP: %d %s", r.code, r.body)
+	}
+	broken := strings.Replace(helloFrontend, `'users/' + request.user`, `'users/' + request.usr`, 1)
+	if err := os.WriteFile(filepath.Join(dir, "hello.proto"), []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Signal(syscall.SIGHUP)
+	if !p.WaitOutput(`hello.proto:12:108: method portico.frontend.hello.v1.Hello.Hello: option (portico.v1.compose).calls[0].request[0].expr: <input>:1:19: undefined field 'usr'`, 10*time.Second) {
+		t.Fatalf("the broken expression was not rejected with its position:\n%s", p.Output())
+	}
+	if r := do(t, c, "GET", "http://"+pub+"/api/hello/alice", ""); r.code != 404 {
+		t.Fatalf("the broken composition answered %d", r.code)
+	}
+	if r := do(t, c, "GET", "http://"+pub+"/v1/users/alice", ""); r.code != 200 {
+		t.Fatalf("the service's own route after the broken reload: %d", r.code)
 	}
 }

@@ -27,6 +27,9 @@ type Target struct {
 	// Timeout is the upstream deadline when the method declares none
 	// (edge.upstream_timeout).
 	Timeout time.Duration
+	// Budget, when set, is the deadline whatever the method declares: a
+	// composed method's (portico.v1.compose).timeout.
+	Budget time.Duration
 	// Stream marks a server-streaming method: it is not cached, retried or
 	// given a deadline here (the edge bounds streams by duration and idle
 	// time instead).

@@ -16,8 +16,9 @@ import (
 // own format ("100m", "5S").
 const GrpcTimeoutHeader = "Grpc-Timeout"
 
-// timeoutStage chooses the upstream deadline: the method's timeout option
-// (else the edge's default), shortened by the client's Grpc-Timeout. A
+// timeoutStage chooses the upstream deadline: a composition's budget, else
+// the method's timeout option, else the edge's default; shortened by the
+// client's Grpc-Timeout. A
 // malformed Grpc-Timeout is a 400. The deadline stage applies it, inside
 // the cache, so a cache lookup is not bound by it and a coalesced fill is
 // bound by its own leader's.
@@ -28,6 +29,9 @@ func (p *Policy) timeoutStage(t Target) chain.Stage {
 	timeout := t.Timeout
 	if p.timeout > 0 {
 		timeout = p.timeout
+	}
+	if t.Budget > 0 {
+		timeout = t.Budget
 	}
 	return func(ctx context.Context, c *chain.Call, next chain.Next) error {
 		c.Timeout = timeout

@@ -18,7 +18,8 @@ import (
 )
 
 // Reloader applies the config file again without dropping a connection:
-// the public listener's TLS files and the policies section (credential
+// the frontend protos of edge.compose.protos_dir (read whatever the file
+// says), the public listener's TLS files and the policies section (credential
 // providers, CORS defaults, retries, the global limit). The file is read
 // and validated whole first; an unreadable or invalid file changes nothing
 // and is logged with the reason. Other changed sections are logged as
@@ -76,10 +77,14 @@ func WithReload(path string, fileCfg Config) fx.Option {
 	)
 }
 
-// Reload reads the file and applies what can change at run time.
+// Reload reads the frontend protos and the file again and applies what
+// can change at run time.
 func (r *Reloader) Reload(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.b.ReloadFrontends(ctx) {
+		r.log.Info("frontend protos reloaded")
+	}
 	if r.path == "" {
 		r.log.Warn("SIGHUP: nothing to reload, portico serve was started without --config")
 		return nil

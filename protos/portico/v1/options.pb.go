@@ -844,9 +844,11 @@ type Compose struct {
 	// The calls, at most 32, each with a name of its own.
 	Calls []*ComposeCall `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
 	// Budget of the whole request: each call's deadline is the smaller of
-	// its own timeout and what is left of this. Unset: the operator's
-	// `edge.upstream_timeout`. Past it, a required call still running makes
-	// the answer 504.
+	// its own timeout and what is left of this. It wins over a `timeout` of
+	// the method's or its service's `portico.v1` policy; unset, that one
+	// applies, else the operator's `edge.upstream_timeout`. A client's
+	// `Grpc-Timeout` may only shorten it. Past it, a required call still
+	// running makes the answer 504.
 	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
