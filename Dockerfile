@@ -32,6 +32,9 @@ COPY --from=build /out/group /etc/group
 # Root CAs for https JWKS URLs and a TLS Consul.
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/portico /out/users /out/orders /out/products /out/accounts /usr/local/bin/
+# The home screen's frontend proto (edge.compose.protos_dir in the compose
+# environment).
+COPY --from=build /src/cmd/examples/demo/frontends /etc/portico/frontends
 ENV PATH=/usr/local/bin
 USER 65532:65532
 EXPOSE 8080 9901

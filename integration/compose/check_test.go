@@ -240,14 +240,38 @@ func (c *checker) edgeConfig(p *types.Project, s types.ServiceConfig) (app.Confi
 			c.fail(s.Name, "configs "+sc.Source, "%v", err)
 			return app.Config{}, false
 		}
+		// The frontend protos are in the image: validate the directory
+		// the Dockerfile copies there.
+		inImage := cfg.Edge.Compose.ProtosDir
+		if inImage != "" {
+			src, ok := c.copiedTo(inImage)
+			if !ok {
+				c.fail(s.Name, "configs "+sc.Source, "edge.compose.protos_dir %s: the Dockerfile copies nothing there", inImage)
+				return app.Config{}, false
+			}
+			cfg.Edge.Compose.ProtosDir = filepath.Join("../..", src)
+		}
 		if err := cfg.Validate(); err != nil {
 			c.fail(s.Name, "configs "+sc.Source, "%v", err)
 			return app.Config{}, false
 		}
+		cfg.Edge.Compose.ProtosDir = inImage
 		return cfg, true
 	}
 	c.fail(s.Name, "configs", "nothing is mounted at --config %s", path)
 	return app.Config{}, false
+}
+
+// copiedTo finds the Dockerfile's "COPY --from=build /src/<dir> <target>"
+// and returns the directory, relative to the repository.
+func (c *checker) copiedTo(target string) (string, bool) {
+	for line := range strings.SplitSeq(c.dockerfileText, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 4 && f[0] == "COPY" && f[1] == "--from=build" && f[3] == target && strings.HasPrefix(f[2], "/src/") {
+			return strings.TrimPrefix(f[2], "/src/"), true
+		}
+	}
+	return "", false
 }
 
 // example: an example instance registers in the Consul service, under its

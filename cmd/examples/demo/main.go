@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -38,7 +37,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/portico-dev/portico/cmd/examples/consulagent"
 	"github.com/portico-dev/portico/cmd/examples/services"
@@ -111,7 +109,7 @@ func run(ctx context.Context, stop func()) error {
 		cc := api.DefaultNonPooledConfig()
 		cc.Address = agent.HTTPAddr
 		srv, err := native.New(native.Config{Service: in.Service, ID: in.ID(), Listen: addr, Consul: cc},
-			log.Named(in.Service).WithOptions(zap.IncreaseLevel(zap.WarnLevel)), append(servedBy(in.ID()), demoSlow(in.Service))...)
+			log.Named(in.Service).WithOptions(zap.IncreaseLevel(zap.WarnLevel)), append(servedBy(in.ID()), services.Slow(in.Service))...)
 		if err != nil {
 			return err
 		}
@@ -238,26 +236,6 @@ func writeFrontends(dir string) (string, error) {
 		return os.WriteFile(out, b, 0o644)
 	})
 	return root, err
-}
-
-// demoSlow makes a call sleep 2 s (or until cancelled) when its request
-// carries the metadata x-demo-slow naming the service, which a client
-// sends as the header Grpc-Metadata-X-Demo-Slow: orders. A composition
-// then shows what a slow optional call does to the answer.
-func demoSlow(service string) grpc.ServerOption {
-	return grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		md, _ := metadata.FromIncomingContext(ctx)
-		if slices.Contains(md.Get("x-demo-slow"), service) {
-			t := time.NewTimer(2 * time.Second)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return nil, status.FromContextError(ctx.Err()).Err()
-			}
-		}
-		return h(ctx, req)
-	})
 }
 
 // servedBy makes every answer of an instance name it in the response

@@ -53,7 +53,7 @@ func Run(ctx context.Context, log *zap.Logger, o Options) error {
 	if o.Consul != "" {
 		return runNative(ctx, log, o)
 	}
-	s := grpc.NewServer()
+	s := grpc.NewServer(services.Slow(o.Name))
 	if err := services.Register(s, o.Name); err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func runNative(ctx context.Context, log *zap.Logger, o Options) error {
 	cc.Address = o.Consul
 	srv, err := native.New(native.Config{
 		Service: o.Name, ID: o.ID, Listen: o.Listen, HealthListen: o.HealthListen, Advertise: o.Advertise, Consul: cc, Grace: o.Grace,
-	}, log)
+	}, log, services.Slow(o.Name))
 	if err != nil {
 		return err
 	}
