@@ -45,9 +45,10 @@ Portico is serving on {{.Base}}. Try (each comment says what you should see):
   curl -si {{.Base}}/v1/debug/fail/5?message=gone                   # 404, {"code":5,"message":"gone","details":[]} (NOT_FOUND)
   curl -si -X POST {{.Base}}/v1/users -H 'Content-Type: application/json' -d '{"bogus":1}'   # 400, {"code":3,"message":"invalid JSON body: … unknown field \"bogus\"",…}
 
-Composition: one GET, three services in parallel (the home screen of frontends/home/v1/home.proto):
-  curl -s '{{.Base}}/api/home/alice?productIds=p-1&productIds=p-2'   # 200, {"profile":{"name":"users/alice",…},"recentOrders":{"orders":[…]},"recommended":[p-1, p-2],"partial":[]}
+Composition: one GET, four services in parallel (the home screen of frontends/home/v1/home.proto):
+  curl -s '{{.Base}}/api/home/alice?productIds=p-1&productIds=p-2'   # 200, {"profile":{"name":"users/alice",…},"recentOrders":{"orders":[…]},"recommended":[p-1, p-2],"partial":[],"plans":{…}}
   curl -si -H 'Grpc-Metadata-X-Demo-Slow: orders' '{{.Base}}/api/home/alice?productIds=p-1'   # 200 after 300 ms, Portico-Partial: orders, "partial":[{"call":"orders","code":"DEADLINE_EXCEEDED",…,"fallback":"none"}]
+  curl -si -H 'Grpc-Metadata-X-Demo-Slow: accounts' '{{.Base}}/api/home/alice'   # 200 after 500 ms, Portico-Partial: plans, the literal fallback {"plans":[{"name":"free"}]}
   curl -si {{.Base}}/api/home/zed                                   # 404, "call profile: user \"users/zed\" not found"
 
 Readiness:         curl -s {{.Admin}}/readyz                                   # {"status":"ready","checks":[routes, identity, consul]}
