@@ -169,23 +169,24 @@ func celSingular(fd protoreflect.FieldDescriptor) *types.Type {
 	}
 }
 
-// messageFor is an empty message of md's type as CEL reads it: CEL
+// messageMaker makes empty messages of md's type as CEL reads them: CEL
 // prefers the linked descriptor of a file to one it is given, and a
 // message read through another descriptor's fields would not be its own.
-func messageFor(md protoreflect.MessageDescriptor) proto.Message {
+// It is chosen once, when the request is compiled.
+func messageMaker(md protoreflect.MessageDescriptor) func() proto.Message {
 	gf, err := protoregistry.GlobalFiles.FindFileByPath(md.ParentFile().Path())
 	if err != nil {
-		return dynamicpb.NewMessage(md)
+		return func() proto.Message { return dynamicpb.NewMessage(md) }
 	}
 	d, _ := protoregistry.GlobalFiles.FindDescriptorByName(md.FullName())
 	gmd, ok := d.(protoreflect.MessageDescriptor)
 	if !ok || gmd.ParentFile() != gf {
-		return dynamicpb.NewMessage(md)
+		return func() proto.Message { return dynamicpb.NewMessage(md) }
 	}
 	if mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName()); err == nil && mt.Descriptor() == gmd {
-		return mt.New().Interface()
+		return func() proto.Message { return mt.New().Interface() }
 	}
-	return dynamicpb.NewMessage(gmd)
+	return func() proto.Message { return dynamicpb.NewMessage(gmd) }
 }
 
 // eval evaluates the expression over the sources it reads (decoded

@@ -66,7 +66,7 @@ func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps 
 		fd    protoreflect.FieldDescriptor
 		dst   []protowire.Number
 		srcs  map[string]int // source name → Build input
-		types map[string]protoreflect.MessageDescriptor
+		makes map[string]func() proto.Message
 	}
 	slot := map[int]int{} // Source.Call → index into answers
 	input := func(s Source) int {
@@ -109,13 +109,13 @@ func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps 
 			if err := m.Expr.fitsField(dfd); err != nil {
 				return nil, nil, fmt.Errorf("request[%d]: expr: %w", i, err)
 			}
-			op := exprOp{k: i, e: m.Expr, fd: dfd, dst: dst, srcs: map[string]int{}, types: map[string]protoreflect.MessageDescriptor{}}
+			op := exprOp{k: i, e: m.Expr, fd: dfd, dst: dst, srcs: map[string]int{}, makes: map[string]func() proto.Message{}}
 			for _, name := range m.Expr.Reads() {
 				k := slices.IndexFunc(sources, func(s Source) bool { return s.Name == name })
 				if k < 0 {
 					return nil, nil, fmt.Errorf("request[%d]: expr: reads %s, which is not the request or an earlier call", i, name)
 				}
-				op.srcs[name], op.types[name] = input(sources[k]), sources[k].Type
+				op.srcs[name], op.makes[name] = input(sources[k]), messageMaker(sources[k].Type)
 			}
 			exprs = append(exprs, op)
 			continue
@@ -171,7 +171,7 @@ func CompileRequest(call protoreflect.MessageDescriptor, sources []Source, maps 
 				if m, ok := decoded[name]; ok {
 					return m, nil
 				}
-				m := messageFor(op.types[name])
+				m := op.makes[name]()
 				if err := proto.Unmarshal(input2(req, answers, op.srcs[name]), m); err != nil {
 					return nil, status.Errorf(codes.Internal, "%s does not decode: %v", name, err)
 				}
