@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -609,5 +610,122 @@ func TestFrontendsReload(t *testing.T) {
 	}
 	if r := do(t, c, "GET", "http://"+pub+"/v1/users/alice", ""); r.code != 200 {
 		t.Fatalf("the service's own route after the broken reload: %d", r.code)
+	}
+}
+
+const meFrontend = `
+syntax = "proto3";
+package portico.frontend.me.v1;
+import "examples/accounts/v1/accounts.proto";
+import "google/api/annotations.proto";
+import "portico/v1/options.proto";
+
+service Me {
+  rpc Me(Req) returns (Resp) {
+    option (google.api.http) = {get: "/api/me"};
+    option (portico.v1.method) = {auth: {scopes: ["accounts"]}};
+    option (portico.v1.compose) = {
+      calls: {name: "who" method: "portico.examples.accounts.v1.AccountService/WhoAmI" target: "who"}
+    };
+  }
+}
+
+message Req {}
+
+message Resp {
+  portico.examples.accounts.v1.WhoAmIResponse who = 1;
+}
+`
+
+// TestComposeThroughMesh: the demo's home screen over mesh-native services
+// found through Consul, every call over mTLS as Portico's identity; the
+// composed method's own auth runs and its calls carry the caller's
+// identity (never a client's forged one); an intention that denies Portico
+// the orders service degrades that call with PERMISSION_DENIED.
+func TestComposeThroughMesh(t *testing.T) {
+	t.Parallel()
+	agent := harness.Consul(t)
+	for _, s := range []string{"users", "orders", "products", "accounts"} {
+		harness.Native(t, agent, s, harness.NativeOptions{})
+	}
+	home, err := os.ReadFile("../cmd/examples/demo/frontends/home/v1/home.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFrontend(t, "me.proto", meFrontend)
+	if err := os.WriteFile(filepath.Join(dir, "home.proto"), home, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	idp := harness.NewIDP(t)
+	e := harness.Portico(t, func(c *app.Config) {
+		harness.ConsulConfig(agent)(c)
+		withIDP(idp)(c)
+		c.Edge.Compose.ProtosDir = dir
+	})
+	c := harness.Client(t)
+	var r response
+	eventually(t, 20*time.Second, "the home screen, whole, over the mesh", func() bool {
+		r = do(t, c, "GET", e.URL+"/api/home/alice?productIds=p-1&productIds=p-2", "")
+		return r.code == 200 && r.header.Get("Portico-Partial") == ""
+	})
+	h := jsonOf(t, r.body)
+	if h["profile"].(map[string]any)["name"] != "users/alice" || len(h["recommended"].([]any)) != 2 ||
+		len(h["recentOrders"].(map[string]any)["orders"].([]any)) == 0 || len(h["plans"].(map[string]any)["plans"].([]any)) < 2 {
+		t.Fatalf("home %s", r.body)
+	}
+
+	if r := do(t, c, "GET", e.URL+"/api/me", ""); r.code != 401 {
+		t.Fatalf("without a credential: %d %s", r.code, r.body)
+	}
+	tok := idp.Token("alice", map[string]any{"scope": "accounts"})
+	r = do(t, c, "GET", e.URL+"/api/me", "", append(bearer(tok), "Grpc-Metadata-X-Portico-Subject", "mallory")...)
+	who, _ := jsonOf(t, r.body)["who"].(map[string]any)
+	md, _ := who["metadata"].(map[string]any)
+	if r.code != 200 || md["x-portico-subject"] != "alice" || md["x-portico-provider"] != "corp" {
+		t.Fatalf("the call's identity: %d %s", r.code, r.body)
+	}
+
+	if _, err := agent.Client().Connect().IntentionUpsert(&api.Intention{
+		SourceName: "portico", DestinationName: "orders", Action: api.IntentionActionDeny,
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the orders call denied and degraded", func() bool {
+		r = do(t, c, "GET", e.URL+"/api/home/alice", "")
+		return r.code == 200 && r.header.Get("Portico-Partial") == "orders"
+	})
+	p := jsonOf(t, r.body)["partial"].([]any)[0].(map[string]any)
+	if p["code"] != "PERMISSION_DENIED" || !strings.Contains(p["message"].(string), "intentions deny portico → orders") {
+		t.Fatalf("partial %v", p)
+	}
+}
+
+// TestComposeLastGoodShared: with the cache store in Redis, a call's last
+// good answer kept by one Portico instance is the fallback of another.
+func TestComposeLastGoodShared(t *testing.T) {
+	t.Parallel()
+	redis := harness.StartRedis(t)
+	people := harness.Services(t, []string{"users", "orders"}, nil)
+	catalog := harness.Services(t, []string{"products"}, nil)
+	shared := func(c *app.Config) {
+		c.Edge.Compose.ProtosDir = "testdata/frontends"
+		c.Policies.Redis.Address = redis.Addr
+		c.Policies.Cache.Store = "redis"
+	}
+	a := harness.Portico(t, shared, people.Addr, catalog.Addr)
+	b := harness.Portico(t, shared, people.Addr, catalog.Addr)
+	c := &http.Client{}
+	const home = "/api/home/alice?user_name=users/alice&product_ids=p-2&featured=p-3"
+	if r := do(t, c, "GET", a.URL+home, ""); r.code != 200 || r.header.Get("Portico-Partial") != "" {
+		t.Fatalf("instance a: %d %q %s", r.code, r.header.Get("Portico-Partial"), r.body)
+	}
+	catalog.Server.Stop()
+	r := do(t, c, "GET", b.URL+home, "")
+	resp := jsonOf(t, r.body)
+	products, _ := resp["products"].([]any)
+	partial, _ := resp["partial"].([]any)
+	if r.code != 200 || r.header.Get("Portico-Partial") != "products, featured" || len(products) != 1 ||
+		products[0].(map[string]any)["id"] != "p-2" || partial[0].(map[string]any)["fallback"] != "last_good" {
+		t.Fatalf("instance b, products down: %d %q %s", r.code, r.header.Get("Portico-Partial"), r.body)
 	}
 }
