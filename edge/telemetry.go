@@ -78,7 +78,7 @@ func NewTelemetry(cfg Config, reg prometheus.Registerer, access *zap.Logger) (*T
 		}, []string{"grpc_method", "grpc_code"}),
 		composed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portico_compose_calls_total",
-			Help: "Calls of composed routes, by route template, call name, gRPC status code and, for optional calls that failed, the fallback the answer got (none, literal, last_good).",
+			Help: "Calls of composed routes, by route template, call name, gRPC status code and, for optional calls that failed, the fallback the answer got (none, empty, literal, last_good).",
 		}, []string{"route", "call", "grpc_code", "fallback"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "portico_http_requests_in_flight",

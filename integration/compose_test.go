@@ -329,7 +329,8 @@ func TestDemoHome(t *testing.T) {
 	}
 	r = do(t, c, "GET", e.URL+"/api/home/alice?productIds=p-1", "", "Grpc-Metadata-X-Demo-Slow", "orders")
 	home = jsonOf(t, r.body)
-	if r.code != 200 || r.header.Get("Portico-Partial") != "orders" || home["partial"].([]any)[0].(map[string]any)["code"] != "DEADLINE_EXCEEDED" {
+	if r.code != 200 || r.header.Get("Portico-Partial") != "orders" || home["partial"].([]any)[0].(map[string]any)["code"] != "DEADLINE_EXCEEDED" ||
+		home["partial"].([]any)[0].(map[string]any)["fallback"] != "empty" || home["recentOrders"] == nil {
 		t.Fatalf("%d %v %s", r.code, r.header, r.body)
 	}
 	wantStatus(t, do(t, c, "GET", e.URL+"/api/home/zed", ""), 404, 5, `call profile: user "users/zed" not found`)

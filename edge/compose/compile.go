@@ -230,6 +230,12 @@ func Compile(md protoreflect.MethodDescriptor, opt *porticov1.Compose, env Env) 
 			if !c.GetOptional() {
 				return nil, fail(append(at, 7), opt+".fallback", errors.New("only an optional call falls back"))
 			}
+			if fb.GetEmpty() {
+				if target == nil || each != nil || fb.GetLiteral() != "" {
+					return nil, fail(append(at, 7), opt+".fallback.empty", errors.New("needs a target that is not a for_each list, and no literal"))
+				}
+				pc.Fallback.Literal, pc.Fallback.Empty = []byte{}, true
+			}
 			if fb.GetLiteral() != "" {
 				if target == nil || each != nil {
 					return nil, fail(append(at, 7), opt+".fallback.literal", errors.New("needs a target that is not a for_each list"))

@@ -25,7 +25,7 @@ type Plan struct {
 	Budget time.Duration
 	// Observe, when set, is told how each call ended: its code (OK or the
 	// failure's) and, for an optional call that failed, its fallback
-	// ("none", "literal", "last_good"; "" otherwise). A run that fails
+	// ("none", "empty", "literal", "last_good"; "" otherwise). A run that fails
 	// reports the calls that ended before it did.
 	Observe func(call string, code codes.Code, fallback string)
 	// Trace, when set, starts a span for each call made (its retries and
@@ -69,6 +69,8 @@ type Fallback struct {
 	// Literal is the answer (wire bytes of the target's type; nil: the
 	// target is left unset).
 	Literal []byte
+	// Empty: Literal is the target's empty message, reported as "empty".
+	Empty bool
 	// LastGood, when set, keeps the call's last answer per request and
 	// gives it back for up to MaxAge.
 	LastGood LastGood

@@ -28,8 +28,8 @@ type Degraded struct {
 	Call    string
 	Code    codes.Code
 	Message string
-	// Fallback is what the target got: "none" (left unset), "literal" or
-	// "last_good".
+	// Fallback is what the target got: "none" (left unset), "empty",
+	// "literal" or "last_good".
 	Fallback string
 }
 
@@ -175,6 +175,9 @@ func (r *run) call(ctx context.Context, i int) {
 	}
 	if d.Fallback == "none" && c.Fallback.Literal != nil {
 		r.outs[i].answers, d.Fallback = [][]byte{c.Fallback.Literal}, "literal"
+		if c.Fallback.Empty {
+			d.Fallback = "empty"
+		}
 	}
 	r.degraded[i] = d
 	r.observe(c.Name, d.Code, d.Fallback)

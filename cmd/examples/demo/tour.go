@@ -47,7 +47,7 @@ Portico is serving on {{.Base}}. Try (each comment says what you should see):
 
 Composition: one GET, four services in parallel (the home screen of frontends/home/v1/home.proto):
   curl -s '{{.Base}}/api/home/alice?productIds=p-1&productIds=p-2'   # 200, {"profile":{"name":"users/alice",…},"recentOrders":{"orders":[…]},"recommended":[p-1, p-2],"partial":[],"plans":{…}}
-  curl -si -H 'Grpc-Metadata-X-Demo-Slow: orders' '{{.Base}}/api/home/alice?productIds=p-1'   # 200 after 300 ms, Portico-Partial: orders, "partial":[{"call":"orders","code":"DEADLINE_EXCEEDED",…,"fallback":"none"}]
+  curl -si -H 'Grpc-Metadata-X-Demo-Slow: orders' '{{.Base}}/api/home/alice?productIds=p-1'   # 200 after 300 ms, Portico-Partial: orders, "recentOrders":{"orders":[]}, "partial":[{"call":"orders","code":"DEADLINE_EXCEEDED",…,"fallback":"empty"}]
   curl -si -H 'Grpc-Metadata-X-Demo-Slow: accounts' '{{.Base}}/api/home/alice'   # 200 after 500 ms, Portico-Partial: plans, the literal fallback {"plans":[{"name":"free"}]}
   curl -si {{.Base}}/api/home/zed                                   # 404, "call profile: user \"users/zed\" not found"
 

@@ -1098,8 +1098,8 @@ func (x *FieldMapping) GetExpr() string {
 }
 
 // ComposeFallback is what an optional call's target gets when the call
-// fails: its last good answer when one is fresh enough, else the literal,
-// else nothing.
+// fails: its last good answer when one is fresh enough, else the literal
+// or the empty value, else nothing (the field stays unset: null in JSON).
 type ComposeFallback struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The target's value in protobuf text format, for example
@@ -1109,7 +1109,11 @@ type ComposeFallback struct {
 	// Keep the call's answers (per request, in the policies' cache store:
 	// memory, or Redis when configured) and give the last one back if it is
 	// at most this old.
-	LastGood      *durationpb.Duration `protobuf:"bytes,2,opt,name=last_good,json=lastGood,proto3" json:"last_good,omitempty"`
+	LastGood *durationpb.Duration `protobuf:"bytes,2,opt,name=last_good,json=lastGood,proto3" json:"last_good,omitempty"`
+	// Instead of a literal: the target's empty message (`{}` in JSON, every
+	// field at its default), so that a client reads a degraded part without
+	// a null check.
+	Empty         bool `protobuf:"varint,3,opt,name=empty,proto3" json:"empty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1156,6 +1160,13 @@ func (x *ComposeFallback) GetLastGood() *durationpb.Duration {
 		return x.LastGood
 	}
 	return nil
+}
+
+func (x *ComposeFallback) GetEmpty() bool {
+	if x != nil {
+		return x.Empty
+	}
+	return false
 }
 
 // ForEach fans a call out over the elements of a repeated field.
@@ -1244,7 +1255,7 @@ type PartialResult struct {
 	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
 	// Its status message.
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	// What the target got: "none", "literal" or "last_good".
+	// What the target got: "none", "empty", "literal" or "last_good".
 	Fallback      string `protobuf:"bytes,4,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1458,10 +1469,11 @@ const file_portico_v1_options_proto_rawDesc = "" +
 	"\fFieldMapping\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x12\n" +
-	"\x04expr\x18\x03 \x01(\tR\x04expr\"c\n" +
+	"\x04expr\x18\x03 \x01(\tR\x04expr\"y\n" +
 	"\x0fComposeFallback\x12\x18\n" +
 	"\aliteral\x18\x01 \x01(\tR\aliteral\x126\n" +
-	"\tlast_good\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\blastGood\"r\n" +
+	"\tlast_good\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\blastGood\x12\x14\n" +
+	"\x05empty\x18\x03 \x01(\bR\x05empty\"r\n" +
 	"\aForEach\x12\x12\n" +
 	"\x04over\x18\x01 \x01(\tR\x04over\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x1b\n" +
