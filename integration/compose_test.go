@@ -272,7 +272,9 @@ func TestComposeTimeouts(t *testing.T) {
 	}
 	c := &http.Client{}
 
+	start := time.Now()
 	r := do(t, c, "GET", e.URL+"/api/slow/optional?id=p-1&name=users/alice", "")
+	t.Logf("FIGURE an optional call of 5 s with a 200 ms timeout: answered in %v", time.Since(start).Round(time.Millisecond))
 	if r.code != 200 || r.header.Get("Portico-Partial") != "slow" {
 		t.Fatalf("%d %q %s", r.code, r.header.Get("Portico-Partial"), r.body)
 	}
@@ -286,11 +288,15 @@ func TestComposeTimeouts(t *testing.T) {
 		t.Fatalf("the slow service saw deadline %v, cancelled %v", s.deadline, s.cancelled)
 	}
 
+	start = time.Now()
 	r = do(t, c, "GET", e.URL+"/api/slow/budget?name=users/alice", "")
+	t.Logf("FIGURE a 500 ms budget over a 5 s call: %d in %v", r.code, time.Since(start).Round(time.Millisecond))
 	wantStatus(t, r, 504, 4, "call slow: the composite request's deadline passed")
-	if s := next(); !s.cancelled || s.deadline > 500*time.Millisecond {
+	s := next()
+	if !s.cancelled || s.deadline > 500*time.Millisecond {
 		t.Fatalf("the slow service saw deadline %v, cancelled %v", s.deadline, s.cancelled)
 	}
+	t.Logf("FIGURE the slow service was given a deadline of %v", s.deadline.Round(time.Millisecond))
 
 	r = do(t, c, "GET", e.URL+"/api/slow/required?id=nope&name=users/sibling", "")
 	wantStatus(t, r, 404, 5, `call missing: product "nope" not found`)
