@@ -100,6 +100,10 @@ type Config struct {
 	HTTP2 HTTP2Config `yaml:"http2"`
 	// Compose holds the composed methods' frontend protos.
 	Compose ComposeConfig `yaml:"compose"`
+	// OpenAPI serves GET /openapi.json and /openapi.yaml on the public
+	// listener: the OpenAPI 3.1 document of the routes served, made from
+	// the route table (a route of a service's at those paths wins).
+	OpenAPI bool `yaml:"openapi"`
 	// UpstreamTimeout is the deadline of a unary upstream call.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// MaxStreamDuration bounds a server-streaming call.
@@ -208,6 +212,7 @@ func DefaultConfig() Config {
 		ForwardHeaders:    append([]string(nil), DefaultForwardHeaders...),
 		TLS:               TLSConfig{ReloadInterval: DefaultTLSReloadInterval},
 		Compose:           ComposeConfig{PollInterval: DefaultComposePollInterval},
+		OpenAPI:           true,
 		AccessLog:         AccessLogConfig{SampleRatio: 1},
 		Tracing: TracingConfig{
 			Exporter: "none", SampleRatio: 1,

@@ -30,6 +30,7 @@ type Handler struct {
 	writeTimeout time.Duration
 	proxies      proxies
 	budget       *bodyBudget
+	openapi      bool
 	log          *zap.Logger
 }
 
@@ -42,6 +43,7 @@ func NewHandler(cfg Config, tables *Tables, tel *Telemetry, log *zap.Logger) *Ha
 		writeTimeout: cfg.WriteTimeout,
 		proxies:      newProxies(cfg.TrustedProxies),
 		budget:       &bodyBudget{limit: cfg.MaxInflightBodyBytes},
+		openapi:      cfg.OpenAPI,
 		log:          log,
 	}
 }
@@ -164,10 +166,13 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, t *RouteTable, e
 	}
 	vp := varsPool.Get().(*[]string)
 	route, vars, err := t.Match(method, r.URL.EscapedPath(), (*vp)[:0])
-	if err == nil {
+	switch {
+	case err == nil:
 		ex.route = route
 		err = h.serve(w, r, ex, vars)
-	} else {
+	case h.openapi && method == http.MethodGet && (r.URL.Path == openAPIJSON || r.URL.Path == openAPIYAML):
+		err = serveOpenAPI(w, r, t)
+	default:
 		err = matchError(r, err)
 	}
 	clear(vars)

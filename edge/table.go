@@ -39,6 +39,7 @@ type RouteTable struct {
 	Rejected []error
 	// Built is when the table was compiled.
 	Built time.Time
+	doc   apiDoc // its OpenAPI document, rendered on first use
 }
 
 // protojson counts the routes on the reference codec.

@@ -45,6 +45,7 @@ type Chain struct {
 	serve      chain.Next
 	cors       *corsPolicy
 	challenges []string
+	creds      *Credentials
 }
 
 // Chain compiles the route of one HTTP binding of mp into its chain, once,
@@ -74,7 +75,28 @@ func (c *Compiler) Chain(mp *MethodPolicy, httpMethod, template string, t Target
 		deadlineStage(t),       // that deadline over the upstream call and all its retries
 		p.retry.stage(),        // methods safe to repeat: again on UNAVAILABLE and listed codes
 	}
-	return &Chain{serve: chain.Build(stages, t.Call), cors: p.cors, challenges: p.challenges()}
+	return &Chain{serve: chain.Build(stages, t.Call), cors: p.cors, challenges: p.challenges(), creds: p.credentials()}
+}
+
+// Credentials is what a route accepts from its callers, for documents
+// that describe it (OpenAPI security schemes).
+type Credentials struct {
+	// Bearer: JWTs in Authorization: Bearer.
+	Bearer bool
+	// KeyHeaders are the headers API keys are read from.
+	KeyHeaders []string
+	// Optional: a caller may present none (a public method).
+	Optional bool
+}
+
+// Credentials says what the route accepts; nil: it looks at none.
+func (ch *Chain) Credentials() *Credentials { return ch.creds }
+
+func (p *Policy) credentials() *Credentials {
+	if p.accept == nil || p.authMode == authNone {
+		return nil
+	}
+	return &Credentials{Bearer: len(p.accept.jwt) > 0, KeyHeaders: p.accept.keyHeaders, Optional: p.authMode == authOptional}
 }
 
 // Serve runs the chain for one call.

@@ -39,6 +39,7 @@ const usage = `usage: portico <command> [flags]
 commands:
   serve    serve REST/JSON for every annotated method of the upstreams
   routes   print the route table serve would build, then exit
+  openapi  print the OpenAPI 3.1 document of that route table, then exit
   lint     check .proto files or descriptor sets offline (HTTP rules,
            portico.v1 options, CEL, buf.validate, route conflicts)
   probe    exit 0 if a health endpoint is healthy (http(s):// 2xx, grpc:// SERVING)
@@ -56,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(args[1:], stdout, stderr)
 	case "routes":
 		return cmdRoutes(args[1:], stdout, stderr)
+	case "openapi":
+		return cmdOpenAPI(args[1:], stdout, stderr)
 	case "lint":
 		return cmdLint(args[1:], stdout, stderr)
 	case "probe":
@@ -125,16 +128,52 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(f.fs, args, stdout, stderr); !ok {
 		return code
 	}
+	t, code := reflectTable("routes", f, stderr)
+	if t != nil {
+		app.PrintRoutes(stdout, t)
+	}
+	return code
+}
+
+func cmdOpenAPI(args []string, stdout, stderr io.Writer) int {
+	f := newEdgeFlags("openapi", openAPIUsage)
+	format := f.fs.String("format", "json", "json or yaml")
+	if code, ok := parseFlags(f.fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if *format != "json" && *format != "yaml" {
+		fmt.Fprintf(stderr, "portico openapi: --format %q: json or yaml\n", *format)
+		return 2
+	}
+	t, code := reflectTable("openapi", f, stderr)
+	if t == nil {
+		return code
+	}
+	js, ym, err := t.OpenAPI()
+	if err != nil {
+		fmt.Fprintln(stderr, "portico openapi:", err)
+		return 1
+	}
+	if *format == "yaml" {
+		js = ym
+	}
+	_, _ = stdout.Write(js)
+	return code
+}
+
+// reflectTable builds the route table serve would build from the flags'
+// upstreams, once; problems go to stderr and make the code 1 (2: usage).
+func reflectTable(name string, f *edgeFlags, stderr io.Writer) (*edge.RouteTable, int) {
 	cfg, _, err := f.config()
 	if err != nil {
-		fmt.Fprintln(stderr, "portico routes:", err)
-		return 2
+		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
+		return nil, 2
 	}
 	log := zap.NewNop()
 	m, err := mesh.New(cfg.Mesh, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "portico routes:", err)
-		return 1
+		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
+		return nil, 1
 	}
 	defer m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Mesh.ReflectTimeout)
@@ -143,14 +182,14 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 		// A one-shot: a Consul that is not there fails now, not after the
 		// watches have retried for mesh.reflect_timeout.
 		if err := consulReachable(ctx, m.Consul, cfg.Mesh.Consul.Address, cfg.Mesh.ReflectTimeout); err != nil {
-			fmt.Fprintln(stderr, "portico routes:", err)
-			return 1
+			fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
+			return nil, 1
 		}
 	}
 	_ = m.Start(ctx)
 	code := 0
 	if err := m.WaitSynced(ctx); err != nil {
-		fmt.Fprintln(stderr, "portico routes:", err)
+		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
 		code = 1
 	}
 	var refls []*mesh.Reflection
@@ -158,7 +197,7 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 		for _, r := range src.Reflect(ctx, true) {
 			if r.Err != nil {
 				// mesh's errors name the upstream (and the instance).
-				fmt.Fprintln(stderr, "portico routes:", r.Err)
+				fmt.Fprintf(stderr, "portico %s: %v\n", name, r.Err)
 				code = 1
 				continue
 			}
@@ -166,12 +205,11 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	t := edge.BuildTable(refls, transcode.NewCompiler(cfg.Transcode), nil, nil)
-	app.PrintRoutes(stdout, t)
 	for _, err := range t.Rejected {
-		fmt.Fprintln(stderr, "portico routes:", err)
+		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
 		code = 1
 	}
-	return code
+	return t, code
 }
 
 // consulReachable reads the catalog's service list once, without blocking,

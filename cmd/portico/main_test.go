@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -21,6 +22,34 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestOpenAPICommand: portico openapi prints the document serve would
+// answer at /openapi.json, in JSON or YAML.
+func TestOpenAPICommand(t *testing.T) {
+	b := harness.Services(t, []string{"users", "products"}, nil)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"openapi", "--upstream", b.Addr, "--plaintext-upstream"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var doc struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.OpenAPI != "3.1.0" || doc.Paths["/v1/users/{name}"]["get"] == nil || doc.Paths["/v1/products/{id}"]["put"] == nil {
+		t.Fatalf("document: %s", out.String()[:min(out.Len(), 2000)])
+	}
+	out.Reset()
+	if code := run([]string{"openapi", "--format", "yaml", "--upstream", b.Addr, "--plaintext-upstream"}, &out, &errOut); code != 0 ||
+		!strings.HasPrefix(out.String(), "openapi: 3.1.0") {
+		t.Fatalf("yaml: exit %d: %.200s", code, out.String())
+	}
+	if code := run([]string{"openapi", "--format", "xml", "--upstream", b.Addr}, &out, &errOut); code != 2 {
+		t.Fatalf("--format xml: exit %d", code)
+	}
+}
 
 func TestRoutesCommand(t *testing.T) {
 	b := harness.Services(t, []string{"users", "orders", "products"}, nil)
@@ -113,7 +142,7 @@ func loadFlags(t *testing.T, args ...string) (app.Config, error) {
 // and exit 0, and a bad flag with the error and the usage on stderr and
 // exit 2.
 func TestHelpAndBadFlags(t *testing.T) {
-	for _, cmd := range []string{"serve", "routes", "lint", "probe"} {
+	for _, cmd := range []string{"serve", "routes", "openapi", "lint", "probe"} {
 		for _, h := range []string{"-h", "--help"} {
 			var out, errOut bytes.Buffer
 			code := run([]string{cmd, h}, &out, &errOut)

@@ -1,0 +1,105 @@
+package edge
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/portico-dev/portico/transcode/openapi"
+)
+
+// The paths of the route table's OpenAPI document (edge.openapi).
+const (
+	openAPIJSON = "/openapi.json"
+	openAPIYAML = "/openapi.yaml"
+)
+
+// apiDoc is a route table's OpenAPI document, rendered once.
+type apiDoc struct {
+	once       sync.Once
+	json, yaml []byte
+	etag       string
+	err        error
+}
+
+// OpenAPI renders the table's document (once per table) as JSON and YAML.
+func (t *RouteTable) OpenAPI() (json, yaml []byte, err error) {
+	d := t.openAPI()
+	return d.json, d.yaml, d.err
+}
+
+func (t *RouteTable) openAPI() *apiDoc {
+	d := &t.doc
+	d.once.Do(func() {
+		doc := openapi.Document(OpenAPIOperations(t))
+		if d.json, d.err = doc.RenderJSON("  "); d.err != nil {
+			return
+		}
+		if d.yaml, d.err = doc.Render(); d.err != nil {
+			return
+		}
+		sum := sha256.Sum256(d.json)
+		d.etag = `"` + hex.EncodeToString(sum[:16]) + `"`
+	})
+	return d
+}
+
+// OpenAPIOperations lists the table's routes as the document describes
+// them, with the credentials each accepts, and the document's heading.
+func OpenAPIOperations(t *RouteTable) ([]openapi.Operation, openapi.Info) {
+	info := openapi.Info{Title: "Portico", Version: "1",
+		Description: "The routes this Portico serves, made from its route table: REST over the gRPC services it finds."}
+	schemes := map[string]bool{}
+	var ops []openapi.Operation
+	for _, r := range t.routes {
+		op := openapi.Operation{Binding: r.Binding}
+		if c := r.Chain.Credentials(); c != nil {
+			if c.Bearer {
+				op.Security = append(op.Security, "bearer")
+				if !schemes["bearer"] {
+					schemes["bearer"] = true
+					info.Schemes = append(info.Schemes, openapi.Scheme{Name: "bearer", Type: "http", Description: "a JWT of a configured provider"})
+				}
+			}
+			for _, h := range c.KeyHeaders {
+				name := "apiKey-" + strings.ToLower(h)
+				op.Security = append(op.Security, name)
+				if !schemes[name] {
+					schemes[name] = true
+					info.Schemes = append(info.Schemes, openapi.Scheme{Name: name, Type: "apiKey", In: "header", Param: h, Description: "an API key"})
+				}
+			}
+			op.AuthOptional = c.Optional
+		}
+		ops = append(ops, op)
+	}
+	return ops, info
+}
+
+// serveOpenAPI answers GET /openapi.json or /openapi.yaml, with an ETag
+// (a client that has the document gets 304).
+func serveOpenAPI(w http.ResponseWriter, r *http.Request, t *RouteTable) error {
+	d := t.openAPI()
+	if d.err != nil {
+		return status.Error(codes.Internal, "the OpenAPI document could not be rendered: "+d.err.Error())
+	}
+	body, ctype := d.json, "application/json"
+	if r.URL.Path == openAPIYAML {
+		body, ctype = d.yaml, "application/yaml"
+	}
+	h := w.Header()
+	h.Set("Etag", d.etag)
+	h.Set("Cache-Control", "no-cache")
+	if match := r.Header.Get("If-None-Match"); match != "" && strings.Contains(match, d.etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	h.Set("Content-Type", ctype)
+	_, _ = w.Write(body)
+	return nil
+}
