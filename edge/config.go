@@ -104,6 +104,9 @@ type Config struct {
 	// listener: the OpenAPI 3.1 document of the routes served, made from
 	// the route table (a route of a service's at those paths wins).
 	OpenAPI bool `yaml:"openapi"`
+	// Docs serves GET /docs on the public listener: a page of that
+	// document, its assets in the binary (no CDN). Off by default.
+	Docs bool `yaml:"docs"`
 	// UpstreamTimeout is the deadline of a unary upstream call.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// MaxStreamDuration bounds a server-streaming call.

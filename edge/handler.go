@@ -31,6 +31,7 @@ type Handler struct {
 	proxies      proxies
 	budget       *bodyBudget
 	openapi      bool
+	docs         bool
 	log          *zap.Logger
 }
 
@@ -44,6 +45,7 @@ func NewHandler(cfg Config, tables *Tables, tel *Telemetry, log *zap.Logger) *Ha
 		proxies:      newProxies(cfg.TrustedProxies),
 		budget:       &bodyBudget{limit: cfg.MaxInflightBodyBytes},
 		openapi:      cfg.OpenAPI,
+		docs:         cfg.Docs && cfg.OpenAPI,
 		log:          log,
 	}
 }
@@ -172,6 +174,8 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, t *RouteTable, e
 		err = h.serve(w, r, ex, vars)
 	case h.openapi && method == http.MethodGet && (r.URL.Path == openAPIJSON || r.URL.Path == openAPIYAML):
 		err = serveOpenAPI(w, r, t)
+	case h.docs && method == http.MethodGet && docsAssets[r.URL.Path].body != nil:
+		err = serveDocs(w, r)
 	default:
 		err = matchError(r, err)
 	}

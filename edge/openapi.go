@@ -2,6 +2,7 @@ package edge
 
 import (
 	"crypto/sha256"
+	"embed"
 	"encoding/hex"
 	"net/http"
 	"strings"
@@ -101,5 +102,41 @@ func serveOpenAPI(w http.ResponseWriter, r *http.Request, t *RouteTable) error {
 	}
 	h.Set("Content-Type", ctype)
 	_, _ = w.Write(body)
+	return nil
+}
+
+//go:embed docs
+var docsFS embed.FS
+
+// asset is one file of the docs page.
+type asset struct {
+	body  []byte
+	ctype string
+}
+
+// docsAssets are the docs page's files (edge.docs), by path; the page
+// reads docs/app.js and openapi.json relative to /docs.
+var docsAssets = func() map[string]asset {
+	read := func(name string) []byte {
+		b, _ := docsFS.ReadFile("docs/" + name) // embedded: always there
+		return b
+	}
+	return map[string]asset{
+		"/docs":         {read("index.html"), "text/html; charset=utf-8"},
+		"/docs/app.js":  {read("app.js"), "text/javascript; charset=utf-8"},
+		"/docs/app.css": {read("app.css"), "text/css; charset=utf-8"},
+	}
+}()
+
+// serveDocs answers the docs page and its assets: same-origin only (the
+// page reads /openapi.json and nothing else).
+func serveDocs(w http.ResponseWriter, r *http.Request) error {
+	a := docsAssets[r.URL.Path]
+	h := w.Header()
+	h.Set("Content-Type", a.ctype)
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-cache")
+	_, _ = w.Write(a.body)
 	return nil
 }

@@ -2,10 +2,16 @@ package integration
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
@@ -93,5 +99,72 @@ func TestOpenAPIDocument(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestDocsPage loads GET /docs in headless Chromium (Debian's package; the
+// test fails without it, as it does without redis-server) and checks that
+// the page, built from the served document by its embedded script, lists
+// every operation. PORTICO_DOCS_SCREENSHOT=file.png keeps a screenshot.
+func TestDocsPage(t *testing.T) {
+	t.Parallel()
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium not found (Debian: apt-get install chromium): %v", err)
+	}
+	be := harness.Services(t, []string{"users", "orders", "products", "accounts"}, nil)
+	e := harness.Portico(t, func(c *app.Config) {
+		c.Edge.Compose.ProtosDir = "../cmd/examples/demo/frontends"
+		c.Edge.Docs = true
+	}, be.Addr)
+	c := &http.Client{}
+	if r := do(t, c, "GET", e.URL+"/docs", ""); r.code != 200 || !strings.Contains(r.header.Get("Content-Security-Policy"), "script-src 'self'") {
+		t.Fatalf("/docs: %d %v", r.code, r.header)
+	}
+	if r := do(t, c, "GET", e.URL+"/docs/app.js", ""); r.code != 200 || r.header.Get("Content-Type") != "text/javascript; charset=utf-8" ||
+		!strings.HasSuffix(r.body, "})();\n") {
+		t.Fatalf("/docs/app.js: %d %v %.300s", r.code, r.header, r.body)
+	}
+	var doc struct {
+		Paths map[string]map[string]struct {
+			OperationID string `json:"operationId"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal([]byte(do(t, c, "GET", e.URL+"/openapi.json", "").body), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, item := range doc.Paths {
+		for _, op := range item {
+			ids = append(ids, op.OperationID)
+		}
+	}
+	browse := func(extra ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		defer cancel()
+		args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+			"--disable-extensions", "--disable-sync", "--no-first-run", "--user-data-dir=" + t.TempDir(),
+			"--virtual-time-budget=10000"}, extra...)
+		cmd := exec.CommandContext(ctx, chromium, append(args, e.URL+"/docs")...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("chromium: %v\n%s", err, stderr.String())
+		}
+		return string(out)
+	}
+	dom := browse("--dump-dom")
+	if !strings.Contains(dom, fmt.Sprintf(`data-ready="%d"`, len(ids))) {
+		t.Fatalf("the page did not list the document's %d operations:\n%.3000s", len(ids), dom)
+	}
+	for _, id := range ids {
+		if !strings.Contains(dom, `id="`+id+`"`) {
+			t.Errorf("operation %s is not on the page", id)
+		}
+	}
+	if shot := os.Getenv("PORTICO_DOCS_SCREENSHOT"); shot != "" {
+		browse("--screenshot="+shot, "--window-size=1280,1600")
 	}
 }

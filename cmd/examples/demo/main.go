@@ -164,6 +164,7 @@ func run(ctx context.Context, stop func()) error {
 	cfg.Log.Format = "console"
 	cfg.Edge.DrainDelay = time.Second // nothing balances over the demo: a short drain on Ctrl-C
 	cfg.Edge.Compose.ProtosDir = fronts
+	cfg.Edge.Docs = true // the demo shows its API page at /docs
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -51,6 +51,8 @@ Composition: one GET, four services in parallel (the home screen of frontends/ho
   curl -si -H 'Grpc-Metadata-X-Demo-Slow: accounts' '{{.Base}}/api/home/alice'   # 200 after 500 ms, Portico-Partial: plans, the literal fallback {"plans":[{"name":"free"}]}
   curl -si {{.Base}}/api/home/zed                                   # 404, "call profile: user \"users/zed\" not found"
 
+The API, described:  curl -s {{.Base}}/openapi.json | head -c 300   # the OpenAPI 3.1 document of every route above; open {{.Base}}/docs in a browser for its page
+
 Readiness:         curl -s {{.Admin}}/readyz                                   # {"status":"ready","checks":[routes, identity, consul]}
 Metrics:           curl -s {{.Admin}}/metrics | grep '^portico_upstream_instances'   # healthy instances per service: products 2, the others 1
 Consul (HTTP API): curl -s 'http://{{.Consul}}/v1/health/service/products?passing' | grep -o '"ID":"products-[0-9]*"'   # "ID":"products-1", "ID":"products-2"
