@@ -656,6 +656,10 @@ func TestRedeployNewMethod(t *testing.T) {
 	if r := do(t, c, "GET", e.URL+"/v1/orders/o-1001", ""); r.code != http.StatusNotFound {
 		t.Fatalf("orders before the redeploy: %d %s", r.code, r.body)
 	}
+	before := do(t, c, "GET", e.URL+"/openapi.json", "")
+	if strings.Contains(before.body, "OrderService.GetOrder") {
+		t.Fatal("the document has the orders methods before the redeploy")
+	}
 	load := runLoad(t, e.URL+"/v1/users/alice", 2)
 	load.succeeded(50)
 
@@ -666,6 +670,12 @@ func TestRedeployNewMethod(t *testing.T) {
 		return do(t, c, "GET", e.URL+"/v1/orders/o-1001", "").code == 200
 	})
 	t.Logf("FIGURE new route served %v after the redeployed instance passed", appeared.Sub(passing).Round(time.Millisecond))
+	// The document is the new table's: the new methods are in it, under a
+	// new ETag.
+	after := do(t, c, "GET", e.URL+"/openapi.json", "")
+	if !strings.Contains(after.body, `"operationId": "portico.examples.orders.v1.OrderService.GetOrder"`) || after.header.Get("Etag") == before.header.Get("Etag") {
+		t.Fatalf("the document after the redeploy (ETag %q, was %q) lacks GetOrder", after.header.Get("Etag"), before.header.Get("Etag"))
+	}
 	if r := do(t, c, "GET", e.URL+"/v1/products/p-1", ""); r.code != 200 {
 		t.Fatalf("products after the redeploy: %d %s", r.code, r.body)
 	}
