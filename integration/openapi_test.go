@@ -68,8 +68,17 @@ func TestOpenAPIDocument(t *testing.T) {
 	if ops != n {
 		t.Errorf("%d operations in the document, %d routes served", ops, n)
 	}
-	if m.Model.Paths.PathItems.GetOrZero("/api/home/{user}") == nil {
-		t.Error("the composed home screen is not in the document")
+	home := m.Model.Paths.PathItems.GetOrZero("/api/home/{user}")
+	if home == nil || home.Get == nil {
+		t.Fatal("the composed home screen is not in the document")
+	}
+	// A frontend proto is loaded from source: its comments describe.
+	if !strings.Contains(home.Get.Description, "GET /api/home/alice?productIds=p-1") {
+		t.Errorf("GetHome's description %q is not its comment", home.Get.Description)
+	}
+	screen := m.Model.Components.Schemas.GetOrZero("portico.frontend.home.v1.HomeScreen").Schema()
+	if d := screen.Properties.GetOrZero("partial").Schema().Description; !strings.Contains(d, "One entry per optional call that failed") {
+		t.Errorf("HomeScreen.partial's description %q is not its comment", d)
 	}
 
 	v, errs := validator.NewValidator(doc)

@@ -60,12 +60,20 @@ func (s *schemas) object(md protoreflect.MessageDescriptor) *base.Schema {
 	fields := md.Fields()
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)
-		props.Set(fd.JSONName(), s.field(fd))
+		fs := s.field(fd)
+		if c := comment(fd); c != "" {
+			if fs.IsReference() {
+				fs = schema(&base.Schema{Description: c, AllOf: []*base.SchemaProxy{fs}})
+			} else if sc := fs.Schema(); sc != nil {
+				sc.Description = strings.TrimSpace(c + "\n\n" + sc.Description)
+			}
+		}
+		props.Set(fd.JSONName(), fs)
 		if fd.ContainingOneof() == nil {
 			required = append(required, fd.JSONName())
 		}
 	}
-	out := &base.Schema{Type: typ("object"), Title: string(md.Name()), Properties: props, Required: required}
+	out := &base.Schema{Type: typ("object"), Title: string(md.Name()), Description: comment(md), Properties: props, Required: required}
 	// A oneof has at most one member set.
 	oneofs := md.Oneofs()
 	for i := 0; i < oneofs.Len(); i++ {
