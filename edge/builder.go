@@ -37,6 +37,9 @@ type Builder struct {
 	interval time.Duration
 	compose  ComposeConfig
 
+	frontends       []FrontendConfig
+	defaultFrontend string
+
 	mu   sync.Mutex // serialises Refresh
 	last map[string]*mesh.Reflection
 	key  string
@@ -62,13 +65,16 @@ type BuilderParams struct {
 	Interval time.Duration
 	// Compose says where the frontend protos of composed methods are.
 	Compose ComposeConfig
-	Log     *zap.Logger
+	// Frontends, when set, get a table each (edge.frontends).
+	Frontends       []FrontendConfig
+	DefaultFrontend string
+	Log             *zap.Logger
 }
 
 // NewBuilder returns a builder; nothing runs until Start.
 func NewBuilder(p BuilderParams) *Builder {
 	return &Builder{sources: p.Sources, compiler: p.Compiler, policies: p.Policies, calls: p.Calls, tables: p.Tables, log: p.Log, interval: p.Interval,
-		compose: p.Compose, last: map[string]*mesh.Reflection{}}
+		compose: p.Compose, frontends: p.Frontends, defaultFrontend: p.DefaultFrontend, last: map[string]*mesh.Reflection{}}
 }
 
 // Refresh reflects what the sources say needs it (everything with force)
@@ -220,21 +226,59 @@ func (b *Builder) refresh(ctx context.Context, force bool) bool {
 	return allOK
 }
 
-// build compiles a table from the reflections and, when a protos
-// directory is configured, the frontend protos as they are now: what does
-// not load is rejected with its position, beside the services' rejections.
+// build compiles a table from the reflections: one per frontend when
+// frontends are configured (the one returned holds them all, and their
+// rejections, each named after its frontend).
 func (b *Builder) build(ctx context.Context, ordered []*mesh.Reflection) *RouteTable {
+	if len(b.frontends) == 0 {
+		return b.buildFor(ctx, ordered, nil)
+	}
+	set := &frontendSet{byHost: map[string]*RouteTable{}}
+	var rejected []error
+	for _, f := range b.frontends {
+		t := b.buildFor(ctx, ordered, &policies.Audience{Frontend: f.Name, Include: f.Mode == "include"})
+		t.Frontend = f.Name
+		for _, err := range t.Rejected {
+			rejected = append(rejected, fmt.Errorf("frontend %s: %w", f.Name, err))
+		}
+		for _, h := range f.Hosts {
+			if suffix, ok := strings.CutPrefix(h, "*"); ok {
+				set.suffix = append(set.suffix, hostSuffix{suffix: suffix, t: t})
+			} else {
+				set.byHost[h] = t
+			}
+		}
+		if f.Name == b.defaultFrontend {
+			set.def = t
+		}
+		set.all = append(set.all, t)
+	}
+	// The table Tables holds is the default frontend's, else the first's:
+	// its routes are the ones metrics count.
+	top := set.all[0]
+	if set.def != nil {
+		top = set.def
+	}
+	top.set, top.Rejected = set, rejected
+	return top
+}
+
+// buildFor compiles the table aud sees (nil: everything) and, when a
+// protos directory is configured, the frontend protos as they are now:
+// what does not load is rejected with its position, beside the services'
+// rejections.
+func (b *Builder) buildFor(ctx context.Context, ordered []*mesh.Reflection, aud *policies.Audience) *RouteTable {
 	if b.compose.ProtosDir == "" {
-		return buildTable(ordered, nil, b.compiler, b.policies, b.calls)
+		return buildTable(ordered, nil, aud, b.compiler, b.policies, b.calls)
 	}
 	// Frontend protos see the services as clients do: without their
-	// internal fields.
+	// internal fields, and as the frontend sees them.
 	var services []protoreflect.ServiceDescriptor
 	for _, r := range ordered {
 		for _, svc := range r.Services {
 			desc := svc.Desc
 			if b.policies != nil {
-				if pub, err := policies.PublicView(desc); err == nil {
+				if pub, err := policies.View(desc, aud); err == nil {
 					desc = pub
 				}
 			}
@@ -250,7 +294,7 @@ func (b *Builder) build(ctx context.Context, ordered []*mesh.Reflection) *RouteT
 	for _, e := range loadErrs {
 		errs = append(errs, fmt.Errorf("frontend protos: %w", e))
 	}
-	t := buildTable(ordered, fronts, b.compiler, b.policies, b.calls)
+	t := buildTable(ordered, fronts, aud, b.compiler, b.policies, b.calls)
 	t.Rejected = append(errs, t.Rejected...)
 	return t
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
+	"strings"
 	"time"
 )
 
@@ -107,6 +109,13 @@ type Config struct {
 	// Docs serves GET /docs on the public listener: a page of that
 	// document, its assets in the binary (no CDN). Off by default.
 	Docs bool `yaml:"docs"`
+	// Frontends are the views of the services that different clients
+	// get (web, mobile, partner): each request is served by one, chosen
+	// by its Host. Empty: one view of everything.
+	Frontends []FrontendConfig `yaml:"frontends"`
+	// DefaultFrontend serves a request whose Host no frontend lists; "":
+	// such a request is a 404.
+	DefaultFrontend string `yaml:"default_frontend"`
 	// UpstreamTimeout is the deadline of a unary upstream call.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// MaxStreamDuration bounds a server-streaming call.
@@ -238,11 +247,59 @@ type ComposeConfig struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 }
 
+// FrontendConfig is one frontend (edge.frontends).
+type FrontendConfig struct {
+	// Name is what protos name in (portico.v1.method).frontends and
+	// (portico.v1.field).frontends: lower case letters, digits, - and _.
+	Name string `yaml:"name"`
+	// Mode: "exclude" (the default) sees every method and field but those
+	// that name only other frontends; "include" sees only those that name
+	// it, so that a new field never reaches it unannounced (partners).
+	Mode string `yaml:"mode"`
+	// Hosts are the Host header values it serves (the port aside): a name,
+	// or "*.example.com" for its subdomains.
+	Hosts []string `yaml:"hosts"`
+}
+
+var frontendName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+
+func (c Config) validateFrontends() error {
+	seen := map[string]bool{}
+	hosts := map[string]string{}
+	for i, f := range c.Frontends {
+		switch {
+		case !frontendName.MatchString(f.Name):
+			return fmt.Errorf("edge.frontends[%d].name %q: lower case letters, digits, - and _, starting with a letter", i, f.Name)
+		case seen[f.Name]:
+			return fmt.Errorf("edge.frontends[%d].name %q: named twice", i, f.Name)
+		case f.Mode != "" && f.Mode != "include" && f.Mode != "exclude":
+			return fmt.Errorf("edge.frontends[%d].mode %q: include or exclude", i, f.Mode)
+		}
+		seen[f.Name] = true
+		for _, h := range f.Hosts {
+			if h == "" || h != strings.ToLower(h) || strings.ContainsAny(h, ":/ ") || strings.Contains(h[1:], "*") {
+				return fmt.Errorf("edge.frontends[%d].hosts: %q is not a lower-case host name (or *.domain) without a port", i, h)
+			}
+			if other, ok := hosts[h]; ok {
+				return fmt.Errorf("edge.frontends[%d].hosts: %q is %s's already", i, h, other)
+			}
+			hosts[h] = f.Name
+		}
+	}
+	if c.DefaultFrontend != "" && !seen[c.DefaultFrontend] {
+		return fmt.Errorf("edge.default_frontend %q: no frontend has that name", c.DefaultFrontend)
+	}
+	return nil
+}
+
 // DefaultComposePollInterval is edge.compose.poll_interval's default.
 const DefaultComposePollInterval = 2 * time.Second
 
 // Validate reports the first invalid value.
 func (c Config) Validate() error {
+	if err := c.validateFrontends(); err != nil {
+		return err
+	}
 	if c.Compose.ProtosDir != "" {
 		if st, err := os.Stat(c.Compose.ProtosDir); err != nil || !st.IsDir() {
 			return fmt.Errorf("edge.compose.protos_dir %q: not a directory", c.Compose.ProtosDir)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -137,6 +138,8 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
 		err = status.Error(codes.InvalidArgument, "malformed request framing: "+flaw+"; the connection is closed")
 	} else if t == nil {
 		err = status.Error(codes.Unavailable, "no route table yet: upstreams are still being reflected")
+	} else if t = t.For(r); t == nil {
+		err = status.Error(codes.NotFound, "no frontend serves host "+strconv.Quote(truncateLog(r.Host)))
 	} else if route, handled, perr := h.preflight(w, r, t); handled {
 		ex.route, err = route, perr
 	} else {

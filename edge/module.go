@@ -135,7 +135,8 @@ type builderIn struct {
 
 func newBuilder(in builderIn) *Builder {
 	return NewBuilder(BuilderParams{Sources: in.Mesh.Sources(), Compiler: in.Transcode, Policies: in.Policies, Calls: in.Calls,
-		Tables: in.Tables, Interval: in.Mesh.RefreshInterval(), Compose: in.Cfg.Compose, Log: in.Log})
+		Tables: in.Tables, Interval: in.Mesh.RefreshInterval(), Compose: in.Cfg.Compose,
+		Frontends: in.Cfg.Frontends, DefaultFrontend: in.Cfg.DefaultFrontend, Log: in.Log})
 }
 
 // AccessLogger is where the access log goes when the process supplies

@@ -3,6 +3,8 @@ package edge
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -40,6 +42,52 @@ type RouteTable struct {
 	// Built is when the table was compiled.
 	Built time.Time
 	doc   apiDoc // its OpenAPI document, rendered on first use
+	// Frontend is the frontend the table is for ("" without frontends).
+	Frontend string
+	set      *frontendSet // every frontend's table, on the one Tables holds
+}
+
+// frontendSet is the tables of the frontends, and how a request picks one.
+type frontendSet struct {
+	byHost map[string]*RouteTable // exact host names
+	suffix []hostSuffix           // "*.example.com" rules, in config order
+	def    *RouteTable            // edge.default_frontend's; nil: 404
+	all    []*RouteTable          // in config order
+}
+
+type hostSuffix struct {
+	suffix string // ".example.com"
+	t      *RouteTable
+}
+
+// For is the table that serves r: its frontend's, chosen by Host (nil:
+// no frontend serves that host). Without frontends it is t itself.
+func (t *RouteTable) For(r *http.Request) *RouteTable {
+	if t.set == nil {
+		return t
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if ft := t.set.byHost[host]; ft != nil {
+		return ft
+	}
+	for _, s := range t.set.suffix {
+		if strings.HasSuffix(host, s.suffix) {
+			return s.t
+		}
+	}
+	return t.set.def
+}
+
+// Frontends lists every frontend's table (only t without frontends).
+func (t *RouteTable) Frontends() []*RouteTable {
+	if t.set == nil {
+		return []*RouteTable{t}
+	}
+	return t.set.all
 }
 
 // protojson counts the routes on the reference codec.
@@ -90,12 +138,13 @@ func (t *Tables) Store(rt *RouteTable) {
 // policies (the `routes` command). calls makes each route's upstream call;
 // nil calls without metrics or drain (tools that serve nothing).
 func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
-	return buildTable(refls, nil, c, pc, calls)
+	return buildTable(refls, nil, nil, c, pc, calls)
 }
 
 // buildTable builds the routes of the reflected services, then those of
-// the composed methods of the frontend files.
-func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
+// the composed methods of the frontend files, as aud sees them (nil: no
+// frontends configured).
+func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, aud *policies.Audience, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
 	if calls == nil {
 		def := DefaultConfig()
 		calls = NewCalls(nil, nil, CallLimits{Timeout: def.UpstreamTimeout, MaxStreamDuration: def.MaxStreamDuration,
@@ -116,8 +165,9 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 			}
 			desc := svc.Desc
 			if pc != nil {
-				// Clients see the service without its internal fields.
-				pub, err := policies.PublicView(desc)
+				// Clients see the service without its internal fields,
+				// and a frontend only what is its.
+				pub, err := policies.View(desc, aud)
 				if err != nil {
 					t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
 					continue

@@ -2,10 +2,15 @@ package policies
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
+	"google.golang.org/genproto/googleapis/api/visibility"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
 )
 
 // PublicView returns sd as clients see it: every field marked
@@ -18,6 +23,50 @@ import (
 //
 // A service whose types have no internal field is returned as is.
 func PublicView(sd protoreflect.ServiceDescriptor) (protoreflect.ServiceDescriptor, error) {
+	return View(sd, nil)
+}
+
+// Audience is the frontend a view is for (edge.frontends).
+type Audience struct {
+	// Frontend is its name.
+	Frontend string
+	// Include: it sees only what names it; else all but what is hidden
+	// from it.
+	Include bool
+}
+
+// labels are what a field or method says of who sees it.
+type labels struct {
+	frontends  []string // the include-mode frontends that see it
+	hiddenFrom []string // the frontends that never do
+	restricted []string // google.api visibility labels: only these do
+}
+
+// sees says whether the audience sees an element with these labels; a
+// nil audience (no frontends configured) sees everything.
+func (a *Audience) sees(l labels) bool {
+	switch {
+	case a == nil:
+		return true
+	case slices.Contains(l.hiddenFrom, a.Frontend):
+		return false
+	case l.restricted != nil && !slices.Contains(l.restricted, a.Frontend):
+		return false
+	case a.Include:
+		return slices.Contains(l.frontends, a.Frontend) || slices.Contains(l.restricted, a.Frontend)
+	}
+	return true
+}
+
+// View returns sd as the audience sees it: the public view, without the
+// fields and methods that are not the audience's (see
+// (portico.v1.field).frontends and (portico.v1.method).frontends). Fields
+// of google.* types (well-known types, google.api, google.rpc) are never
+// removed. What the view does not have is unknown to the codecs: never
+// rendered, refused in requests. The view is built when the table is; a
+// service with nothing to remove is returned as is. A nil audience gives
+// the public view.
+func View(sd protoreflect.ServiceDescriptor, a *Audience) (protoreflect.ServiceDescriptor, error) {
 	files := map[string]protoreflect.FileDescriptor{}
 	var order []protoreflect.FileDescriptor
 	var walk func(fd protoreflect.FileDescriptor)
@@ -38,9 +87,24 @@ func PublicView(sd protoreflect.ServiceDescriptor) (protoreflect.ServiceDescript
 	hidden := 0
 	for _, fd := range order {
 		fdp := protodesc.ToFileDescriptorProto(fd)
-		msgs := fd.Messages()
-		for i := 0; i < msgs.Len(); i++ {
-			hidden += stripInternal(msgs.Get(i), fdp.MessageType[i])
+		if !strings.HasPrefix(string(fd.Package()), "google.") || a == nil {
+			msgs := fd.Messages()
+			for i := 0; i < msgs.Len(); i++ {
+				hidden += strip(msgs.Get(i), fdp.MessageType[i], a)
+			}
+		}
+		if fd == sd.ParentFile() && a != nil {
+			sp := fdp.Service[sd.Index()]
+			methods := sd.Methods()
+			keep := sp.Method[:0]
+			for i := 0; i < methods.Len(); i++ {
+				if a.sees(methodLabels(methods.Get(i))) {
+					keep = append(keep, sp.Method[i])
+				} else {
+					hidden++
+				}
+			}
+			sp.Method = keep
 		}
 		set.File = append(set.File, fdp)
 	}
@@ -49,7 +113,7 @@ func PublicView(sd protoreflect.ServiceDescriptor) (protoreflect.ServiceDescript
 	}
 	reg, err := protodesc.NewFiles(set)
 	if err != nil {
-		return nil, fmt.Errorf("building the public view without internal fields: %w", err)
+		return nil, fmt.Errorf("building the view without internal and hidden fields: %w", err)
 	}
 	d, err := reg.FindDescriptorByName(sd.FullName())
 	if err != nil {
@@ -58,23 +122,86 @@ func PublicView(sd protoreflect.ServiceDescriptor) (protoreflect.ServiceDescript
 	return d.(protoreflect.ServiceDescriptor), nil
 }
 
-// stripInternal removes internal fields from mp (the proto of md) and its
-// nested messages, returning how many it removed.
-func stripInternal(md protoreflect.MessageDescriptor, mp *descriptorpb.DescriptorProto) int {
+// strip removes from mp (the proto of md) and its nested messages the
+// internal fields and those the audience does not see, returning how many
+// it removed. A oneof left without fields goes too.
+func strip(md protoreflect.MessageDescriptor, mp *descriptorpb.DescriptorProto, a *Audience) int {
 	n := 0
 	fields := md.Fields()
 	keep := mp.Field[:0]
 	for i := 0; i < fields.Len(); i++ {
-		if fp := fieldPolicy(fields.Get(i)); fp.GetInternal() {
+		fd := fields.Get(i)
+		if fp := fieldPolicy(fd); fp.GetInternal() || !a.sees(fieldLabels(fd, fp)) {
 			n++
 			continue
 		}
 		keep = append(keep, mp.Field[i])
 	}
 	mp.Field = keep
+	if n > 0 && len(mp.OneofDecl) > 0 {
+		// Renumber the oneofs that still have a field.
+		remap := map[int32]int32{}
+		var decls []*descriptorpb.OneofDescriptorProto
+		for _, f := range mp.Field {
+			if f.OneofIndex == nil {
+				continue
+			}
+			if _, ok := remap[f.GetOneofIndex()]; !ok {
+				remap[f.GetOneofIndex()] = int32(len(decls))
+				decls = append(decls, mp.OneofDecl[f.GetOneofIndex()])
+			}
+			idx := remap[f.GetOneofIndex()]
+			f.OneofIndex = &idx
+		}
+		mp.OneofDecl = decls
+	}
 	nested := md.Messages()
 	for i := 0; i < nested.Len(); i++ {
-		n += stripInternal(nested.Get(i), mp.NestedType[i])
+		n += strip(nested.Get(i), mp.NestedType[i], a)
 	}
 	return n
+}
+
+// fieldLabels are what a field says of who sees it: its
+// (portico.v1.field) frontends and hidden_from, its
+// google.api.field_visibility labels.
+func fieldLabels(fd protoreflect.FieldDescriptor, fp *porticov1.FieldPolicy) labels {
+	l := labels{frontends: lower(fp.GetFrontends()), hiddenFrom: lower(fp.GetHiddenFrom())}
+	if r, _, _ := Extension[*visibility.VisibilityRule](fd.Options(), visibility.E_FieldVisibility); r != nil {
+		l.restricted = restriction(r.GetRestriction())
+	}
+	return l
+}
+
+// methodLabels are what a method (or its service) says of who serves it:
+// the portico.v1 policy's frontends and hidden_from, the google.api method
+// or api visibility labels.
+func methodLabels(md protoreflect.MethodDescriptor) labels {
+	pol, _, _ := declared(md)
+	l := labels{frontends: lower(pol.GetFrontends()), hiddenFrom: lower(pol.GetHiddenFrom())}
+	if r, _, _ := Extension[*visibility.VisibilityRule](md.Options(), visibility.E_MethodVisibility); r != nil {
+		l.restricted = restriction(r.GetRestriction())
+	}
+	if r, _, _ := Extension[*visibility.VisibilityRule](md.Parent().Options(), visibility.E_ApiVisibility); r != nil {
+		l.restricted = append(l.restricted, restriction(r.GetRestriction())...)
+	}
+	return l
+}
+
+func restriction(s string) []string {
+	out := []string{} // restricted, even to no one
+	for l := range strings.SplitSeq(s, ",") {
+		if l = strings.ToLower(strings.TrimSpace(l)); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func lower(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.ToLower(s)
+	}
+	return out
 }

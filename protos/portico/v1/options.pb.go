@@ -141,7 +141,16 @@ type Policy struct {
 	MaxBodyBytes int64 `protobuf:"varint,7,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
 	// Declares that repeating the method has the same effect as calling it
 	// once, which allows retries of non-GET bindings.
-	Idempotent    bool `protobuf:"varint,8,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
+	Idempotent bool `protobuf:"varint,8,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
+	// The include-mode frontends (the operator's `edge.frontends`, such as
+	// "partner") that serve the method; on a service, its methods'. An
+	// include-mode frontend serves only the methods that name it; an
+	// exclude-mode one (the default mode) serves every method but those
+	// hidden from it. A method a frontend does not serve is a 404 there, and
+	// absent from its OpenAPI document.
+	Frontends []string `protobuf:"bytes,9,rep,name=frontends,proto3" json:"frontends,omitempty"`
+	// The frontends, of either mode, that never serve the method.
+	HiddenFrom    []string `protobuf:"bytes,10,rep,name=hidden_from,json=hiddenFrom,proto3" json:"hidden_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,6 +239,20 @@ func (x *Policy) GetIdempotent() bool {
 		return x.Idempotent
 	}
 	return false
+}
+
+func (x *Policy) GetFrontends() []string {
+	if x != nil {
+		return x.Frontends
+	}
+	return nil
+}
+
+func (x *Policy) GetHiddenFrom() []string {
+	if x != nil {
+		return x.HiddenFrom
+	}
+	return nil
 }
 
 // Auth says who may call.
@@ -776,7 +799,18 @@ type FieldPolicy struct {
 	// The field is for service-to-service use only: the edge clears it in every
 	// request it transcodes (wherever a client put it: body, query or path) and
 	// in every response before rendering it.
-	Internal      bool `protobuf:"varint,1,opt,name=internal,proto3" json:"internal,omitempty"`
+	Internal bool `protobuf:"varint,1,opt,name=internal,proto3" json:"internal,omitempty"`
+	// The include-mode frontends that see the field. An include-mode
+	// frontend sees only the fields that name it, so that a new field never
+	// reaches a partner unannounced; an exclude-mode one sees every field but
+	// those hidden from it. A frontend that does not see a field never gets
+	// it (it is not rendered) and cannot send it (a request that names it is
+	// a 400, unknown field), as if it did not exist; nor is it in the
+	// frontend's OpenAPI document. The labels of `google.api.field_visibility`
+	// restrict a field to the frontends so named, in either mode.
+	Frontends []string `protobuf:"bytes,2,rep,name=frontends,proto3" json:"frontends,omitempty"`
+	// The frontends, of either mode, that never see the field.
+	HiddenFrom    []string `protobuf:"bytes,3,rep,name=hidden_from,json=hiddenFrom,proto3" json:"hidden_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -816,6 +850,20 @@ func (x *FieldPolicy) GetInternal() bool {
 		return x.Internal
 	}
 	return false
+}
+
+func (x *FieldPolicy) GetFrontends() []string {
+	if x != nil {
+		return x.Frontends
+	}
+	return nil
+}
+
+func (x *FieldPolicy) GetHiddenFrom() []string {
+	if x != nil {
+		return x.HiddenFrom
+	}
+	return nil
 }
 
 // Compose declares a composed method: one REST call answered by several
@@ -1390,7 +1438,7 @@ var File_portico_v1_options_proto protoreflect.FileDescriptor
 const file_portico_v1_options_proto_rawDesc = "" +
 	"\n" +
 	"\x18portico/v1/options.proto\x12\n" +
-	"portico.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xd7\x02\n" +
+	"portico.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\x96\x03\n" +
 	"\x06Policy\x12$\n" +
 	"\x04auth\x18\x01 \x01(\v2\x10.portico.v1.AuthR\x04auth\x124\n" +
 	"\n" +
@@ -1402,7 +1450,11 @@ const file_portico_v1_options_proto_rawDesc = "" +
 	"\x0emax_body_bytes\x18\a \x01(\x03R\fmaxBodyBytes\x12\x1e\n" +
 	"\n" +
 	"idempotent\x18\b \x01(\bR\n" +
-	"idempotent\"\x96\x01\n" +
+	"idempotent\x12\x1c\n" +
+	"\tfrontends\x18\t \x03(\tR\tfrontends\x12\x1f\n" +
+	"\vhidden_from\x18\n" +
+	" \x03(\tR\n" +
+	"hiddenFrom\"\x96\x01\n" +
 	"\x04Auth\x12\x16\n" +
 	"\x06public\x18\x01 \x01(\bR\x06public\x12\x1c\n" +
 	"\tproviders\x18\x02 \x03(\tR\tproviders\x12\x16\n" +
@@ -1451,9 +1503,12 @@ const file_portico_v1_options_proto_rawDesc = "" +
 	"\x0eexpose_headers\x18\x03 \x03(\tR\rexposeHeaders\x12+\n" +
 	"\x11allow_credentials\x18\x04 \x01(\bR\x10allowCredentials\x122\n" +
 	"\amax_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06maxAge\x12\x1a\n" +
-	"\bdisabled\x18\x06 \x01(\bR\bdisabled\")\n" +
+	"\bdisabled\x18\x06 \x01(\bR\bdisabled\"h\n" +
 	"\vFieldPolicy\x12\x1a\n" +
-	"\binternal\x18\x01 \x01(\bR\binternal\"m\n" +
+	"\binternal\x18\x01 \x01(\bR\binternal\x12\x1c\n" +
+	"\tfrontends\x18\x02 \x03(\tR\tfrontends\x12\x1f\n" +
+	"\vhidden_from\x18\x03 \x03(\tR\n" +
+	"hiddenFrom\"m\n" +
 	"\aCompose\x12-\n" +
 	"\x05calls\x18\x01 \x03(\v2\x17.portico.v1.ComposeCallR\x05calls\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xbf\x02\n" +

@@ -1,0 +1,99 @@
+package policies
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+const viewProto = `
+syntax = "proto3";
+package v.v1;
+import "google/api/visibility.proto";
+import "google/protobuf/timestamp.proto";
+import "portico/v1/options.proto";
+
+service Shop {
+  rpc Get(Item) returns (Item) { option (portico.v1.method) = {frontends: ["partner"]}; }
+  rpc Admin(Item) returns (Item) { option (portico.v1.method) = {hidden_from: ["mobile"]}; }
+  rpc Preview(Item) returns (Item) { option (google.api.method_visibility).restriction = "WEB"; }
+}
+
+message Item {
+  string id = 1 [(portico.v1.field) = {frontends: ["partner"]}];
+  string name = 2 [(portico.v1.field) = {frontends: ["partner"]}];
+  string notes = 3;
+  int64 cost = 4 [(portico.v1.field) = {hidden_from: ["mobile", "partner"]}];
+  string secret = 5 [(portico.v1.field).internal = true];
+  string beta = 6 [(google.api.field_visibility).restriction = "web"];
+  google.protobuf.Timestamp at = 7 [(portico.v1.field) = {frontends: ["partner"]}];
+  oneof contact {
+    string email = 8;
+    string phone = 9;
+  }
+  optional string tag = 10;
+}
+`
+
+// TestViews: each frontend's view keeps what it sees: an include-mode
+// frontend only what names it (well-known types whole), an exclude-mode
+// one all but what is hidden from it or restricted to others; internal
+// fields never; oneofs left empty go with their fields.
+func TestViews(t *testing.T) {
+	sd := compileProto(t, viewProto)
+	view := func(a *Audience) (methods, fields []string) {
+		t.Helper()
+		v, err := View(sd, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < v.Methods().Len(); i++ {
+			methods = append(methods, string(v.Methods().Get(i).Name()))
+		}
+		if v.Methods().Len() == 0 {
+			return methods, nil
+		}
+		item := v.Methods().Get(0).Input()
+		for i := 0; i < item.Fields().Len(); i++ {
+			fields = append(fields, string(item.Fields().Get(i).Name()))
+		}
+		if at := item.Fields().ByName("at"); at != nil && at.Message().Fields().Len() != 2 {
+			t.Errorf("%v: the Timestamp lost fields", a)
+		}
+		return methods, fields
+	}
+	for _, tc := range []struct {
+		a               *Audience
+		methods, fields string
+	}{
+		{nil, "Get Admin Preview", "id name notes cost beta at email phone tag"},
+		{&Audience{Frontend: "web"}, "Get Admin Preview", "id name notes cost beta at email phone tag"},
+		{&Audience{Frontend: "mobile"}, "Get", "id name notes at email phone tag"},
+		{&Audience{Frontend: "partner", Include: true}, "Get", "id name at"},
+		{&Audience{Frontend: "other", Include: true}, "", ""},
+	} {
+		methods, fields := view(tc.a)
+		if strings.Join(methods, " ") != tc.methods || strings.Join(fields, " ") != tc.fields {
+			t.Errorf("%+v: methods %v fields %v; want %q and %q", tc.a, methods, fields, tc.methods, tc.fields)
+		}
+	}
+	// The mobile view of Item has no secret, and its oneofs are intact.
+	v, err := View(sd, &Audience{Frontend: "partner", Include: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := v.Methods().Get(0).Input()
+	var oneofs []protoreflect.Name
+	for i := 0; i < item.Oneofs().Len(); i++ {
+		oneofs = append(oneofs, item.Oneofs().Get(i).Name())
+	}
+	if len(oneofs) != 0 {
+		t.Errorf("partner's Item keeps oneofs %v without their fields", oneofs)
+	}
+	web, _ := View(sd, &Audience{Frontend: "web"})
+	if o := web.Methods().Get(0).Input().Oneofs(); o.Len() != 2 || !slices.Contains([]protoreflect.Name{o.Get(0).Name(), o.Get(1).Name()}, "contact") {
+		t.Errorf("web's Item oneofs: %d", o.Len())
+	}
+}
