@@ -6,10 +6,14 @@
 
 // The products example service: the benchmark payloads (a ~1 KB product, a
 // ~20 KB list), multi-segment variables, wildcards and a raw HttpBody request.
+// Its catalogue is offered to partners too: a frontend named "partner" in
+// include mode (edge.frontends) serves GetProduct and ListProducts with the
+// fields tagged for it, and nothing else.
 
 package productsv1
 
 import (
+	_ "github.com/portico-dev/portico/protos/portico/v1"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -695,14 +699,14 @@ var File_examples_products_v1_products_proto protoreflect.FileDescriptor
 
 const file_examples_products_v1_products_proto_rawDesc = "" +
 	"\n" +
-	"#examples/products/v1/products.proto\x12\x1cportico.examples.products.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x04\n" +
-	"\aProduct\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1f\n" +
-	"\vprice_cents\x18\x04 \x01(\x03R\n" +
-	"priceCents\x12\x1a\n" +
-	"\bcurrency\x18\x05 \x01(\tR\bcurrency\x12\x12\n" +
+	"#examples/products/v1/products.proto\x12\x1cportico.examples.products.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18portico/v1/options.proto\"\xc4\x04\n" +
+	"\aProduct\x12\x1d\n" +
+	"\x02id\x18\x01 \x01(\tB\r\xa2\x9f\x19\t\x12\apartnerR\x02id\x12!\n" +
+	"\x04name\x18\x02 \x01(\tB\r\xa2\x9f\x19\t\x12\apartnerR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12.\n" +
+	"\vprice_cents\x18\x04 \x01(\x03B\r\xa2\x9f\x19\t\x12\apartnerR\n" +
+	"priceCents\x12)\n" +
+	"\bcurrency\x18\x05 \x01(\tB\r\xa2\x9f\x19\t\x12\apartnerR\bcurrency\x12\x12\n" +
 	"\x04tags\x18\x06 \x03(\tR\x04tags\x12U\n" +
 	"\n" +
 	"attributes\x18\a \x03(\v25.portico.examples.products.v1.Product.AttributesEntryR\n" +
@@ -722,16 +726,16 @@ const file_examples_products_v1_products_proto_rawDesc = "" +
 	"\tDimension\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x12\n" +
-	"\x04unit\x18\x03 \x01(\tR\x04unit\"#\n" +
-	"\x11GetProductRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"F\n" +
-	"\x13ListProductsRequest\x12\x1b\n" +
-	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x12\n" +
-	"\x04tags\x18\x02 \x03(\tR\x04tags\"Y\n" +
-	"\x14ListProductsResponse\x12A\n" +
-	"\bproducts\x18\x01 \x03(\v2%.portico.examples.products.v1.ProductR\bproducts\"W\n" +
-	"\x14CreateProductRequest\x12?\n" +
-	"\aproduct\x18\x01 \x01(\v2%.portico.examples.products.v1.ProductR\aproduct\"W\n" +
+	"\x04unit\x18\x03 \x01(\tR\x04unit\"2\n" +
+	"\x11GetProductRequest\x12\x1d\n" +
+	"\x02id\x18\x01 \x01(\tB\r\xa2\x9f\x19\t\x12\apartnerR\x02id\"U\n" +
+	"\x13ListProductsRequest\x12*\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\r\xa2\x9f\x19\t\x12\apartnerR\bpageSize\x12\x12\n" +
+	"\x04tags\x18\x02 \x03(\tR\x04tags\"h\n" +
+	"\x14ListProductsResponse\x12P\n" +
+	"\bproducts\x18\x01 \x03(\v2%.portico.examples.products.v1.ProductB\r\xa2\x9f\x19\t\x12\apartnerR\bproducts\"f\n" +
+	"\x14CreateProductRequest\x12N\n" +
+	"\aproduct\x18\x01 \x01(\v2%.portico.examples.products.v1.ProductB\r\xa2\x9f\x19\t\x12\apartnerR\aproduct\"W\n" +
 	"\x14UpdateProductRequest\x12?\n" +
 	"\aproduct\x18\x01 \x01(\v2%.portico.examples.products.v1.ProductR\aproduct\"%\n" +
 	"\x0fGetAssetRequest\x12\x12\n" +
@@ -746,12 +750,13 @@ const file_examples_products_v1_products_proto_rawDesc = "" +
 	"\bquantity\x18\x02 \x01(\x05R\bquantity\"W\n" +
 	"\x16ImportProductsResponse\x12\x1a\n" +
 	"\bimported\x18\x01 \x01(\x05R\bimported\x12!\n" +
-	"\fcontent_type\x18\x02 \x01(\tR\vcontentType2\xf1\t\n" +
-	"\x0eProductService\x12\x7f\n" +
+	"\fcontent_type\x18\x02 \x01(\tR\vcontentType2\x99\n" +
 	"\n" +
-	"GetProduct\x12/.portico.examples.products.v1.GetProductRequest\x1a%.portico.examples.products.v1.Product\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/products/{id}\x12\x8b\x01\n" +
-	"\fListProducts\x121.portico.examples.products.v1.ListProductsRequest\x1a2.portico.examples.products.v1.ListProductsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/products\x12\x89\x01\n" +
-	"\rCreateProduct\x122.portico.examples.products.v1.CreateProductRequest\x1a%.portico.examples.products.v1.Product\"\x1d\x82\xd3\xe4\x93\x02\x17:\aproduct\"\f/v1/products\x12\x96\x01\n" +
+	"\x0eProductService\x12\x8c\x01\n" +
+	"\n" +
+	"GetProduct\x12/.portico.examples.products.v1.GetProductRequest\x1a%.portico.examples.products.v1.Product\"&\xa2\x9f\x19\tJ\apartner\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/products/{id}\x12\x98\x01\n" +
+	"\fListProducts\x121.portico.examples.products.v1.ListProductsRequest\x1a2.portico.examples.products.v1.ListProductsResponse\"!\xa2\x9f\x19\tJ\apartner\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/products\x12\x96\x01\n" +
+	"\rCreateProduct\x122.portico.examples.products.v1.CreateProductRequest\x1a%.portico.examples.products.v1.Product\"*\xa2\x9f\x19\tJ\apartner\x82\xd3\xe4\x93\x02\x17:\aproduct\"\f/v1/products\x12\x96\x01\n" +
 	"\rUpdateProduct\x122.portico.examples.products.v1.UpdateProductRequest\x1a%.portico.examples.products.v1.Product\"*\x82\xd3\xe4\x93\x02$:\aproduct\x1a\x19/v1/products/{product.id}\x12|\n" +
 	"\bGetAsset\x12-.portico.examples.products.v1.GetAssetRequest\x1a#.portico.examples.products.v1.Asset\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/assets/{path=**}\x12\x8c\x01\n" +
 	"\fGetShelfBook\x121.portico.examples.products.v1.GetShelfBookRequest\x1a#.portico.examples.products.v1.Asset\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=shelves/*/books/*}\x12\x91\x01\n" +

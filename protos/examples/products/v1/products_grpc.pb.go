@@ -6,6 +6,9 @@
 
 // The products example service: the benchmark payloads (a ~1 KB product, a
 // ~20 KB list), multi-segment variables, wildcards and a raw HttpBody request.
+// Its catalogue is offered to partners too: a frontend named "partner" in
+// include mode (edge.frontends) serves GetProduct and ListProducts with the
+// fields tagged for it, and nothing else.
 
 package productsv1
 

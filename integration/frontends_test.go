@@ -1,0 +1,144 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/portico-dev/portico/cmd/portico/app"
+	"github.com/portico-dev/portico/edge"
+	"github.com/portico-dev/portico/integration/harness"
+)
+
+// onHost is a GET with the request's Host set: the frontend it reaches.
+func onHost(t *testing.T, url, host string) response {
+	t.Helper()
+	return sendHost(t, "GET", url, host, "")
+}
+
+func sendHost(t *testing.T, method, url, host, body string) response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{code: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+// TestFrontends: a web frontend (exclude mode, the default) and a partner
+// frontend (include mode, chosen by Host) over the same services. The
+// partner gets only the methods and fields tagged for it, in answers and
+// in its OpenAPI document; a request naming a field it does not see is a
+// 400; each request is one backend call; a host no frontend serves is a
+// 404 when there is no default.
+func TestFrontends(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	count := grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		calls.Add(1)
+		return h(ctx, req)
+	})
+	be := harness.Services(t, []string{"products", "users"}, nil, count)
+	frontends := func(def string) func(*app.Config) {
+		return func(c *app.Config) {
+			c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Hosts: []string{"partner.test", "*.partners.test"}}}
+			c.Edge.DefaultFrontend = def
+		}
+	}
+	e := harness.Portico(t, frontends("web"), be.Addr)
+	if rej := e.Tables.Load().Rejected; len(rej) > 0 {
+		t.Fatal(rej)
+	}
+	fields := func(body string) map[string]any {
+		t.Helper()
+		var m map[string]any
+		if err := json.Unmarshal([]byte(body), &m); err != nil {
+			t.Fatalf("%v: %s", err, body)
+		}
+		return m
+	}
+
+	web := onHost(t, e.URL+"/v1/products/p-1", "shop.test")
+	if p := fields(web.body); web.code != 200 || p["description"] == nil || p["stock"] == nil || p["id"] != "p-1" {
+		t.Fatalf("web: %d %s", web.code, web.body)
+	}
+	before := calls.Load()
+	partner := onHost(t, e.URL+"/v1/products/p-1", "partner.test")
+	if n := calls.Load() - before; n != 1 {
+		t.Errorf("the partner's request made %d backend calls", n)
+	}
+	p := fields(partner.body)
+	if partner.code != 200 || len(p) != 4 || p["id"] != "p-1" || p["name"] == nil || p["priceCents"] == nil || p["currency"] == nil {
+		t.Fatalf("partner: %d %s; want id, name, priceCents and currency only", partner.code, partner.body)
+	}
+	if r := onHost(t, e.URL+"/v1/products?pageSize=2", "api.partners.test"); r.code != 200 || len(fields(r.body)["products"].([]any)) != 2 {
+		t.Fatalf("partner list (a *.partners.test host): %d %.300s", r.code, r.body)
+	}
+	// A query parameter naming a field the partner does not see is as if
+	// the field did not exist: ignored like any unknown parameter, never
+	// passed on (on web, tags filters the list).
+	if r, bogus := onHost(t, e.URL+"/v1/products?tags=nope", "partner.test"), onHost(t, e.URL+"/v1/products?bogus=nope", "partner.test"); r.code != 200 || r.body != bogus.body {
+		t.Fatalf("a query naming a field the partner does not see: %d %.200s", r.code, r.body)
+	}
+	if r := onHost(t, e.URL+"/v1/products?tags=nope", "shop.test"); r.code != 200 || len(fields(r.body)["products"].([]any)) != 0 {
+		t.Fatalf("web's tags filter: %d %.200s", r.code, r.body)
+	}
+	// A body naming a field the partner does not see: 400, as for any
+	// unknown field; without it, the call goes through.
+	if r := sendHost(t, "POST", e.URL+"/v1/products", "partner.test", `{"id":"p-new","name":"New","description":"hidden"}`); r.code != 400 ||
+		!strings.Contains(r.body, `unknown field \"description\"`) {
+		t.Fatalf("a body naming a field the partner does not see: %d %s", r.code, r.body)
+	}
+	if r := sendHost(t, "POST", e.URL+"/v1/products", "partner.test", `{"id":"p-new","name":"New"}`); r.code != 200 || len(fields(r.body)) != 4 {
+		t.Fatalf("the partner's create: %d %s", r.code, r.body)
+	}
+	if r := onHost(t, e.URL+"/v1/users/alice", "partner.test"); r.code != 404 {
+		t.Fatalf("a method not tagged for the partner: %d %s", r.code, r.body)
+	}
+	if r := onHost(t, e.URL+"/v1/users/alice", "shop.test"); r.code != 200 {
+		t.Fatalf("the same method on web: %d %s", r.code, r.body)
+	}
+
+	var doc struct {
+		Paths      map[string]map[string]any `json:"paths"`
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]any `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal([]byte(onHost(t, e.URL+"/openapi.json", "partner.test").body), &doc); err != nil {
+		t.Fatal(err)
+	}
+	product := doc.Components.Schemas["portico.examples.products.v1.Product"].Properties
+	if len(doc.Paths) != 2 || doc.Paths["/v1/products/{id}"]["get"] == nil || doc.Paths["/v1/products"]["post"] == nil || len(product) != 4 || product["description"] != nil {
+		t.Fatalf("partner's document: paths %v, Product %v", doc.Paths, product)
+	}
+	if webDoc := onHost(t, e.URL+"/openapi.json", "shop.test"); len(webDoc.body) <= 2*len(onHost(t, e.URL+"/openapi.json", "partner.test").body) {
+		t.Fatal("web's document is not the larger one")
+	}
+
+	strict := harness.Portico(t, frontends(""), be.Addr)
+	if r := onHost(t, strict.URL+"/v1/products/p-1", "shop.test"); r.code != 404 || fields(r.body)["message"] != `no frontend serves host "shop.test"` {
+		t.Fatalf("without a default frontend, an unknown host: %d %s", r.code, r.body)
+	}
+}
