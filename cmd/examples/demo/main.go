@@ -42,6 +42,7 @@ import (
 	"github.com/portico-dev/portico/cmd/examples/services"
 	"github.com/portico-dev/portico/cmd/examples/topology"
 	"github.com/portico-dev/portico/cmd/portico/app"
+	"github.com/portico-dev/portico/edge"
 	"github.com/portico-dev/portico/mesh/native"
 	"github.com/portico-dev/portico/policies"
 )
@@ -165,6 +166,10 @@ func run(ctx context.Context, stop func()) error {
 	cfg.Edge.DrainDelay = time.Second // nothing balances over the demo: a short drain on Ctrl-C
 	cfg.Edge.Compose.ProtosDir = fronts
 	cfg.Edge.Docs = true // the demo shows its API page at /docs
+	// Two frontends: web sees everything; a partner, on its own host, only
+	// what the products service tags for it.
+	cfg.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Hosts: []string{"partner.localhost"}}}
+	cfg.Edge.DefaultFrontend = "web"
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

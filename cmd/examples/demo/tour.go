@@ -51,6 +51,10 @@ Composition: one GET, four services in parallel (the home screen of frontends/ho
   curl -si -H 'Grpc-Metadata-X-Demo-Slow: accounts' '{{.Base}}/api/home/alice'   # 200 after 500 ms, Portico-Partial: plans, the literal fallback {"plans":[{"name":"free"}]}
   curl -si {{.Base}}/api/home/zed                                   # 404, "call profile: user \"users/zed\" not found"
 
+Frontends: the same services, another client's view (the partner sees only what products.proto tags for it):
+  curl -s -H 'Host: partner.localhost' {{.Base}}/v1/products/p-1     # {"id":"p-1","name":"Example product 1","priceCents":"1037","currency":"EUR"}
+  curl -s -H 'Host: partner.localhost' {{.Base}}/v1/users/alice      # 404: users is not offered to partners
+
 The API, described:  curl -s {{.Base}}/openapi.json | head -c 300   # the OpenAPI 3.1 document of every route above; open {{.Base}}/docs in a browser for its page
 
 Readiness:         curl -s {{.Admin}}/readyz                                   # {"status":"ready","checks":[routes, identity, consul]}
