@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/edge"
@@ -141,4 +144,94 @@ func TestFrontends(t *testing.T) {
 	if r := onHost(t, strict.URL+"/v1/products/p-1", "shop.test"); r.code != 404 || fields(r.body)["message"] != `no frontend serves host "shop.test"` {
 		t.Fatalf("without a default frontend, an unknown host: %d %s", r.code, r.body)
 	}
+}
+
+const catalogV1 = `
+syntax = "proto3";
+package cat.v1;
+import "google/api/annotations.proto";
+import "portico/v1/options.proto";
+
+service Catalog {
+  // GetItem is offered to partners.
+  rpc GetItem(GetItemRequest) returns (Item) {
+    option (google.api.http) = {get: "/v1/items/{id}"};
+    option (portico.v1.method) = {frontends: ["partner"]};
+  }
+}
+
+message GetItemRequest {
+  string id = 1 [(portico.v1.field) = {frontends: ["partner"]}];
+}
+
+message Item {
+  string id = 1 [(portico.v1.field) = {frontends: ["partner"]}];
+  string name = 2 [(portico.v1.field) = {frontends: ["partner"]}];
+}
+`
+
+// TestFrontendsNewField: a service redeployed with a new, untagged field
+// (no edge restart): web gets it, in answers and in its document, once
+// the service is reflected again; the partner, in include mode, never
+// does. Each request is one backend call.
+func TestFrontendsNewField(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	answer := func(md protoreflect.MethodDescriptor, req *dynamicpb.Message) (proto.Message, error) {
+		calls.Add(1)
+		item := dynamicpb.NewMessage(md.Output())
+		fields := md.Output().Fields()
+		item.Set(fields.ByName("id"), req.Get(req.Descriptor().Fields().ByName("id")))
+		item.Set(fields.ByName("name"), protoreflect.ValueOfString("Item"))
+		if f := fields.ByName("cost_cents"); f != nil {
+			item.Set(f, protoreflect.ValueOfInt64(42))
+		}
+		return item, nil
+	}
+	v1 := harness.Dynamic(t, "", catalogV1, answer)
+	e := harness.Portico(t, func(c *app.Config) {
+		c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Hosts: []string{"partner.test"}}}
+		c.Edge.DefaultFrontend = "web"
+		c.Mesh.RefreshInterval = 200 * time.Millisecond
+	}, v1.Addr)
+	if r := onHost(t, e.URL+"/v1/items/i-1", "shop.test"); r.code != 200 || r.body != `{"id":"i-1","name":"Item"}` {
+		t.Fatalf("web before: %d %s", r.code, r.body)
+	}
+	v1.Server.Stop()
+	harness.Dynamic(t, v1.Addr, strings.Replace(catalogV1, "string name = 2 [(portico.v1.field) = {frontends: [\"partner\"]}];",
+		"string name = 2 [(portico.v1.field) = {frontends: [\"partner\"]}];\n  int64 cost_cents = 3;", 1), answer)
+	eventually(t, 10*time.Second, "web's answer with the new field", func() bool {
+		r := sendHostOK(e.URL+"/v1/items/i-1", "shop.test")
+		return r == `{"id":"i-1","name":"Item","costCents":"42"}`
+	})
+	before := calls.Load()
+	if r := onHost(t, e.URL+"/v1/items/i-1", "partner.test"); r.code != 200 || r.body != `{"id":"i-1","name":"Item"}` {
+		t.Fatalf("partner after the redeploy: %d %s", r.code, r.body)
+	}
+	if n := calls.Load() - before; n != 1 {
+		t.Errorf("the partner's request made %d backend calls", n)
+	}
+	if web, partner := onHost(t, e.URL+"/openapi.json", "shop.test").body, onHost(t, e.URL+"/openapi.json", "partner.test").body; !strings.Contains(web, `"costCents"`) || strings.Contains(partner, `"costCents"`) {
+		t.Fatalf("the new field in web's document: %v, in the partner's: %v", strings.Contains(web, `"costCents"`), strings.Contains(partner, `"costCents"`))
+	}
+}
+
+// sendHostOK is a GET on host that reports "" for any failure: for
+// conditions polled while a backend restarts.
+func sendHostOK(url, host string) string {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return ""
+	}
+	req.Host = host
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return ""
+	}
+	return string(b)
 }
