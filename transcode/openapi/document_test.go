@@ -23,13 +23,17 @@ import (
 	ordersv1 "github.com/portico-dev/portico/protos/examples/orders/v1"
 	productsv1 "github.com/portico-dev/portico/protos/examples/products/v1"
 	usersv1 "github.com/portico-dev/portico/protos/examples/users/v1"
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden documents")
 
 // examples compiles the example services' bindings, as the edge does.
-func examples(t *testing.T) []Operation {
+func examples(t *testing.T) []Operation { return examplesFor(t, nil) }
+
+// examplesFor compiles them as a frontend sees them (nil: everything).
+func examplesFor(t *testing.T, a *policies.Audience) []Operation {
 	t.Helper()
 	var ops []Operation
 	c := transcode.NewCompiler(transcode.DefaultConfig())
@@ -38,7 +42,11 @@ func examples(t *testing.T) []Operation {
 		productsv1.File_examples_products_v1_products_proto, accountsv1.File_examples_accounts_v1_accounts_proto,
 	} {
 		for i := 0; i < fd.Services().Len(); i++ {
-			methods, err := c.CompileService(fd.Services().Get(i), nil)
+			view, err := policies.View(fd.Services().Get(i), a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			methods, err := c.CompileService(view, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,18 +78,31 @@ func render(t *testing.T, ops []Operation, info Info) ([]byte, libopenapi.Docume
 	return out, doc
 }
 
-// TestExamplesDocument: the example services' document is valid OpenAPI
-// 3.1, every schema in it compiles, it is the same on every build, and it
-// matches the golden file (go test ./transcode/openapi -update rewrites it).
+// TestExamplesDocument: the example services' document, whole and as the
+// partner frontend (include mode) sees it, is valid OpenAPI 3.1, every
+// schema in it compiles, it is the same on every build, and it matches
+// its golden file (go test ./transcode/openapi -update rewrites them).
 func TestExamplesDocument(t *testing.T) {
+	for _, tc := range []struct {
+		golden string
+		a      *policies.Audience
+	}{
+		{"testdata/examples.openapi.json", nil},
+		{"testdata/examples.partner.openapi.json", &policies.Audience{Frontend: "partner", Include: true}},
+	} {
+		t.Run(tc.golden, func(t *testing.T) { checkDocument(t, tc.golden, tc.a) })
+	}
+}
+
+func checkDocument(t *testing.T, golden string, a *policies.Audience) {
 	info := Info{Title: "Portico examples", Version: "1", Schemes: []Scheme{{Name: "bearer", Type: "http"}}}
-	out, doc := render(t, examples(t), info)
+	out, doc := render(t, examplesFor(t, a), info)
 	if ok, errs := schema_validation.ValidateOpenAPIDocument(doc); !ok {
 		for _, e := range errs {
 			t.Errorf("%s: %s", e.Message, e.Reason)
 		}
 	}
-	again, _ := render(t, examples(t), info)
+	again, _ := render(t, examplesFor(t, a), info)
 	if !bytes.Equal(out, again) {
 		t.Fatal("two builds of one route table differ")
 	}
@@ -97,7 +118,6 @@ func TestExamplesDocument(t *testing.T) {
 			t.Errorf("schema %s does not compile: %s", name, errs[0].Reason)
 		}
 	}
-	const golden = "testdata/examples.openapi.json"
 	if *update {
 		if err := os.WriteFile(golden, out, 0o644); err != nil {
 			t.Fatal(err)
