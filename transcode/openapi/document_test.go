@@ -19,11 +19,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/portico-dev/portico/policies"
 	accountsv1 "github.com/portico-dev/portico/protos/examples/accounts/v1"
 	ordersv1 "github.com/portico-dev/portico/protos/examples/orders/v1"
 	productsv1 "github.com/portico-dev/portico/protos/examples/products/v1"
 	usersv1 "github.com/portico-dev/portico/protos/examples/users/v1"
-	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
