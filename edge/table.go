@@ -151,6 +151,9 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 			StreamIdle: transcode.DefaultConfig().StreamIdleTimeout})
 	}
 	t := &RouteTable{router: transcode.NewRouter[*Route](), Built: time.Now()}
+	if aud != nil {
+		t.Frontend = aud.Frontend
+	}
 	owner := map[string]string{}   // service name → upstream
 	claimed := map[string]*Route{} // "METHOD shape" → route
 	var served []servedService     // what compositions may call
@@ -190,7 +193,7 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 					continue
 				}
 			}
-			routes, err := serviceRoutes(svc, methods, claimed, pc, pols, calls)
+			routes, err := serviceRoutes(svc, methods, claimed, pc, pols, calls, t.Frontend)
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
 				continue
@@ -277,7 +280,7 @@ func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect
 			mds := fd.Services().Get(i).Methods()
 			for j := 0; j < mds.Len(); j++ {
 				md := mds.Get(j)
-				routes, err := composedMethod(md, env, guards, claimed, c, pc, calls)
+				routes, err := composedMethod(md, env, guards, claimed, c, pc, calls, t.Frontend)
 				if err != nil {
 					t.Rejected = append(t.Rejected, fmt.Errorf("composed method %s rejected: %w", md.FullName(), err))
 					continue
@@ -296,7 +299,7 @@ func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect
 }
 
 // composedMethod compiles one composed method into its routes.
-func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards map[string]policies.Guard, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) ([]*Route, error) {
+func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards map[string]policies.Guard, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls, frontend string) ([]*Route, error) {
 	opt, err := compose.Option(md)
 	if err != nil {
 		return nil, err
@@ -343,7 +346,7 @@ func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards ma
 			m.Plan = &plan
 		}
 		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(&m, r.Codec),
-			Timeout: calls.upstreamTimeout, Budget: cm.Timeout, Composed: true})
+			Timeout: calls.upstreamTimeout, Budget: cm.Timeout, Composed: true, Frontend: frontend})
 		routes = append(routes, r)
 	}
 	return routes, nil
@@ -360,7 +363,7 @@ func position(d protoreflect.Descriptor) string {
 
 // serviceRoutes turns a service's methods into routes, failing on the first
 // route already claimed (by this or an earlier service).
-func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[string]*Route, pc *policies.Compiler, pols map[string]*policies.MethodPolicy, calls *Calls) ([]*Route, error) {
+func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[string]*Route, pc *policies.Compiler, pols map[string]*policies.MethodPolicy, calls *Calls, frontend string) ([]*Route, error) {
 	var routes []*Route
 	mine := map[string]*Route{}
 	for _, m := range methods {
@@ -371,7 +374,7 @@ func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[s
 		for _, b := range m.Bindings {
 			r := &Route{Binding: b, Codec: b.Codec(), Conn: svc.Conn, FullMethod: m.FullMethod, Upstream: svc.Upstream, streamDesc: sd}
 			r.Chain = pc.Chain(pols[m.FullMethod], b.HTTPMethod, b.Template.Raw, policies.Target{
-				Codec: r.Codec, Call: calls.call(r), Timeout: calls.upstreamTimeout, Stream: sd != nil,
+				Codec: r.Codec, Call: calls.call(r), Timeout: calls.upstreamTimeout, Stream: sd != nil, Frontend: frontend,
 			})
 			key := b.HTTPMethod + " " + b.Template.Shape()
 			if prev := claimed[key]; prev != nil {

@@ -235,3 +235,40 @@ func sendHostOK(url, host string) string {
 	}
 	return string(b)
 }
+
+// TestFrontendsCacheApart: a cached answer is rendered for one frontend's
+// view and kept for it alone: web's cached answer, with every field, never
+// answers the partner, who gets (and caches) its own.
+func TestFrontendsCacheApart(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	src := strings.Replace(catalogV1, `option (portico.v1.method) = {frontends: ["partner"]};`,
+		`option (portico.v1.method) = {frontends: ["partner"] cache: {ttl: {seconds: 60} public: true}};`, 1)
+	src = strings.Replace(src, "string name = 2 [(portico.v1.field) = {frontends: [\"partner\"]}];",
+		"string name = 2 [(portico.v1.field) = {frontends: [\"partner\"]}];\n  int64 cost_cents = 3;", 1)
+	be := harness.Dynamic(t, "", src, func(md protoreflect.MethodDescriptor, req *dynamicpb.Message) (proto.Message, error) {
+		calls.Add(1)
+		item := dynamicpb.NewMessage(md.Output())
+		item.Set(md.Output().Fields().ByName("id"), req.Get(req.Descriptor().Fields().ByName("id")))
+		item.Set(md.Output().Fields().ByName("cost_cents"), protoreflect.ValueOfInt64(42))
+		return item, nil
+	})
+	e := harness.Portico(t, func(c *app.Config) {
+		c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Hosts: []string{"partner.test"}}}
+		c.Edge.DefaultFrontend = "web"
+	}, be.Addr)
+	for _, want := range []struct{ host, body, cache string }{
+		{"shop.test", `{"id":"i-1","name":"","costCents":"42"}`, "MISS"},
+		{"partner.test", `{"id":"i-1","name":""}`, "MISS"},
+		{"shop.test", `{"id":"i-1","name":"","costCents":"42"}`, "HIT"},
+		{"partner.test", `{"id":"i-1","name":""}`, "HIT"},
+	} {
+		r := onHost(t, e.URL+"/v1/items/i-1", want.host)
+		if r.code != 200 || r.body != want.body || r.header.Get("Portico-Cache") != want.cache {
+			t.Fatalf("%s: %d %s %s; want %s %s", want.host, r.code, r.header.Get("Portico-Cache"), r.body, want.cache, want.body)
+		}
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d backend calls, want 2 (one per frontend)", n)
+	}
+}

@@ -37,6 +37,9 @@ type Target struct {
 	// Composed marks a composed route: its call stage makes several calls,
 	// so the chain does not repeat it (a retry would repeat every call).
 	Composed bool
+	// Frontend is the frontend whose table the route is in ("" without
+	// frontends): its cached answers are its own, rendered for its view.
+	Frontend string
 }
 
 // Chain is one route's compiled request path. Serve runs it; Preflight and

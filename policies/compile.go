@@ -313,7 +313,7 @@ func (c *Compiler) bind(mp *MethodPolicy, httpMethod, template string, t Target)
 			timeout = 30 * time.Second
 		}
 		p.cache = &cachePolicy{
-			route: httpMethod + " " + template + " " + p.method,
+			route: httpMethod + " " + template + " " + p.method + frontendKey(t.Frontend),
 			ttl:   ca.GetTtl().AsDuration(), swr: ca.GetStaleWhileRevalidate().AsDuration(),
 			vary: canonical(ca.GetVaryHeaders()), public: ca.GetPublic(), allowNoCache: ca.GetAllowClientNoCache(),
 			maxEntry: c.cfg.Cache.MaxEntryBytes, timeout: timeout, store: c.stores.cache, flight: &c.stores.flight,
@@ -418,4 +418,13 @@ func (g Guard) Covers(of Guard) string {
 		}
 	}
 	return ""
+}
+
+// frontendKey keeps each frontend's cached answers apart: one rendered
+// for a view with more fields must never answer another.
+func frontendKey(frontend string) string {
+	if frontend == "" {
+		return ""
+	}
+	return " frontend=" + frontend
 }
