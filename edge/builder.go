@@ -233,7 +233,7 @@ func (b *Builder) build(ctx context.Context, ordered []*mesh.Reflection) *RouteT
 	if len(b.frontends) == 0 {
 		return b.buildFor(ctx, ordered, nil)
 	}
-	set := &frontendSet{byHost: map[string]*RouteTable{}}
+	set := &frontendSet{}
 	var rejected []error
 	for _, f := range b.frontends {
 		t := b.buildFor(ctx, ordered, &policies.Audience{Frontend: f.Name, Include: f.Mode == "include"})
@@ -241,13 +241,12 @@ func (b *Builder) build(ctx context.Context, ordered []*mesh.Reflection) *RouteT
 		for _, err := range t.Rejected {
 			rejected = append(rejected, fmt.Errorf("frontend %s: %w", f.Name, err))
 		}
+		rule := frontendRule{t: t, keySource: f.APIKeySource}
+		rule.claim, rule.value, _ = strings.Cut(f.Claim, "=")
 		for _, h := range f.Hosts {
-			if suffix, ok := strings.CutPrefix(h, "*"); ok {
-				set.suffix = append(set.suffix, hostSuffix{suffix: suffix, t: t})
-			} else {
-				set.byHost[h] = t
-			}
+			rule.hosts = append(rule.hosts, strings.TrimPrefix(h, "*"))
 		}
+		set.rules = append(set.rules, rule)
 		if f.Name == b.defaultFrontend {
 			set.def = t
 		}

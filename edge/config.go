@@ -259,6 +259,12 @@ type FrontendConfig struct {
 	// Hosts are the Host header values it serves (the port aside): a name,
 	// or "*.example.com" for its subdomains.
 	Hosts []string `yaml:"hosts"`
+	// Claim serves callers whose verified JWT has this claim value,
+	// "name=value" (a list claim such as aud: one of its values).
+	Claim string `yaml:"claim"`
+	// APIKeySource serves callers whose API key comes from this source
+	// (the name of one of policies.api_keys).
+	APIKeySource string `yaml:"api_key_source"`
 }
 
 var frontendName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
@@ -276,6 +282,9 @@ func (c Config) validateFrontends() error {
 			return fmt.Errorf("edge.frontends[%d].mode %q: include or exclude", i, f.Mode)
 		}
 		seen[f.Name] = true
+		if name, value, ok := strings.Cut(f.Claim, "="); f.Claim != "" && (!ok || name == "" || value == "") {
+			return fmt.Errorf("edge.frontends[%d].claim %q: name=value", i, f.Claim)
+		}
 		for _, h := range f.Hosts {
 			if h == "" || h != strings.ToLower(h) || strings.ContainsAny(h, ":/ ") || strings.Contains(h[1:], "*") {
 				return fmt.Errorf("edge.frontends[%d].hosts: %q is not a lower-case host name (or *.domain) without a port", i, h)

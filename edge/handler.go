@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/policies/chain"
 	"github.com/portico-dev/portico/transcode"
 )
@@ -33,11 +34,12 @@ type Handler struct {
 	budget       *bodyBudget
 	openapi      bool
 	docs         bool
+	pc           *policies.Compiler // verifies callers for frontends chosen by who calls
 	log          *zap.Logger
 }
 
 // NewHandler returns the public handler; tel reports every request.
-func NewHandler(cfg Config, tables *Tables, tel *Telemetry, log *zap.Logger) *Handler {
+func NewHandler(cfg Config, tables *Tables, tel *Telemetry, pc *policies.Compiler, log *zap.Logger) *Handler {
 	return &Handler{
 		tables:       tables,
 		md:           newMetadataMapper(cfg.ForwardHeaders),
@@ -47,6 +49,7 @@ func NewHandler(cfg Config, tables *Tables, tel *Telemetry, log *zap.Logger) *Ha
 		budget:       &bodyBudget{limit: cfg.MaxInflightBodyBytes},
 		openapi:      cfg.OpenAPI,
 		docs:         cfg.Docs && cfg.OpenAPI,
+		pc:           pc,
 		log:          log,
 	}
 }
@@ -125,6 +128,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	exchangePool.Put(ex)
 }
 
+// identify verifies the caller for a frontend chosen by who calls.
+func (h *Handler) identify(r *http.Request) (*http.Request, *policies.Caller) {
+	return h.pc.Identify(r)
+}
+
 // handle answers one request: a refusal before any route, a CORS
 // preflight, or the route's chain; then the one exit for errors.
 func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
@@ -138,7 +146,7 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
 		err = status.Error(codes.InvalidArgument, "malformed request framing: "+flaw+"; the connection is closed")
 	} else if t == nil {
 		err = status.Error(codes.Unavailable, "no route table yet: upstreams are still being reflected")
-	} else if t = t.For(r); t == nil {
+	} else if t, r = t.For(r, h.identify); t == nil {
 		err = status.Error(codes.NotFound, "no frontend serves host "+strconv.Quote(truncateLog(r.Host)))
 	} else if route, handled, perr := h.preflight(w, r, t); handled {
 		ex.route, err = route, perr

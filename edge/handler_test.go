@@ -84,7 +84,7 @@ func memHandler(t *testing.T, pc *policies.Compiler, conn memConn) *Handler {
 		t.Fatal(table.Rejected)
 	}
 	tables.Store(table)
-	return NewHandler(cfg, tables, tel, zap.NewNop())
+	return NewHandler(cfg, tables, tel, nil, zap.NewNop())
 }
 
 func serveMem(h *Handler, method, target, body string, hdr ...string) *httptest.ResponseRecorder {

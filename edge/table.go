@@ -49,37 +49,84 @@ type RouteTable struct {
 
 // frontendSet is the tables of the frontends, and how a request picks one.
 type frontendSet struct {
-	byHost map[string]*RouteTable // exact host names
-	suffix []hostSuffix           // "*.example.com" rules, in config order
-	def    *RouteTable            // edge.default_frontend's; nil: 404
-	all    []*RouteTable          // in config order
+	rules []frontendRule // in config order: the first that matches
+	def   *RouteTable    // edge.default_frontend's; nil: 404
+	all   []*RouteTable  // in config order
 }
 
-type hostSuffix struct {
-	suffix string // ".example.com"
-	t      *RouteTable
+// frontendRule is what one frontend serves: every condition it sets must
+// hold, and it must set one.
+type frontendRule struct {
+	t            *RouteTable
+	hosts        []string // exact names, and ".example.com" suffixes
+	claim, value string
+	keySource    string
 }
 
-// For is the table that serves r: its frontend's, chosen by Host (nil:
-// no frontend serves that host). Without frontends it is t itself.
-func (t *RouteTable) For(r *http.Request) *RouteTable {
+func (fr *frontendRule) matches(host string, caller func() *policies.Caller) bool {
+	if len(fr.hosts) == 0 && fr.claim == "" && fr.keySource == "" {
+		return false // reachable as the default only
+	}
+	if len(fr.hosts) > 0 && !slices.ContainsFunc(fr.hosts, func(h string) bool {
+		return h == host || strings.HasPrefix(h, ".") && strings.HasSuffix(host, h)
+	}) {
+		return false
+	}
+	if fr.claim == "" && fr.keySource == "" {
+		return true
+	}
+	c := caller()
+	if c == nil {
+		return false
+	}
+	if fr.keySource != "" && (c.APIKey == "" || c.Provider != fr.keySource) {
+		return false
+	}
+	if fr.claim != "" && !claimHas(c.Claims[fr.claim], fr.value) {
+		return false
+	}
+	return true
+}
+
+// claimHas: the claim is the value, or a list holding it.
+func claimHas(claim any, value string) bool {
+	switch v := claim.(type) {
+	case string:
+		return v == value
+	case []any:
+		return slices.ContainsFunc(v, func(e any) bool { s, ok := e.(string); return ok && s == value })
+	}
+	return false
+}
+
+// For is the table that serves r: its frontend's, chosen by Host and by
+// the caller (identify verifies the request's credential, when a rule
+// needs it, and returns the request to go on with); nil: no frontend
+// serves it. Without frontends it is t itself.
+func (t *RouteTable) For(r *http.Request, identify func(*http.Request) (*http.Request, *policies.Caller)) (*RouteTable, *http.Request) {
 	if t.set == nil {
-		return t
+		return t, r
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if ft := t.set.byHost[host]; ft != nil {
-		return ft
+	var caller *policies.Caller
+	asked := false
+	who := func() *policies.Caller {
+		if !asked && identify != nil {
+			asked = true
+			r, caller = identify(r)
+		}
+		return caller
 	}
-	for _, s := range t.set.suffix {
-		if strings.HasSuffix(host, s.suffix) {
-			return s.t
+	for i := range t.set.rules {
+		if t.set.rules[i].matches(host, who) {
+			return t.set.rules[i].t, r
 		}
 	}
-	return t.set.def
+	return t.set.def, r
 }
 
 // Frontends lists every frontend's table (only t without frontends).

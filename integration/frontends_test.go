@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/edge"
 	"github.com/portico-dev/portico/integration/harness"
+	"github.com/portico-dev/portico/policies"
 )
 
 // onHost is a GET with the request's Host set: the frontend it reaches.
@@ -270,5 +273,47 @@ func TestFrontendsCacheApart(t *testing.T) {
 	}
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("%d backend calls, want 2 (one per frontend)", n)
+	}
+}
+
+// TestFrontendsByCaller: a frontend chosen by who calls: a verified JWT's
+// claim (partner), an API key's source (kiosk, in include mode, which
+// the products service offers nothing). A token without the claim, or one
+// that does not verify, gets the default frontend.
+func TestFrontendsByCaller(t *testing.T) {
+	t.Parallel()
+	idp := harness.NewIDP(t)
+	const kioskKey = "sk-kiosk-0f9e8d7c6b5a49382716"
+	keys := filepath.Join(t.TempDir(), "keys.yaml")
+	if err := os.WriteFile(keys, []byte("- name: lobby\n  sha256: "+keyHash(kioskKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	be := harness.Services(t, []string{"products"}, nil)
+	e := harness.Portico(t, func(c *app.Config) {
+		withIDP(idp)(c)
+		c.Policies.APIKeys = []policies.APIKeySource{{Name: "kiosks", File: keys}}
+		c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Claim: "client_type=partner"},
+			{Name: "kiosk", Mode: "include", APIKeySource: "kiosks"}}
+		c.Edge.DefaultFrontend = "web"
+	}, be.Addr)
+	c := harness.Client(t)
+	get := func(hdr ...string) response {
+		return do(t, c, "GET", e.URL+"/v1/products/p-1", "", hdr...)
+	}
+	partner := idp.Token("acme", map[string]any{"client_type": "partner"})
+	if r := get(bearer(partner)...); r.code != 200 || len(jsonOf(t, r.body)) != 4 {
+		t.Fatalf("a partner's token: %d %s", r.code, r.body)
+	}
+	for name, hdr := range map[string][]string{
+		"no credential":      nil,
+		"a token of another": bearer(idp.Token("alice", map[string]any{"client_type": "web"})),
+		"a forged token":     bearer(partner[:len(partner)-4] + "AAAA"),
+	} {
+		if r := get(hdr...); r.code != 200 || jsonOf(t, r.body)["description"] == nil {
+			t.Errorf("%s: %d %.200s; want web's answer", name, r.code, r.body)
+		}
+	}
+	if r := get("X-API-Key", kioskKey); r.code != 404 {
+		t.Fatalf("a kiosk's key: %d %s; want 404 (nothing is offered to kiosks)", r.code, r.body)
 	}
 }

@@ -206,9 +206,12 @@ func (p *Policy) authenticate(ctx context.Context, c *chain.Call) (*Caller, erro
 		}
 		return nil, credentialError("Bearer", "", "this method needs credentials, but no credential provider is configured at the edge")
 	}
-	caller, err := acc.authenticate(ctx, c.R)
-	if err != nil {
-		return nil, err
+	caller := acc.identified(c.R)
+	var err error
+	if caller == nil {
+		if caller, err = acc.authenticate(ctx, c.R); err != nil {
+			return nil, err
+		}
 	}
 	if caller == nil && p.authMode == authRequired {
 		return nil, chain.NewError(status.New(codes.Unauthenticated, "this method needs credentials: "+acc.describe())).
