@@ -207,24 +207,18 @@ func wellKnown(md protoreflect.MessageDescriptor) *base.Schema {
 		props := om.New[string, *base.SchemaProxy]()
 		props.Set("@type", schema(&base.Schema{Type: typ("string")}))
 		return &base.Schema{Type: typ("object"), Properties: props, Required: []string{"@type"}}
-	case "google.protobuf.BoolValue":
-		return wrapped(protoreflect.BoolKind)
-	case "google.protobuf.Int32Value":
-		return wrapped(protoreflect.Int32Kind)
-	case "google.protobuf.UInt32Value":
-		return wrapped(protoreflect.Uint32Kind)
-	case "google.protobuf.Int64Value":
-		return wrapped(protoreflect.Int64Kind)
-	case "google.protobuf.UInt64Value":
-		return wrapped(protoreflect.Uint64Kind)
-	case "google.protobuf.FloatValue":
-		return wrapped(protoreflect.FloatKind)
-	case "google.protobuf.DoubleValue":
-		return wrapped(protoreflect.DoubleKind)
-	case "google.protobuf.StringValue":
-		return wrapped(protoreflect.StringKind)
-	case "google.protobuf.BytesValue":
-		return wrapped(protoreflect.BytesKind)
+	}
+	if k, ok := wrappers[name]; ok {
+		return wrapped(k)
 	}
 	return nil
+}
+
+// wrappers are the wrapper types and the kinds they wrap.
+var wrappers = map[protoreflect.FullName]protoreflect.Kind{
+	"google.protobuf.BoolValue": protoreflect.BoolKind, "google.protobuf.Int32Value": protoreflect.Int32Kind,
+	"google.protobuf.UInt32Value": protoreflect.Uint32Kind, "google.protobuf.Int64Value": protoreflect.Int64Kind,
+	"google.protobuf.UInt64Value": protoreflect.Uint64Kind, "google.protobuf.FloatValue": protoreflect.FloatKind,
+	"google.protobuf.DoubleValue": protoreflect.DoubleKind, "google.protobuf.StringValue": protoreflect.StringKind,
+	"google.protobuf.BytesValue": protoreflect.BytesKind,
 }
