@@ -214,8 +214,13 @@ func TestFrontendsNewField(t *testing.T) {
 	if n := calls.Load() - before; n != 1 {
 		t.Errorf("the partner's request made %d backend calls", n)
 	}
-	if web, partner := onHost(t, e.URL+"/openapi.json", "shop.test").body, onHost(t, e.URL+"/openapi.json", "partner.test").body; !strings.Contains(web, `"costCents"`) || strings.Contains(partner, `"costCents"`) {
-		t.Fatalf("the new field in web's document: %v, in the partner's: %v", strings.Contains(web, `"costCents"`), strings.Contains(partner, `"costCents"`))
+	web, partnerDoc := onHost(t, e.URL+"/openapi.json", "shop.test").body, onHost(t, e.URL+"/openapi.json", "partner.test").body
+	if !strings.Contains(web, `"costCents"`) || strings.Contains(partnerDoc, `"costCents"`) {
+		t.Fatalf("the new field in web's document: %v, in the partner's: %v", strings.Contains(web, `"costCents"`), strings.Contains(partnerDoc, `"costCents"`))
+	}
+	// The service reflects its file with its comments: they describe.
+	if !strings.Contains(web, `"description": "GetItem is offered to partners."`) {
+		t.Error("the reflected comment is not GetItem's description")
 	}
 }
 
