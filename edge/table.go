@@ -188,6 +188,12 @@ func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Co
 	return buildTable(refls, nil, nil, c, pc, calls)
 }
 
+// BuildFrontendTable is BuildTable as one frontend sees the services (its
+// view: internal fields, and what the frontend does not see, removed).
+func BuildFrontendTable(refls []*mesh.Reflection, f FrontendConfig, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
+	return buildTable(refls, nil, &policies.Audience{Frontend: f.Name, Include: f.Mode == "include"}, c, pc, calls)
+}
+
 // buildTable builds the routes of the reflected services, then those of
 // the composed methods of the frontend files, as aud sees them (nil: no
 // frontends configured).
@@ -214,7 +220,7 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 				continue
 			}
 			desc := svc.Desc
-			if pc != nil {
+			if pc != nil || aud != nil {
 				// Clients see the service without its internal fields,
 				// and a frontend only what is its.
 				pub, err := policies.View(desc, aud)

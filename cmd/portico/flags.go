@@ -78,9 +78,10 @@ Print the OpenAPI 3.1 document of the route table serve would build with
 the same flags (what serve answers at GET /openapi.json), then exit: 0
 when every upstream was reflected and every service compiled, 1 otherwise
 (each problem on stderr; the document of the rest is printed), 2 on bad
-usage. Security schemes need the edge's policies and frontend protos its
-config: serve's document has them, this one describes the services' own
-routes.
+usage. --frontend NAME gives the document of one of the config's
+edge.frontends (what serve answers on that frontend). Security schemes
+need the edge's policies and composed methods its frontend protos: serve's
+document has them, this one describes the services' own routes.
 
 `
 

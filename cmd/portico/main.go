@@ -128,7 +128,7 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(f.fs, args, stdout, stderr); !ok {
 		return code
 	}
-	t, code := reflectTable("routes", f, stderr)
+	t, code := reflectTable("routes", f, stderr, "")
 	if t != nil {
 		app.PrintRoutes(stdout, t)
 	}
@@ -138,6 +138,7 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 func cmdOpenAPI(args []string, stdout, stderr io.Writer) int {
 	f := newEdgeFlags("openapi", openAPIUsage)
 	format := f.fs.String("format", "json", "json or yaml")
+	frontend := f.fs.String("frontend", "", "the document of this frontend of the config's edge.frontends")
 	if code, ok := parseFlags(f.fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -145,7 +146,7 @@ func cmdOpenAPI(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "portico openapi: --format %q: json or yaml\n", *format)
 		return 2
 	}
-	t, code := reflectTable("openapi", f, stderr)
+	t, code := reflectTable("openapi", f, stderr, *frontend)
 	if t == nil {
 		return code
 	}
@@ -162,11 +163,22 @@ func cmdOpenAPI(args []string, stdout, stderr io.Writer) int {
 }
 
 // reflectTable builds the route table serve would build from the flags'
-// upstreams, once; problems go to stderr and make the code 1 (2: usage).
-func reflectTable(name string, f *edgeFlags, stderr io.Writer) (*edge.RouteTable, int) {
+// upstreams, once (as frontend sees them, if one is named); problems go to
+// stderr and make the code 1 (2: usage).
+func reflectTable(name string, f *edgeFlags, stderr io.Writer, frontend string) (*edge.RouteTable, int) {
 	cfg, _, err := f.config()
 	if err != nil {
 		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
+		return nil, 2
+	}
+	var fc *edge.FrontendConfig
+	for i := range cfg.Edge.Frontends {
+		if cfg.Edge.Frontends[i].Name == frontend {
+			fc = &cfg.Edge.Frontends[i]
+		}
+	}
+	if frontend != "" && fc == nil {
+		fmt.Fprintf(stderr, "portico %s: --frontend %q: not one of the config's edge.frontends\n", name, frontend)
 		return nil, 2
 	}
 	log := zap.NewNop()
@@ -205,6 +217,9 @@ func reflectTable(name string, f *edgeFlags, stderr io.Writer) (*edge.RouteTable
 		}
 	}
 	t := edge.BuildTable(refls, transcode.NewCompiler(cfg.Transcode), nil, nil)
+	if fc != nil {
+		t = edge.BuildFrontendTable(refls, *fc, transcode.NewCompiler(cfg.Transcode), nil, nil)
+	}
 	for _, err := range t.Rejected {
 		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
 		code = 1

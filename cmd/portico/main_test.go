@@ -49,6 +49,26 @@ func TestOpenAPICommand(t *testing.T) {
 	if code := run([]string{"openapi", "--format", "xml", "--upstream", b.Addr}, &out, &errOut); code != 2 {
 		t.Fatalf("--format xml: exit %d", code)
 	}
+	// One frontend's document: the include-mode partner gets the products
+	// methods offered to it, and nothing of users.
+	cfg := filepath.Join(t.TempDir(), "portico.yaml")
+	if err := os.WriteFile(cfg, []byte("edge:\n  frontends:\n    - name: partner\n      mode: include\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := run([]string{"openapi", "--config", cfg, "--frontend", "partner", "--upstream", b.Addr, "--plaintext-upstream"}, &out, &errOut); code != 0 {
+		t.Fatalf("--frontend partner: exit %d: %s", code, errOut.String())
+	}
+	doc.Paths = nil
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Paths) != 2 || doc.Paths["/v1/products/{id}"]["get"] == nil || doc.Paths["/v1/users/{name}"] != nil {
+		t.Fatalf("the partner's document: %v", doc.Paths)
+	}
+	if code := run([]string{"openapi", "--config", cfg, "--frontend", "nope", "--upstream", b.Addr}, &out, &errOut); code != 2 {
+		t.Fatalf("--frontend nope: exit %d", code)
+	}
 }
 
 func TestRoutesCommand(t *testing.T) {
