@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/portico-dev/portico/policies"
 )
 
 // Defaults of the edge section: every limit a client controls at the HTTP
@@ -265,6 +267,9 @@ type FrontendConfig struct {
 	// APIKeySource serves callers whose API key comes from this source
 	// (the name of one of policies.api_keys).
 	APIKeySource string `yaml:"api_key_source"`
+	// CORS is the CORS default of its routes whose method declares none,
+	// instead of the operator's policies.cors (a partner's origins).
+	CORS *policies.CORSConfig `yaml:"cors"`
 }
 
 var frontendName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
@@ -284,6 +289,9 @@ func (c Config) validateFrontends() error {
 		seen[f.Name] = true
 		if name, value, ok := strings.Cut(f.Claim, "="); f.Claim != "" && (!ok || name == "" || value == "") {
 			return fmt.Errorf("edge.frontends[%d].claim %q: name=value", i, f.Claim)
+		}
+		if err := f.CORS.Validate(); err != nil {
+			return fmt.Errorf("edge.frontends[%d].cors: %w", i, err)
 		}
 		for _, h := range f.Hosts {
 			if h == "" || h != strings.ToLower(h) || strings.ContainsAny(h, ":/ ") || strings.Contains(h[1:], "*") {

@@ -66,7 +66,8 @@ func TestFrontends(t *testing.T) {
 	be := harness.Services(t, []string{"products", "users"}, nil, count)
 	frontends := func(def string) func(*app.Config) {
 		return func(c *app.Config) {
-			c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Hosts: []string{"partner.test", "*.partners.test"}}}
+			c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Hosts: []string{"partner.test", "*.partners.test"},
+				CORS: &policies.CORSConfig{AllowOrigins: []string{"https://portal.partner.example"}}}}
 			c.Edge.DefaultFrontend = def
 		}
 	}
@@ -122,6 +123,31 @@ func TestFrontends(t *testing.T) {
 	}
 	if r := onHost(t, e.URL+"/v1/users/alice", "shop.test"); r.code != 200 {
 		t.Fatalf("the same method on web: %d %s", r.code, r.body)
+	}
+
+	// The partner's CORS default is its own: its portal may call it from a
+	// browser; web has none (no policies.cors), so that origin gets no
+	// CORS headers there.
+	preflight := func(host string) string {
+		req, err := http.NewRequestWithContext(t.Context(), "OPTIONS", e.URL+"/v1/products/p-1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Origin", "https://portal.partner.example")
+		req.Header.Set("Access-Control-Request-Method", "GET")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Access-Control-Allow-Origin")
+	}
+	if got := preflight("partner.test"); got != "https://portal.partner.example" {
+		t.Errorf("the partner's preflight: Access-Control-Allow-Origin %q", got)
+	}
+	if got := preflight("shop.test"); got != "" {
+		t.Errorf("web's preflight from the partner's portal: Access-Control-Allow-Origin %q", got)
 	}
 
 	var doc struct {

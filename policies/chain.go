@@ -40,6 +40,9 @@ type Target struct {
 	// Frontend is the frontend whose table the route is in ("" without
 	// frontends): its cached answers are its own, rendered for its view.
 	Frontend string
+	// CORS, when set, is the frontend's CORS default: it replaces the
+	// operator's for a method that declares no cors of its own.
+	CORS *CORSConfig
 }
 
 // Chain is one route's compiled request path. Serve runs it; Preflight and

@@ -121,6 +121,7 @@ type MethodPolicy struct {
 	Policy
 	cacheOpt  *porticov1.Cache
 	retryOpt  *porticov1.Retry
+	corsOwn   bool // the method (or its service) declares its cors
 	safe      bool // idempotent by declaration
 	streaming bool
 }
@@ -232,6 +233,7 @@ func (c *Compiler) compileMethod(md protoreflect.MethodDescriptor, validator pro
 	mp := &MethodPolicy{
 		Policy:    Policy{method: full, metrics: c.metrics, validator: validator},
 		cacheOpt:  pol.GetCache(),
+		corsOwn:   pol.GetCors() != nil,
 		retryOpt:  pol.GetRetry(),
 		streaming: md.IsStreamingServer() || md.IsStreamingClient(),
 	}
@@ -322,6 +324,10 @@ func (c *Compiler) bind(mp *MethodPolicy, httpMethod, template string, t Target)
 	}
 	if (get || mp.safe) && !t.Stream && !t.Composed {
 		p.retry = c.retry(mp)
+	}
+	if t.CORS != nil && !mp.corsOwn {
+		// Validated with the config (edge.frontends[].cors).
+		p.cors, _ = compileCORS(nil, t.CORS)
 	}
 	return &p
 }

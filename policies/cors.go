@@ -45,6 +45,14 @@ func validateCORS(origins []string, credentials bool) error {
 	return nil
 }
 
+// Validate checks the origins and credentials of a CORS default.
+func (c *CORSConfig) Validate() error {
+	if c == nil {
+		return nil
+	}
+	return validateCORS(c.AllowOrigins, c.AllowCredentials)
+}
+
 func compileCORS(c *porticov1.Cors, def *CORSConfig) (*corsPolicy, error) {
 	var (
 		origins, headers, expose []string

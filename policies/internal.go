@@ -33,6 +33,9 @@ type Audience struct {
 	// Include: it sees only what names it; else all but what is hidden
 	// from it.
 	Include bool
+	// CORS, when set, is the CORS default of the frontend's routes whose
+	// method declares none (instead of the operator's policies.cors).
+	CORS *CORSConfig
 }
 
 // labels are what a field or method says of who sees it.
