@@ -270,6 +270,9 @@ type FrontendConfig struct {
 	// CORS is the CORS default of its routes whose method declares none,
 	// instead of the operator's policies.cors (a partner's origins).
 	CORS *policies.CORSConfig `yaml:"cors"`
+	// Providers are the credential providers (policies.jwt and api_keys
+	// names) its routes accept when their method names none; empty: all.
+	Providers []string `yaml:"providers"`
 }
 
 var frontendName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)

@@ -44,7 +44,7 @@ type RouteTable struct {
 	doc   apiDoc // its OpenAPI document, rendered on first use
 	// Frontend is the frontend the table is for ("" without frontends).
 	Frontend string
-	cors     *policies.CORSConfig // its CORS default, if it has one
+	aud      *policies.Audience // the frontend's view and defaults; nil without frontends
 	set      *frontendSet         // every frontend's table, on the one Tables holds
 }
 
@@ -206,7 +206,7 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 	}
 	t := &RouteTable{router: transcode.NewRouter[*Route](), Built: time.Now()}
 	if aud != nil {
-		t.Frontend, t.cors = aud.Frontend, aud.CORS
+		t.Frontend, t.aud = aud.Frontend, aud
 	}
 	owner := map[string]string{}   // service name → upstream
 	claimed := map[string]*Route{} // "METHOD shape" → route
@@ -247,7 +247,7 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 					continue
 				}
 			}
-			routes, err := serviceRoutes(svc, methods, claimed, pc, pols, calls, t.Frontend, t.cors)
+			routes, err := serviceRoutes(svc, methods, claimed, pc, pols, calls, t.aud)
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
 				continue
@@ -334,7 +334,7 @@ func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect
 			mds := fd.Services().Get(i).Methods()
 			for j := 0; j < mds.Len(); j++ {
 				md := mds.Get(j)
-				routes, err := composedMethod(md, env, guards, claimed, c, pc, calls, t.Frontend, t.cors)
+				routes, err := composedMethod(md, env, guards, claimed, c, pc, calls, t.aud)
 				if err != nil {
 					t.Rejected = append(t.Rejected, fmt.Errorf("composed method %s rejected: %w", md.FullName(), err))
 					continue
@@ -353,7 +353,7 @@ func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect
 }
 
 // composedMethod compiles one composed method into its routes.
-func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards map[string]policies.Guard, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls, frontend string, cors *policies.CORSConfig) ([]*Route, error) {
+func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards map[string]policies.Guard, claimed map[string]*Route, c *transcode.Compiler, pc *policies.Compiler, calls *Calls, aud *policies.Audience) ([]*Route, error) {
 	opt, err := compose.Option(md)
 	if err != nil {
 		return nil, err
@@ -400,7 +400,7 @@ func composedMethod(md protoreflect.MethodDescriptor, env compose.Env, guards ma
 			m.Plan = &plan
 		}
 		r.Chain = pc.Chain(mp, b.HTTPMethod, b.Template.Raw, policies.Target{Codec: r.Codec, Call: calls.compose(&m, r.Codec),
-			Timeout: calls.upstreamTimeout, Budget: cm.Timeout, Composed: true, Frontend: frontend, CORS: cors})
+			Timeout: calls.upstreamTimeout, Budget: cm.Timeout, Composed: true}.For(aud))
 		routes = append(routes, r)
 	}
 	return routes, nil
@@ -417,7 +417,7 @@ func position(d protoreflect.Descriptor) string {
 
 // serviceRoutes turns a service's methods into routes, failing on the first
 // route already claimed (by this or an earlier service).
-func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[string]*Route, pc *policies.Compiler, pols map[string]*policies.MethodPolicy, calls *Calls, frontend string, cors *policies.CORSConfig) ([]*Route, error) {
+func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[string]*Route, pc *policies.Compiler, pols map[string]*policies.MethodPolicy, calls *Calls, aud *policies.Audience) ([]*Route, error) {
 	var routes []*Route
 	mine := map[string]*Route{}
 	for _, m := range methods {
@@ -428,8 +428,8 @@ func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[s
 		for _, b := range m.Bindings {
 			r := &Route{Binding: b, Codec: b.Codec(), Conn: svc.Conn, FullMethod: m.FullMethod, Upstream: svc.Upstream, streamDesc: sd}
 			r.Chain = pc.Chain(pols[m.FullMethod], b.HTTPMethod, b.Template.Raw, policies.Target{
-				Codec: r.Codec, Call: calls.call(r), Timeout: calls.upstreamTimeout, Stream: sd != nil, Frontend: frontend, CORS: cors,
-			})
+				Codec: r.Codec, Call: calls.call(r), Timeout: calls.upstreamTimeout, Stream: sd != nil,
+			}.For(aud))
 			key := b.HTTPMethod + " " + b.Template.Shape()
 			if prev := claimed[key]; prev != nil {
 				return nil, fmt.Errorf("route conflict: %s %s is claimed by %s and %s", b.HTTPMethod, b.Template.Shape(), prev.Binding, b)

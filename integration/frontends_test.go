@@ -348,3 +348,61 @@ func TestFrontendsByCaller(t *testing.T) {
 		t.Fatalf("a kiosk's key: %d %s; want 404 (nothing is offered to kiosks)", r.code, r.body)
 	}
 }
+
+// TestFrontendProviders: a frontend's routes accept the providers it names
+// when their method names none: on the partner's host, the accounts
+// methods take the partners' API keys and refuse the corporate JWT that
+// web accepts. A provider no policy configures is refused at load.
+func TestFrontendProviders(t *testing.T) {
+	t.Parallel()
+	idp := harness.NewIDP(t)
+	const key = "sk-partner-5e4d3c2b1a0f9e8d7c6b"
+	keys := filepath.Join(t.TempDir(), "keys.yaml")
+	if err := os.WriteFile(keys, []byte("- name: acme\n  sha256: "+keyHash(key)+"\n  scopes: [accounts]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	be := harness.Services(t, []string{"accounts"}, nil)
+	frontends := func(providers ...string) func(*app.Config) {
+		return func(c *app.Config) {
+			withIDP(idp)(c)
+			c.Policies.APIKeys = []policies.APIKeySource{{Name: "partners", File: keys}}
+			c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Hosts: []string{"partner.test"}, Providers: providers}}
+			c.Edge.DefaultFrontend = "web"
+		}
+	}
+	e := harness.Portico(t, frontends("partners"), be.Addr)
+	c := harness.Client(t)
+	whoami := func(host string, hdr ...string) response {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), "GET", e.URL+"/v1/whoami", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return response{code: resp.StatusCode, header: resp.Header, body: string(b)}
+	}
+	tok := idp.Token("alice", map[string]any{"scope": "accounts"})
+	if r := whoami("shop.test", bearer(tok)...); r.code != 200 {
+		t.Fatalf("web with the corporate JWT: %d %s", r.code, r.body)
+	}
+	if r := whoami("partner.test", bearer(tok)...); r.code != 401 || !strings.Contains(r.header.Get("Www-Authenticate"), "ApiKey") {
+		t.Fatalf("the partner's host with the corporate JWT: %d %v %s", r.code, r.header.Get("Www-Authenticate"), r.body)
+	}
+	if r := whoami("partner.test", "X-API-Key", key); r.code != 200 {
+		t.Fatalf("the partner's host with its API key: %d %s", r.code, r.body)
+	}
+	cfg := app.DefaultConfig()
+	frontends("nope")(&cfg)
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), `edge.frontends[1].providers: "nope" is not one of policies.jwt or policies.api_keys`) {
+		t.Fatalf("an unknown provider: %v", err)
+	}
+}

@@ -253,18 +253,9 @@ func (acc *accepted) describe() string {
 	return strings.Join(parts, " or ")
 }
 
-func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.MethodDescriptor) error {
-	p.authMode = authRequired
-	if a.GetPublic() {
-		p.authMode = authOptional
-	}
+// accepting is the set of the named providers (all of them for none).
+func (c *Compiler) accepting(names []string) *accepted {
 	acc := &accepted{byIssuer: map[string]*jwtVerifier{}, maxToken: c.cfg.MaxTokenBytes}
-	names := a.GetProviders()
-	for _, n := range names {
-		if !c.AnyProvider && !slices.Contains(c.auth.Providers(), n) {
-			return fmt.Errorf("providers: %q is not a configured provider (configured: %v)", n, c.auth.Providers())
-		}
-	}
 	take := func(n string) bool { return len(names) == 0 || slices.Contains(names, n) }
 	for _, v := range c.auth.jwt {
 		if take(v.cfg.Name) {
@@ -280,7 +271,22 @@ func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.Met
 			}
 		}
 	}
-	p.accept = acc
+	return acc
+}
+
+func (c *Compiler) compileAuth(p *Policy, a *porticov1.Auth, md protoreflect.MethodDescriptor) error {
+	p.authMode = authRequired
+	if a.GetPublic() {
+		p.authMode = authOptional
+	}
+	names := a.GetProviders()
+	for _, n := range names {
+		if !c.AnyProvider && !slices.Contains(c.auth.Providers(), n) {
+			return fmt.Errorf("providers: %q is not a configured provider (configured: %v)", n, c.auth.Providers())
+		}
+	}
+	p.accept = c.accepting(names)
+	p.providersOwn = len(names) > 0
 	p.scopes = a.GetScopes()
 	for _, cl := range a.GetForwardClaims() {
 		if cl == "" || strings.ContainsFunc(cl, func(r rune) bool {

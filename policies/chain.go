@@ -43,6 +43,18 @@ type Target struct {
 	// CORS, when set, is the frontend's CORS default: it replaces the
 	// operator's for a method that declares no cors of its own.
 	CORS *CORSConfig
+	// Providers, when set, are the credential providers the frontend's
+	// routes accept when their method names none.
+	Providers []string
+}
+
+// For returns t for a route of aud's table: its frontend, and the
+// frontend's defaults. A nil audience leaves t as it is.
+func (t Target) For(aud *Audience) Target {
+	if aud != nil {
+		t.Frontend, t.CORS, t.Providers = aud.Frontend, aud.CORS, aud.Providers
+	}
+	return t
 }
 
 // Chain is one route's compiled request path. Serve runs it; Preflight and

@@ -140,6 +140,7 @@ type Policy struct {
 	timeout      time.Duration
 	retry        *retryPolicy
 	cors         *corsPolicy
+	providersOwn bool // the auth option names its providers
 	maxBody      int64
 	validator    protovalidate.Validator
 	metrics      *Metrics
@@ -324,6 +325,11 @@ func (c *Compiler) bind(mp *MethodPolicy, httpMethod, template string, t Target)
 	}
 	if (get || mp.safe) && !t.Stream && !t.Composed {
 		p.retry = c.retry(mp)
+	}
+	if t.Providers != nil && p.accept != nil && !p.providersOwn {
+		// The frontend's providers, for a method that names none (read
+		// as compileAuth reads them: tables are built one at a time).
+		p.accept = c.accepting(t.Providers)
 	}
 	if t.CORS != nil && !mp.corsOwn {
 		// Validated with the config (edge.frontends[].cors).

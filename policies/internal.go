@@ -36,6 +36,9 @@ type Audience struct {
 	// CORS, when set, is the CORS default of the frontend's routes whose
 	// method declares none (instead of the operator's policies.cors).
 	CORS *CORSConfig
+	// Providers, when set, are the credential providers its routes accept
+	// when their method names none (instead of every configured one).
+	Providers []string
 }
 
 // labels are what a field or method says of who sees it.

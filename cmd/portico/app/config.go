@@ -81,7 +81,31 @@ func LoadConfigFile(path string, into *Config) error {
 
 // Validate checks every section.
 func (c Config) Validate() error {
-	return errors.Join(c.Edge.Validate(), c.Mesh.Validate(), c.Transcode.Validate(), c.Policies.Validate(), c.Log.Validate())
+	return errors.Join(c.Edge.Validate(), c.Mesh.Validate(), c.Transcode.Validate(), c.Policies.Validate(), c.Log.Validate(), c.frontendSources())
+}
+
+// frontendSources checks that the frontends name configured credential
+// providers and API key sources.
+func (c Config) frontendSources() error {
+	known := map[string]bool{}
+	for _, p := range c.Policies.JWT {
+		known[p.Name] = true
+	}
+	keys := map[string]bool{}
+	for _, s := range c.Policies.APIKeys {
+		known[s.Name], keys[s.Name] = true, true
+	}
+	for i, f := range c.Edge.Frontends {
+		for _, p := range f.Providers {
+			if !known[p] {
+				return fmt.Errorf("edge.frontends[%d].providers: %q is not one of policies.jwt or policies.api_keys", i, p)
+			}
+		}
+		if f.APIKeySource != "" && !keys[f.APIKeySource] {
+			return fmt.Errorf("edge.frontends[%d].api_key_source: %q is not one of policies.api_keys", i, f.APIKeySource)
+		}
+	}
+	return nil
 }
 
 // Validate checks the log section.
