@@ -45,7 +45,7 @@ type RouteTable struct {
 	// Frontend is the frontend the table is for ("" without frontends).
 	Frontend string
 	aud      *policies.Audience // the frontend's view and defaults; nil without frontends
-	set      *frontendSet         // every frontend's table, on the one Tables holds
+	set      *frontendSet       // every frontend's table, on the one Tables holds
 }
 
 // frontendSet is the tables of the frontends, and how a request picks one.
