@@ -4,7 +4,6 @@ import (
 	"net"
 	"testing"
 
-	"github.com/bufbuild/protocompile"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/reflection"
@@ -15,6 +14,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/portico-dev/portico/mesh/meshtest"
 )
 
 // Answer answers one call of a Dynamic service.
@@ -28,21 +29,7 @@ type Answer func(md protoreflect.MethodDescriptor, req *dynamicpb.Message) (prot
 func Dynamic(tb testing.TB, addr, src string, answer Answer) *Backend {
 	tb.Helper()
 	// Compiled with its source info, so that reflection serves comments.
-	c := protocompile.Compiler{SourceInfoMode: protocompile.SourceInfoStandard, Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
-		&protocompile.SourceResolver{Accessor: protocompile.SourceAccessorFromMap(map[string]string{"test.proto": src})},
-		protocompile.ResolverFunc(func(path string) (protocompile.SearchResult, error) {
-			fd, err := protoregistry.GlobalFiles.FindFileByPath(path)
-			if err != nil {
-				return protocompile.SearchResult{}, err
-			}
-			return protocompile.SearchResult{Desc: fd}, nil
-		}),
-	})}
-	compiled, err := c.Compile(tb.Context(), "test.proto")
-	if err != nil {
-		tb.Fatalf("compiling test.proto: %v", err)
-	}
-	var fd protoreflect.FileDescriptor = compiled[0]
+	fd := meshtest.CompileProtoWithComments(tb, src)
 	files := new(protoregistry.Files)
 	var register func(protoreflect.FileDescriptor)
 	register = func(f protoreflect.FileDescriptor) {

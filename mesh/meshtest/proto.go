@@ -13,7 +13,19 @@ import (
 // against the descriptors linked into the test binary.
 func CompileProto(tb testing.TB, src string) protoreflect.FileDescriptor {
 	tb.Helper()
-	c := protocompile.Compiler{Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
+	return compileProto(tb, src, protocompile.SourceInfoNone)
+}
+
+// CompileProtoWithComments is CompileProto keeping the source info: its
+// comments and positions, as a service that reflects them serves them.
+func CompileProtoWithComments(tb testing.TB, src string) protoreflect.FileDescriptor {
+	tb.Helper()
+	return compileProto(tb, src, protocompile.SourceInfoStandard)
+}
+
+func compileProto(tb testing.TB, src string, mode protocompile.SourceInfoMode) protoreflect.FileDescriptor {
+	tb.Helper()
+	c := protocompile.Compiler{SourceInfoMode: mode, Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
 		&protocompile.SourceResolver{Accessor: protocompile.SourceAccessorFromMap(map[string]string{"test.proto": src})},
 		protocompile.ResolverFunc(func(path string) (protocompile.SearchResult, error) {
 			fd, err := protoregistry.GlobalFiles.FindFileByPath(path)
