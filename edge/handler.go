@@ -128,11 +128,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	exchangePool.Put(ex)
 }
 
-// identify verifies the caller for a frontend chosen by who calls.
-func (h *Handler) identify(r *http.Request) (*http.Request, *policies.Caller) {
-	return h.pc.Identify(r)
-}
-
 // handle answers one request: a refusal before any route, a CORS
 // preflight, or the route's chain; then the one exit for errors.
 func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
@@ -146,7 +141,7 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ex *exchange) {
 		err = status.Error(codes.InvalidArgument, "malformed request framing: "+flaw+"; the connection is closed")
 	} else if t == nil {
 		err = status.Error(codes.Unavailable, "no route table yet: upstreams are still being reflected")
-	} else if t, r = t.For(r, h.identify); t == nil {
+	} else if t, r = t.For(r, h.pc); t == nil {
 		err = status.Error(codes.NotFound, "no frontend serves host "+strconv.Quote(truncateLog(r.Host)))
 	} else if route, handled, perr := h.preflight(w, r, t); handled {
 		ex.route, err = route, perr

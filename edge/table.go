@@ -100,11 +100,17 @@ func claimHas(claim any, value string) bool {
 	return false
 }
 
+// Identifier verifies a request's credential before any route
+// (*policies.Compiler; a nil one identifies no one).
+type Identifier interface {
+	Identify(r *http.Request) (*http.Request, *policies.Caller)
+}
+
 // For is the table that serves r: its frontend's, chosen by Host and by
-// the caller (identify verifies the request's credential, when a rule
-// needs it, and returns the request to go on with); nil: no frontend
+// the caller (id verifies the request's credential, when a rule needs
+// it, and returns the request to go on with); nil: no frontend
 // serves it. Without frontends it is t itself.
-func (t *RouteTable) For(r *http.Request, identify func(*http.Request) (*http.Request, *policies.Caller)) (*RouteTable, *http.Request) {
+func (t *RouteTable) For(r *http.Request, id Identifier) (*RouteTable, *http.Request) {
 	if t.set == nil {
 		return t, r
 	}
@@ -116,9 +122,9 @@ func (t *RouteTable) For(r *http.Request, identify func(*http.Request) (*http.Re
 	var caller *policies.Caller
 	asked := false
 	who := func() *policies.Caller {
-		if !asked && identify != nil {
+		if !asked && id != nil {
 			asked = true
-			r, caller = identify(r)
+			r, caller = id.Identify(r)
 		}
 		return caller
 	}
