@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/portico-dev/portico/edge/compose"
 	"github.com/portico-dev/portico/mesh"
@@ -221,24 +222,25 @@ func buildTable(refls []*mesh.Reflection, fronts []protoreflect.FileDescriptor, 
 		if refl == nil {
 			continue
 		}
-		for _, svc := range refl.Services {
+		// Clients see the services without their internal fields, and a
+		// frontend only what is its: in their messages and in the
+		// messages their Any payloads carry.
+		views, viewTypes, viewErr := upstreamView(refl, pc != nil || aud != nil, aud)
+		for i, svc := range refl.Services {
 			if up, ok := owner[string(svc.Name)]; ok {
 				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s: already served by upstream %s; ignored", svc.Name, svc.Upstream, up))
 				continue
 			}
-			desc := svc.Desc
-			if pc != nil || aud != nil {
-				// Clients see the service without its internal fields,
-				// and a frontend only what is its.
-				pub, err := policies.View(desc, aud)
-				if err != nil {
-					t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, err))
-					continue
-				}
-				desc = pub
+			if viewErr != nil {
+				t.Rejected = append(t.Rejected, fmt.Errorf("service %s on %s rejected: %w", svc.Name, svc.Upstream, viewErr))
+				continue
 			}
+			desc := views[i]
 			var types transcode.Resolver
-			if svc.Types != nil { // no typed nil in the interface
+			switch {
+			case viewTypes != nil:
+				types = viewTypes
+			case svc.Types != nil: // no typed nil in the interface
 				types = svc.Types
 			}
 			methods, err := c.CompileService(desc, types)
@@ -356,6 +358,20 @@ func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect
 			}
 		}
 	}
+}
+
+// upstreamView is the upstream's services as clients (view) or the
+// audience see them, with the types their Any payloads resolve to (nil:
+// the upstream's own).
+func upstreamView(refl *mesh.Reflection, view bool, aud *policies.Audience) ([]protoreflect.ServiceDescriptor, *dynamicpb.Types, error) {
+	sds := make([]protoreflect.ServiceDescriptor, len(refl.Services))
+	for i, svc := range refl.Services {
+		sds[i] = svc.Desc
+	}
+	if !view {
+		return sds, nil, nil
+	}
+	return policies.Views(sds, aud)
 }
 
 // composedMethod compiles one composed method into its routes.

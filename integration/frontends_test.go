@@ -406,3 +406,83 @@ func TestFrontendProviders(t *testing.T) {
 		t.Fatalf("an unknown provider: %v", err)
 	}
 }
+
+const notesProto = `
+syntax = "proto3";
+package notes.v1;
+import "google/api/annotations.proto";
+import "google/protobuf/any.proto";
+import "portico/v1/options.proto";
+
+service Notes {
+  rpc Post(Note) returns (Note) {
+    option (google.api.http) = {post: "/v1/notes" body: "*"};
+    option (portico.v1.method) = {frontends: ["partner"]};
+  }
+}
+
+message Note {
+  google.protobuf.Any payload = 1 [(portico.v1.field) = {frontends: ["partner"]}];
+}
+
+message Card {
+  string title = 1 [(portico.v1.field) = {frontends: ["partner"]}];
+  string margin = 2;
+  string staff_note = 3 [(portico.v1.field) = {internal: true}];
+}
+`
+
+// TestFrontendsAnyPayload: a message packed in a google.protobuf.Any is
+// seen through the frontend's view like any other: the service's answer
+// packs a Card with all its fields, web gets it without the internal
+// field, the partner with only what is tagged for it; a request whose
+// payload names a field the caller does not see is a 400.
+func TestFrontendsAnyPayload(t *testing.T) {
+	t.Parallel()
+	var got atomic.Value // the last request's payload, as the service read it
+	be := harness.Dynamic(t, "", notesProto, func(md protoreflect.MethodDescriptor, req *dynamicpb.Message) (proto.Message, error) {
+		card := dynamicpb.NewMessage(md.ParentFile().Messages().ByName("Card"))
+		for name, v := range map[string]string{"title": "Q3", "margin": "41%", "staff_note": "do not ship"} {
+			card.Set(card.Descriptor().Fields().ByName(protoreflect.Name(name)), protoreflect.ValueOfString(v))
+		}
+		value, err := proto.Marshal(card)
+		if err != nil {
+			return nil, err
+		}
+		payloadField := md.Output().Fields().ByName("payload")
+		if req.Has(payloadField) {
+			in := req.Get(payloadField).Message()
+			got.Store(string(in.Get(in.Descriptor().Fields().ByName("value")).Bytes()))
+		}
+		resp := dynamicpb.NewMessage(md.Output())
+		anyMsg := resp.Mutable(payloadField).Message()
+		anyMsg.Set(anyMsg.Descriptor().Fields().ByName("type_url"), protoreflect.ValueOfString("type.googleapis.com/notes.v1.Card"))
+		anyMsg.Set(anyMsg.Descriptor().Fields().ByName("value"), protoreflect.ValueOfBytes(value))
+		return resp, nil
+	})
+	e := harness.Portico(t, func(c *app.Config) {
+		c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Hosts: []string{"partner.test"}}}
+		c.Edge.DefaultFrontend = "web"
+	}, be.Addr)
+	if rej := e.Tables.Load().Rejected; len(rej) > 0 {
+		t.Fatal(rej)
+	}
+	const card = `"@type":"type.googleapis.com/notes.v1.Card"`
+	web := sendHost(t, "POST", e.URL+"/v1/notes", "shop.test", `{"payload":{`+card+`,"title":"Q3","margin":"41%"}}`)
+	if web.code != 200 || web.body != `{"payload":{`+card+`,"title":"Q3","margin":"41%"}}` {
+		t.Fatalf("web: %d %s", web.code, web.body)
+	}
+	partner := sendHost(t, "POST", e.URL+"/v1/notes", "partner.test", `{"payload":{`+card+`,"title":"Q3"}}`)
+	if partner.code != 200 || partner.body != `{"payload":{`+card+`,"title":"Q3"}}` {
+		t.Fatalf("partner: %d %s", partner.code, partner.body)
+	}
+	if v, _ := got.Load().(string); !strings.Contains(v, "Q3") || strings.Contains(v, "41%") {
+		t.Fatalf("the service read the partner's payload as %q", v)
+	}
+	for _, c := range []struct{ host, field string }{{"partner.test", "margin"}, {"partner.test", "staffNote"}, {"shop.test", "staffNote"}} {
+		r := sendHost(t, "POST", e.URL+"/v1/notes", c.host, `{"payload":{`+card+`,"`+c.field+`":"x"}}`)
+		if r.code != 400 || !strings.Contains(r.body, c.field) {
+			t.Errorf("%s naming %s in the payload: %d %s", c.host, c.field, r.code, r.body)
+		}
+	}
+}

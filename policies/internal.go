@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	porticov1 "github.com/portico-dev/portico/protos/portico/v1"
 )
@@ -73,6 +74,20 @@ func (a *Audience) sees(l labels) bool {
 // service with nothing to remove is returned as is. A nil audience gives
 // the public view.
 func View(sd protoreflect.ServiceDescriptor, a *Audience) (protoreflect.ServiceDescriptor, error) {
+	views, _, err := Views([]protoreflect.ServiceDescriptor{sd}, a)
+	if err != nil {
+		return nil, err
+	}
+	return views[0], nil
+}
+
+// Views is View for every service of one upstream at once, in one set of
+// files, with the types of that set: what resolves the message types of
+// google.protobuf.Any payloads, so that a message packed in an Any is
+// rendered (and read) as the audience sees it too, never with its
+// internal or hidden fields. With nothing to remove the services come
+// back as they are and types is nil: the upstream's own types apply.
+func Views(sds []protoreflect.ServiceDescriptor, a *Audience) (views []protoreflect.ServiceDescriptor, types *dynamicpb.Types, err error) {
 	files := map[string]protoreflect.FileDescriptor{}
 	var order []protoreflect.FileDescriptor
 	var walk func(fd protoreflect.FileDescriptor)
@@ -87,7 +102,11 @@ func View(sd protoreflect.ServiceDescriptor, a *Audience) (protoreflect.ServiceD
 		}
 		order = append(order, fd)
 	}
-	walk(sd.ParentFile())
+	own := map[string][]protoreflect.ServiceDescriptor{} // file path → its services in sds
+	for _, sd := range sds {
+		walk(sd.ParentFile())
+		own[sd.ParentFile().Path()] = append(own[sd.ParentFile().Path()], sd)
+	}
 
 	set := &descriptorpb.FileDescriptorSet{}
 	hidden := 0
@@ -99,7 +118,10 @@ func View(sd protoreflect.ServiceDescriptor, a *Audience) (protoreflect.ServiceD
 				hidden += strip(msgs.Get(i), fdp.MessageType[i], a)
 			}
 		}
-		if fd == sd.ParentFile() && a != nil {
+		for _, sd := range own[fd.Path()] {
+			if a == nil {
+				break
+			}
 			sp := fdp.Service[sd.Index()]
 			methods := sd.Methods()
 			keep := sp.Method[:0]
@@ -115,17 +137,20 @@ func View(sd protoreflect.ServiceDescriptor, a *Audience) (protoreflect.ServiceD
 		set.File = append(set.File, fdp)
 	}
 	if hidden == 0 {
-		return sd, nil
+		return sds, nil, nil
 	}
 	reg, err := protodesc.NewFiles(set)
 	if err != nil {
-		return nil, fmt.Errorf("building the view without internal and hidden fields: %w", err)
+		return nil, nil, fmt.Errorf("building the view without internal and hidden fields: %w", err)
 	}
-	d, err := reg.FindDescriptorByName(sd.FullName())
-	if err != nil {
-		return nil, err
+	for _, sd := range sds {
+		d, err := reg.FindDescriptorByName(sd.FullName())
+		if err != nil {
+			return nil, nil, err
+		}
+		views = append(views, d.(protoreflect.ServiceDescriptor))
 	}
-	return d.(protoreflect.ServiceDescriptor), nil
+	return views, dynamicpb.NewTypes(reg), nil
 }
 
 // strip removes from mp (the proto of md) and its nested messages the
