@@ -236,7 +236,7 @@ func (b *Builder) build(ctx context.Context, ordered []*mesh.Reflection) *RouteT
 	set := &frontendSet{}
 	var rejected []error
 	for _, f := range b.frontends {
-		t := b.buildFor(ctx, ordered, &policies.Audience{Frontend: f.Name, Include: f.Mode == "include", CORS: f.CORS, Providers: f.Providers})
+		t := b.buildFor(ctx, ordered, &policies.Audience{Frontend: f.Name, Include: f.Mode == "include", CORS: f.CORS, Providers: f.Providers, Tier: f.RateLimitTier})
 		t.Frontend = f.Name
 		for _, err := range t.Rejected {
 			rejected = append(rejected, fmt.Errorf("frontend %s: %w", f.Name, err))

@@ -273,6 +273,11 @@ type FrontendConfig struct {
 	// Providers are the credential providers (policies.jwt and api_keys
 	// names) its routes accept when their method names none; empty: all.
 	Providers []string `yaml:"providers"`
+	// RateLimitTier is the rate-limit tier of its callers whose tier claim
+	// picks none: in a method whose (portico.v1.method).rate_limit has a
+	// tier with this value, those callers get that tier's limit (and
+	// bucket) instead of the method's base limit. Empty: the base limit.
+	RateLimitTier string `yaml:"rate_limit_tier"`
 }
 
 var frontendName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)

@@ -199,7 +199,7 @@ func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Co
 // BuildFrontendTable is BuildTable as one frontend sees the services (its
 // view: internal fields, and what the frontend does not see, removed).
 func BuildFrontendTable(refls []*mesh.Reflection, f FrontendConfig, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
-	return buildTable(refls, nil, &policies.Audience{Frontend: f.Name, Include: f.Mode == "include"}, c, pc, calls)
+	return buildTable(refls, nil, &policies.Audience{Frontend: f.Name, Include: f.Mode == "include", CORS: f.CORS, Providers: f.Providers, Tier: f.RateLimitTier}, c, pc, calls)
 }
 
 // buildTable builds the routes of the reflected services, then those of

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -483,6 +484,62 @@ func TestFrontendsAnyPayload(t *testing.T) {
 		r := sendHost(t, "POST", e.URL+"/v1/notes", c.host, `{"payload":{`+card+`,"`+c.field+`":"x"}}`)
 		if r.code != 400 || !strings.Contains(r.body, c.field) {
 			t.Errorf("%s naming %s in the payload: %d %s", c.host, c.field, r.code, r.body)
+		}
+	}
+}
+
+const quotaProto = `
+syntax = "proto3";
+package quota.v1;
+import "google/api/annotations.proto";
+import "portico/v1/options.proto";
+
+service Quota {
+  rpc Ping(PingRequest) returns (PingRequest) {
+    option (google.api.http) = {get: "/v1/ping"};
+    option (portico.v1.method) = {
+      frontends: ["partner"]
+      rate_limit: {requests: 100 period: {seconds: 60} key: KEY_IP
+                   tiers: [{value: "partner", requests: 5}]}
+    };
+  }
+}
+
+message PingRequest {}
+`
+
+// TestFrontendRateLimitTier: a frontend's rate_limit_tier picks the
+// method's tier of that name for its callers (who carry no tier claim),
+// in buckets of its own; another frontend's callers keep the base limit.
+func TestFrontendRateLimitTier(t *testing.T) {
+	t.Parallel()
+	be := harness.Dynamic(t, "", quotaProto, func(md protoreflect.MethodDescriptor, _ *dynamicpb.Message) (proto.Message, error) {
+		return dynamicpb.NewMessage(md.Output()), nil
+	})
+	e := harness.Portico(t, func(c *app.Config) {
+		c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Hosts: []string{"partner.test"}, RateLimitTier: "partner"}}
+		c.Edge.DefaultFrontend = "web"
+	}, be.Addr)
+	if rej := e.Tables.Load().Rejected; len(rej) > 0 {
+		t.Fatal(rej)
+	}
+	var codes []int
+	var last response
+	for range 6 {
+		last = onHost(t, e.URL+"/v1/ping", "partner.test")
+		codes = append(codes, last.code)
+	}
+	if want := []int{200, 200, 200, 200, 200, 429}; !slices.Equal(codes, want) {
+		t.Fatalf("the partner's 6 calls: %v, want %v", codes, want)
+	}
+	if p := last.header.Get("RateLimit-Policy"); p != `"partner";q=5;w=60` {
+		t.Errorf("the partner's RateLimit-Policy: %q", p)
+	}
+	// The same client through web: the base limit, a bucket of its own.
+	for i := range 6 {
+		r := onHost(t, e.URL+"/v1/ping", "shop.test")
+		if r.code != 200 || r.header.Get("RateLimit-Policy") != `"default";q=100;w=60` {
+			t.Fatalf("web's call %d: %d %q", i+1, r.code, r.header.Get("RateLimit-Policy"))
 		}
 	}
 }

@@ -46,13 +46,17 @@ type Target struct {
 	// Providers, when set, are the credential providers the frontend's
 	// routes accept when their method names none.
 	Providers []string
+	// Tier, when set, is the frontend's rate-limit tier: the limit of the
+	// method's tier of that name applies to callers whose tier claim picks
+	// none.
+	Tier string
 }
 
 // For returns t for a route of aud's table: its frontend, and the
 // frontend's defaults. A nil audience leaves t as it is.
 func (t Target) For(aud *Audience) Target {
 	if aud != nil {
-		t.Frontend, t.CORS, t.Providers = aud.Frontend, aud.CORS, aud.Providers
+		t.Frontend, t.CORS, t.Providers, t.Tier = aud.Frontend, aud.CORS, aud.Providers, aud.Tier
 	}
 	return t
 }

@@ -331,6 +331,7 @@ func (c *Compiler) bind(mp *MethodPolicy, httpMethod, template string, t Target)
 		// as compileAuth reads them: tables are built one at a time).
 		p.accept = c.accepting(t.Providers)
 	}
+	p.rate = p.rate.forTier(t.Tier)
 	if t.CORS != nil && !mp.corsOwn {
 		// Validated with the config (edge.frontends[].cors).
 		p.cors, _ = compileCORS(nil, t.CORS)

@@ -40,6 +40,9 @@ type Audience struct {
 	// Providers, when set, are the credential providers its routes accept
 	// when their method names none (instead of every configured one).
 	Providers []string
+	// Tier, when set, is the rate-limit tier of its callers whose tier
+	// claim picks none, in the methods that declare a tier of that name.
+	Tier string
 }
 
 // labels are what a field or method says of who sees it.

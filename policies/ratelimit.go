@@ -196,6 +196,7 @@ func (rl *rateLimit) stage() chain.Stage {
 // check takes one call from the caller's bucket; it sets the RateLimit
 // headers on h and returns a 429 (or, failing closed, a 503) error.
 func (rl *rateLimit) check(ctx context.Context, h http.Header, r *http.Request, c *Caller) error {
+	// The base is the frontend's tier where it picked one (forTier).
 	l := rl.base
 	if rl.tierKey != "" && c != nil {
 		if v, ok := c.Claims[rl.tierKey].(string); ok {
@@ -234,6 +235,23 @@ func (rl *rateLimit) check(ctx context.Context, h http.Header, r *http.Request, 
 	st, _ := status.New(codes.ResourceExhausted, "rate limit exceeded: "+strconv.Itoa(l.rate)+" calls per "+l.period.String()+"; retry in "+strconv.FormatInt(retry, 10)+"s").
 		WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d.retryAfter)})
 	return chain.NewError(st).WithHeader("Retry-After", strconv.FormatInt(retry, 10))
+}
+
+// forTier is rl for the routes of a frontend whose default tier is tier
+// (edge.frontends[].rate_limit_tier): the tier's limit replaces the base
+// for callers whose claim picks no tier. rl itself when it has no such
+// tier.
+func (rl *rateLimit) forTier(tier string) *rateLimit {
+	if rl == nil || tier == "" {
+		return rl
+	}
+	l, ok := rl.tiers[tier]
+	if !ok {
+		return rl
+	}
+	out := *rl
+	out.base = l
+	return &out
 }
 
 func ceilSeconds(d time.Duration) int64 {
@@ -302,9 +320,7 @@ func (c *Compiler) compileRateLimit(method string, rl *porticov1.RateLimit) (*ra
 	}
 	out := c.newRateLimit(method+":", base, key)
 	if len(rl.GetTiers()) > 0 {
-		if rl.GetTierClaim() == "" {
-			return nil, errors.New("tier_claim: tiers need the claim that picks them")
-		}
+		// Without a tier claim, only a frontend's default picks a tier.
 		out.tierKey = rl.GetTierClaim()
 		out.tiers = map[string]limit{}
 		for i, t := range rl.GetTiers() {

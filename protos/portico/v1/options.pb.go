@@ -373,9 +373,11 @@ type RateLimit struct {
 	// the caller.
 	KeyName string `protobuf:"bytes,5,opt,name=key_name,json=keyName,proto3" json:"key_name,omitempty"`
 	// A claim whose value picks one of `tiers` (for example "plan"). Callers
-	// whose value matches no tier get `requests`/`period`/`burst`.
+	// whose value matches no tier get the tier their frontend names
+	// (`edge.frontends[].rate_limit_tier`) if the method has it, else
+	// `requests`/`period`/`burst`. Unset: only frontends pick tiers.
 	TierClaim string `protobuf:"bytes,6,opt,name=tier_claim,json=tierClaim,proto3" json:"tier_claim,omitempty"`
-	// Limits by tier.
+	// Limits by tier; each tier counts its callers in buckets of its own.
 	Tiers         []*Tier `protobuf:"bytes,7,rep,name=tiers,proto3" json:"tiers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -460,7 +462,8 @@ func (x *RateLimit) GetTiers() []*Tier {
 	return nil
 }
 
-// Tier is the limit of callers whose tier claim has `value`.
+// Tier is the limit of callers whose tier claim has `value`, or whose
+// frontend's rate_limit_tier is `value` when their claim picks no tier.
 type Tier struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The claim value, for example "free" or "paid".
