@@ -233,7 +233,7 @@ func (b *Builder) build(ctx context.Context, ordered []*mesh.Reflection) *RouteT
 	if len(b.frontends) == 0 {
 		return b.buildFor(ctx, ordered, nil)
 	}
-	set := &frontendSet{}
+	set := &frontendSet{byListener: map[string]*RouteTable{}}
 	var rejected []error
 	for _, f := range b.frontends {
 		t := b.buildFor(ctx, ordered, &policies.Audience{Frontend: f.Name, Include: f.Mode == "include", CORS: f.CORS, Providers: f.Providers, Tier: f.RateLimitTier})
@@ -249,6 +249,9 @@ func (b *Builder) build(ctx context.Context, ordered []*mesh.Reflection) *RouteT
 		set.rules = append(set.rules, rule)
 		if f.Name == b.defaultFrontend {
 			set.def = t
+		}
+		if f.Listen != "" {
+			set.byListener[f.Name] = t
 		}
 		set.all = append(set.all, t)
 	}

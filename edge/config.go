@@ -258,6 +258,11 @@ type FrontendConfig struct {
 	// that name only other frontends; "include" sees only those that name
 	// it, so that a new field never reaches it unannounced (partners).
 	Mode string `yaml:"mode"`
+	// Listen, when set, is an address of its own (host:port, with the
+	// public listener's TLS and limits): every request it accepts is this
+	// frontend's, whatever its Host or credential. The frontend's other
+	// rules still pick it on the public listener.
+	Listen string `yaml:"listen"`
 	// Hosts are the Host header values it serves (the port aside): a name,
 	// or "*.example.com" for its subdomains.
 	Hosts []string `yaml:"hosts"`
@@ -285,6 +290,13 @@ var frontendName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 func (c Config) validateFrontends() error {
 	seen := map[string]bool{}
 	hosts := map[string]string{}
+	// Port 0 binds a free port each time: it may repeat.
+	listens := map[string]string{}
+	for addr, what := range map[string]string{c.Listen: "edge.listen", c.AdminListen: "edge.admin_listen"} {
+		if addr != "" && !strings.HasSuffix(addr, ":0") {
+			listens[addr] = what
+		}
+	}
 	for i, f := range c.Frontends {
 		switch {
 		case !frontendName.MatchString(f.Name):
@@ -297,6 +309,17 @@ func (c Config) validateFrontends() error {
 		seen[f.Name] = true
 		if name, value, ok := strings.Cut(f.Claim, "="); f.Claim != "" && (!ok || name == "" || value == "") {
 			return fmt.Errorf("edge.frontends[%d].claim %q: name=value", i, f.Claim)
+		}
+		if f.Listen != "" {
+			if _, _, err := net.SplitHostPort(f.Listen); err != nil {
+				return fmt.Errorf("edge.frontends[%d].listen %q: host:port: %v", i, f.Listen, err)
+			}
+			if other, ok := listens[f.Listen]; ok {
+				return fmt.Errorf("edge.frontends[%d].listen %q: already %s", i, f.Listen, other)
+			}
+			if !strings.HasSuffix(f.Listen, ":0") {
+				listens[f.Listen] = "frontend " + f.Name + "'s"
+			}
 		}
 		if err := f.CORS.Validate(); err != nil {
 			return fmt.Errorf("edge.frontends[%d].cors: %w", i, err)

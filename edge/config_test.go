@@ -25,6 +25,10 @@ func TestFrontendsConfig(t *testing.T) {
 		{[]FrontendConfig{{Name: "a", Hosts: []string{"x.test"}}, {Name: "b", Hosts: []string{"x.test"}}}, "", `"x.test" is a's already`},
 		{[]FrontendConfig{{Name: "web", Claim: "client_type"}}, "", `edge.frontends[0].claim "client_type": name=value`},
 		{[]FrontendConfig{{Name: "web", CORS: &policies.CORSConfig{AllowOrigins: []string{"portal.example.com/x"}}}}, "", `edge.frontends[0].cors: origin`},
+		{[]FrontendConfig{{Name: "web", Listen: "127.0.0.1:8443"}, {Name: "partner", Listen: "127.0.0.1:0"}, {Name: "mobile", Listen: "127.0.0.1:0"}}, "", ""},
+		{[]FrontendConfig{{Name: "web", Listen: "8443"}}, "", `edge.frontends[0].listen "8443": host:port`},
+		{[]FrontendConfig{{Name: "web", Listen: DefaultListen}}, "", `edge.frontends[0].listen "` + DefaultListen + `": already edge.listen`},
+		{[]FrontendConfig{{Name: "a", Listen: ":9000"}, {Name: "b", Listen: ":9000"}}, "", `edge.frontends[1].listen ":9000": already frontend a's`},
 		{ok, "mobile", `edge.default_frontend "mobile": no frontend has that name`},
 	} {
 		cfg := DefaultConfig()

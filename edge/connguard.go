@@ -124,6 +124,7 @@ type guardListener struct {
 	headerTimeout time.Duration
 	maxHeader     int
 	log           *zap.Logger
+	frontend      string // a frontend's own listener: its name
 }
 
 // newGuardListener guards the connections ln accepts; headerTimeout bounds
@@ -140,7 +141,18 @@ func (l *guardListener) Accept() (net.Conn, error) {
 	}
 	c := newGuardConn(raw, l.tls, l.headerTimeout, l.log)
 	c.maxHeader = uint64(max(l.maxHeader, 0))
+	c.frontend = l.frontend
 	return c, nil
+}
+
+// listenerFrontend is the frontend whose own listener
+// (edge.frontends[].listen) accepted the request's connection; "": the
+// public listener.
+func listenerFrontend(ctx context.Context) string {
+	if g, _ := ctx.Value(guardKey{}).(*guardConn); g != nil {
+		return g.frontend
+	}
+	return ""
 }
 
 // guardConn watches the bytes net/http reads from one connection.
@@ -155,6 +167,9 @@ type guardConn struct {
 	// most 4 KiB at a time, so a block can only go past it in a read that
 	// holds nothing of the request before it, and while no handler runs.
 	maxHeader uint64
+	// frontend is the frontend of the listener that accepted it ("": the
+	// public listener's connections).
+	frontend string
 
 	// Read state: net/http never reads concurrently from one connection.
 	pre     int  // preface bytes matched so far, -1 once decided

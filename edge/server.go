@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,8 @@ type Server struct {
 	// certs serve the listener's TLS configuration (nil without TLS),
 	// set by Start; the admin listener's metrics read it meanwhile.
 	certs atomic.Pointer[CertReloader]
+	// frontendAddrs are the frontends' own listeners, by frontend.
+	frontendAddrs map[string]net.Addr
 }
 
 // Certs is the listener's TLS configuration, nil without TLS or before
@@ -62,8 +65,9 @@ func NewServer(cfg Config, h http.Handler, log *zap.Logger) *Server {
 	}}
 }
 
-// Start loads the TLS files (a broken pair fails here), binds the listener
-// and serves in a goroutine owned by the server.
+// Start loads the TLS files (a broken pair fails here), binds the public
+// listener and each frontend's own (edge.frontends[].listen), and serves
+// them in goroutines owned by the server.
 func (s *Server) Start(context.Context) error {
 	var certs *CertReloader
 	if s.cfg.TLS.CertFile != "" {
@@ -73,32 +77,78 @@ func (s *Server) Start(context.Context) error {
 		}
 		certs.Start()
 	}
-	ln, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		certs.Close()
-		return fmt.Errorf("edge: listen %s: %w", s.cfg.Listen, err)
-	}
 	var tlsConf *tls.Config
 	if certs != nil {
-		s.certs.Store(certs)
 		tlsConf = &tls.Config{GetConfigForClient: certs.configFor}
 	}
-	ln = newGuardListener(ln, tlsConf, s.cfg.ReadHeaderTimeout, s.cfg.MaxHeaderBytes, s.log.Named("guard"))
+	guard := func(addr, frontend string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		g := newGuardListener(ln, tlsConf, s.cfg.ReadHeaderTimeout, s.cfg.MaxHeaderBytes, s.log.Named("guard")).(*guardListener)
+		g.frontend = frontend
+		return g, nil
+	}
+	var lns []net.Listener
+	fail := func(err error) error {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+		certs.Close()
+		return err
+	}
+	ln, err := guard(s.cfg.Listen, "")
+	if err != nil {
+		return fail(fmt.Errorf("edge: listen %s: %w", s.cfg.Listen, err))
+	}
+	lns = append(lns, ln)
+	s.frontendAddrs = map[string]net.Addr{}
+	for i, f := range s.cfg.Frontends {
+		if f.Listen == "" {
+			continue
+		}
+		fl, err := guard(f.Listen, f.Name)
+		if err != nil {
+			return fail(fmt.Errorf("edge.frontends[%d].listen %s: %w", i, f.Listen, err))
+		}
+		lns = append(lns, fl)
+		s.frontendAddrs[f.Name] = fl.Addr()
+	}
+	if certs != nil {
+		s.certs.Store(certs)
+	}
 	s.ln = ln
 	s.done = make(chan struct{})
+	var serving sync.WaitGroup
+	for _, l := range lns {
+		serving.Go(func() {
+			if err := s.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("server stopped", zap.String("addr", l.Addr().String()), zap.Error(err))
+			}
+		})
+	}
 	go func() {
-		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("server stopped", zap.Error(err))
-		}
+		serving.Wait()
+		close(s.done)
 	}()
-	s.log.Info("listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", certs != nil),
-		zap.Bool("client_certificates", s.cfg.TLS.ClientCAFile != ""))
+	for _, l := range lns {
+		fields := []zap.Field{zap.String("addr", l.Addr().String()), zap.Bool("tls", certs != nil),
+			zap.Bool("client_certificates", s.cfg.TLS.ClientCAFile != "")}
+		if name := l.(*guardListener).frontend; name != "" {
+			fields = append(fields, zap.String("frontend", name))
+		}
+		s.log.Info("listening", fields...)
+	}
 	return nil
 }
 
 // Addr is the bound address (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// FrontendAddr is the bound address of the frontend's own listener; nil:
+// it has none.
+func (s *Server) FrontendAddr(frontend string) net.Addr { return s.frontendAddrs[frontend] }
 
 // BeginDrain answers each request from now on with "Connection: close" and
 // closes idle keep-alive connections, so clients reconnect (elsewhere,

@@ -54,6 +54,9 @@ type frontendSet struct {
 	rules []frontendRule // in config order: the first that matches
 	def   *RouteTable    // edge.default_frontend's; nil: 404
 	all   []*RouteTable  // in config order
+	// byListener are the tables of the frontends with a listener of
+	// their own, by frontend.
+	byListener map[string]*RouteTable
 }
 
 // frontendRule is what one frontend serves: every condition it sets must
@@ -107,13 +110,16 @@ type Identifier interface {
 	Identify(r *http.Request) (*http.Request, *policies.Caller)
 }
 
-// For is the table that serves r: its frontend's, chosen by Host and by
-// the caller (id verifies the request's credential, when a rule needs
+// For is the table that serves r: its frontend's, chosen by the listener
+// that accepted it (a frontend's own), else by Host and by the caller (id verifies the request's credential, when a rule needs
 // it, and returns the request to go on with); nil: no frontend
 // serves it. Without frontends it is t itself.
 func (t *RouteTable) For(r *http.Request, id Identifier) (*RouteTable, *http.Request) {
 	if t.set == nil {
 		return t, r
+	}
+	if name := listenerFrontend(r.Context()); name != "" {
+		return t.set.byListener[name], r
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {

@@ -543,3 +543,51 @@ func TestFrontendRateLimitTier(t *testing.T) {
 		}
 	}
 }
+
+// TestFrontendsByListener: a frontend with a listener of its own serves
+// every request that listener accepts, whatever its Host or credential;
+// the public listener keeps choosing by its rules.
+func TestFrontendsByListener(t *testing.T) {
+	t.Parallel()
+	idp := harness.NewIDP(t)
+	be := harness.Services(t, []string{"products"}, nil)
+	e := harness.Portico(t, func(c *app.Config) {
+		withIDP(idp)(c)
+		c.Edge.Frontends = []edge.FrontendConfig{{Name: "web", Hosts: []string{"shop.test"}},
+			{Name: "partner", Mode: "include", Listen: "127.0.0.1:0", Claim: "client_type=partner"}}
+		c.Edge.DefaultFrontend = "web"
+	}, be.Addr)
+	addr := e.Server.FrontendAddr("partner")
+	if addr == nil {
+		t.Fatal("the partner's listener has no address")
+	}
+	partnerURL := "http://" + addr.String()
+	if e.Server.FrontendAddr("web") != nil {
+		t.Fatal("web has a listener address without edge.frontends[].listen")
+	}
+	// web's Host and a web caller's token on the partner's listener: the
+	// partner's answer (4 fields) and document.
+	webToken := idp.Token("alice", map[string]any{"client_type": "web"})
+	c := harness.Client(t)
+	if r := do(t, c, "GET", partnerURL+"/v1/products/p-1", "", bearer(webToken)...); r.code != 200 || len(jsonOf(t, r.body)) != 4 {
+		t.Fatalf("the partner's listener, a web caller's token: %d %s", r.code, r.body)
+	}
+	if r := onHost(t, partnerURL+"/v1/products/p-1", "shop.test"); r.code != 200 || len(jsonOf(t, r.body)) != 4 {
+		t.Fatalf("the partner's listener, web's Host: %d %s", r.code, r.body)
+	}
+	if r := onHost(t, partnerURL+"/openapi.json", "shop.test"); r.code != 200 || strings.Contains(r.body, "/v1/assets") || !strings.Contains(r.body, "/v1/products/{id}") {
+		t.Fatalf("the partner's listener's document: %d %.300s", r.code, r.body)
+	}
+	// The public listener: web by Host, the partner by its claim.
+	if r := onHost(t, e.URL+"/v1/products/p-1", "shop.test"); r.code != 200 || jsonOf(t, r.body)["description"] == nil {
+		t.Fatalf("the public listener, web's host: %d %s", r.code, r.body)
+	}
+	partner := idp.Token("acme", map[string]any{"client_type": "partner"})
+	if r := do(t, c, "GET", e.URL+"/v1/products/p-1", "", bearer(partner)...); r.code != 200 || len(jsonOf(t, r.body)) != 4 {
+		t.Fatalf("the public listener, a partner's token: %d %s", r.code, r.body)
+	}
+	// A method the partner does not see is a 404 on its listener.
+	if r := onHost(t, partnerURL+"/v1/assets/logo.png", "shop.test"); r.code != 404 {
+		t.Fatalf("a method hidden from the partner, on its listener: %d %s", r.code, r.body)
+	}
+}

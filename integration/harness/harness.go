@@ -65,6 +65,7 @@ func Services(tb testing.TB, names []string, register func(*grpc.Server), opts .
 type Edge struct {
 	URL      string
 	AdminURL string
+	Server   *edge.Server
 	Tables   *edge.Tables
 	Handler  *edge.Handler
 	Mesh     *mesh.Mesh
@@ -125,7 +126,7 @@ func start(tb testing.TB, mutate func(*app.Config), log *zap.Logger, upstreams [
 			tb.Errorf("stopping portico: %v", err)
 		}
 	})
-	e := &Edge{URL: "http://" + srv.Addr().String(), Tables: tables, Handler: handler, Mesh: m, App: a}
+	e := &Edge{URL: "http://" + srv.Addr().String(), Server: srv, Tables: tables, Handler: handler, Mesh: m, App: a}
 	if admin != nil {
 		e.AdminURL = "http://" + admin.Addr().String()
 	}
