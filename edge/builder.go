@@ -226,6 +226,15 @@ func (b *Builder) refresh(ctx context.Context, force bool) bool {
 	return allOK
 }
 
+// Build compiles the table of refls as a refresh does (a table per
+// frontend, the frontend protos' composed methods), without serving it or
+// keeping it: what tools such as `portico openapi` describe. The table
+// returned is the default frontend's (else the first's); Frontends lists
+// them all.
+func (b *Builder) Build(ctx context.Context, refls []*mesh.Reflection) *RouteTable {
+	return b.build(ctx, refls)
+}
+
 // build compiles a table from the reflections: one per frontend when
 // frontends are configured (the one returned holds them all, and their
 // rejections, each named after its frontend).

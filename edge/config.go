@@ -113,9 +113,10 @@ type Config struct {
 	Docs bool `yaml:"docs"`
 	// Frontends are the views of the services that different clients
 	// get (web, mobile, partner): each request is served by one, chosen
-	// by its Host. Empty: one view of everything.
+	// by the listener, the Host or the caller's credential. Empty: one
+	// view of everything.
 	Frontends []FrontendConfig `yaml:"frontends"`
-	// DefaultFrontend serves a request whose Host no frontend lists; "":
+	// DefaultFrontend serves a request no frontend's rules pick; "":
 	// such a request is a 404.
 	DefaultFrontend string `yaml:"default_frontend"`
 	// UpstreamTimeout is the deadline of a unary upstream call.

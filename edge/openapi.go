@@ -10,7 +10,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/portico-dev/portico/edge/compose"
 	"github.com/portico-dev/portico/transcode/openapi"
 )
 
@@ -58,7 +60,7 @@ func OpenAPIOperations(t *RouteTable) ([]openapi.Operation, openapi.Info) {
 	schemes := map[string]bool{}
 	var ops []openapi.Operation
 	for _, r := range t.routes {
-		op := openapi.Operation{Binding: r.Binding}
+		op := openapi.Operation{Binding: r.Binding, Composed: composedCalls(r.Binding.Method.Desc)}
 		if c := r.Chain.Credentials(); c != nil {
 			if c.Bearer {
 				op.Security = append(op.Security, "bearer")
@@ -80,6 +82,60 @@ func OpenAPIOperations(t *RouteTable) ([]openapi.Operation, openapi.Info) {
 		ops = append(ops, op)
 	}
 	return ops, info
+}
+
+// composedCalls are the calls of a composed method, as its document
+// describes them; nil for a service's method.
+func composedCalls(md protoreflect.MethodDescriptor) []openapi.ComposedCall {
+	opt, err := compose.Option(md)
+	if err != nil || opt == nil {
+		return nil
+	}
+	var out []openapi.ComposedCall
+	for _, c := range opt.GetCalls() {
+		cc := openapi.ComposedCall{Name: c.GetName(), Method: c.GetMethod(), Target: jsonPath(md.Output(), c.GetTarget()), Optional: c.GetOptional()}
+		if c.GetForEach() != nil {
+			cc.Method += " (once per element of " + c.GetForEach().GetOver() + ")"
+		}
+		if cc.Optional {
+			fb := c.GetFallback()
+			var or []string
+			if d := fb.GetLastGood(); d != nil {
+				or = append(or, "its last good answer for the same request if at most "+d.AsDuration().String()+" old")
+			}
+			switch {
+			case fb.GetLiteral() != "":
+				or = append(or, "the value `"+fb.GetLiteral()+"`")
+			case fb.GetEmpty():
+				or = append(or, "an empty message")
+			default:
+				or = append(or, "unset")
+			}
+			cc.Fallback = strings.Join(or, ", else ")
+		}
+		out = append(out, cc)
+	}
+	return out
+}
+
+// jsonPath is a field path of md ("home.recent_orders") with its fields'
+// JSON names, as clients read them ("home.recentOrders").
+func jsonPath(md protoreflect.MessageDescriptor, path string) string {
+	if path == "" {
+		return ""
+	}
+	parts := strings.Split(path, ".")
+	for i, p := range parts {
+		if md == nil {
+			break
+		}
+		fd := md.Fields().ByName(protoreflect.Name(p))
+		if fd == nil {
+			break
+		}
+		parts[i], md = fd.JSONName(), fd.Message()
+	}
+	return strings.Join(parts, ".")
 }
 
 // serveOpenAPI answers GET /openapi.json or /openapi.yaml, with an ETag

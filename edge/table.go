@@ -202,12 +202,6 @@ func BuildTable(refls []*mesh.Reflection, c *transcode.Compiler, pc *policies.Co
 	return buildTable(refls, nil, nil, c, pc, calls)
 }
 
-// BuildFrontendTable is BuildTable as one frontend sees the services (its
-// view: internal fields, and what the frontend does not see, removed).
-func BuildFrontendTable(refls []*mesh.Reflection, f FrontendConfig, c *transcode.Compiler, pc *policies.Compiler, calls *Calls) *RouteTable {
-	return buildTable(refls, nil, &policies.Audience{Frontend: f.Name, Include: f.Mode == "include", CORS: f.CORS, Providers: f.Providers, Tier: f.RateLimitTier}, c, pc, calls)
-}
-
 // buildTable builds the routes of the reflected services, then those of
 // the composed methods of the frontend files, as aud sees them (nil: no
 // frontends configured).
@@ -348,6 +342,9 @@ func composedRoutes(t *RouteTable, served []servedService, fronts []protoreflect
 			mds := fd.Services().Get(i).Methods()
 			for j := 0; j < mds.Len(); j++ {
 				md := mds.Get(j)
+				if !t.aud.SeesMethod(md) {
+					continue // not this frontend's (include mode: not tagged for it)
+				}
 				routes, err := composedMethod(md, env, guards, claimed, c, pc, calls, t.aud)
 				if err != nil {
 					t.Rejected = append(t.Rejected, fmt.Errorf("composed method %s rejected: %w", md.FullName(), err))

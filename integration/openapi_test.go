@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,26 +20,78 @@ import (
 	"github.com/pb33f/libopenapi-validator/schema_validation"
 
 	"github.com/portico-dev/portico/cmd/portico/app"
+	"github.com/portico-dev/portico/edge"
 	"github.com/portico-dev/portico/integration/harness"
 )
 
-// TestOpenAPIDocument: GET /openapi.json on a running edge is a valid
-// OpenAPI 3.1 document of every route it serves (the composed home screen
-// included), answers 304 to its own ETag, and the answers of real calls
-// through Portico validate against it.
+var updateGoldens = flag.Bool("update", false, "rewrite the golden OpenAPI documents of the demo's frontends")
+
+// TestOpenAPIDocument: GET /openapi.json on a running edge configured as
+// the demo is (its frontend protos, a web frontend and an include-mode
+// partner on its own host) is, for each frontend, a valid OpenAPI 3.1
+// document of every route that frontend is served (the composed home
+// screen included), equal to its golden file (go test ./integration -run
+// TestOpenAPIDocument -update rewrites them), answers 304 to its own ETag,
+// and the answers of real calls through Portico validate against it.
 func TestOpenAPIDocument(t *testing.T) {
 	t.Parallel()
 	be := harness.Services(t, []string{"users", "orders", "products", "accounts"}, nil)
-	e := harness.Portico(t, func(c *app.Config) { c.Edge.Compose.ProtosDir = "../cmd/examples/demo/frontends" }, be.Addr)
+	e := harness.Portico(t, func(c *app.Config) {
+		c.Edge.Compose.ProtosDir = "../cmd/examples/demo/frontends"
+		c.Edge.Frontends = []edge.FrontendConfig{{Name: "web"}, {Name: "partner", Mode: "include", Hosts: []string{"partner.localhost"}}}
+		c.Edge.DefaultFrontend = "web"
+	}, be.Addr)
+	if rej := e.Tables.Load().Rejected; len(rej) > 0 {
+		t.Fatal(rej)
+	}
+	for _, fe := range e.Tables.Load().Frontends() {
+		host := "web.localhost"
+		if fe.Frontend == "partner" {
+			host = "partner.localhost"
+		}
+		t.Run(fe.Frontend, func(t *testing.T) { checkServedDocument(t, e, fe, host) })
+	}
+}
+
+// sendHostHeader is a GET on host with one header more.
+func sendHostHeader(t *testing.T, url, host, name, value string) response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	req.Header.Set(name, value)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{code: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+// checkServedDocument checks the document of frontend fe, served on host.
+func checkServedDocument(t *testing.T, e *harness.Edge, fe *edge.RouteTable, host string) {
 	c := &http.Client{}
-	r := do(t, c, "GET", e.URL+"/openapi.json", "")
+	r := sendHost(t, "GET", e.URL+"/openapi.json", host, "")
 	if r.code != 200 || r.header.Get("Content-Type") != "application/json" || r.header.Get("Etag") == "" {
 		t.Fatalf("%d %v", r.code, r.header)
 	}
-	if again := do(t, c, "GET", e.URL+"/openapi.json", "", "If-None-Match", r.header.Get("Etag")); again.code != 304 {
-		t.Fatalf("with its ETag: %d", again.code)
+	golden := "testdata/demo." + fe.Frontend + ".openapi.json"
+	if *updateGoldens {
+		if err := os.WriteFile(golden, []byte(r.body), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if y := do(t, c, "GET", e.URL+"/openapi.yaml", ""); y.code != 200 || !strings.HasPrefix(y.body, "openapi: 3.1.0") {
+	if want, err := os.ReadFile(golden); err != nil || string(want) != r.body {
+		t.Errorf("the document differs from %s (%v); go test ./integration -run TestOpenAPIDocument -update rewrites it", golden, err)
+	}
+	cond := sendHostHeader(t, e.URL+"/openapi.json", host, "If-None-Match", r.header.Get("Etag"))
+	if cond.code != 304 {
+		t.Fatalf("with its ETag: %d", cond.code)
+	}
+	if y := sendHost(t, "GET", e.URL+"/openapi.yaml", host, ""); y.code != 200 || !strings.HasPrefix(y.body, "openapi: 3.1.0") {
 		t.Fatalf("yaml: %d %.100s", y.code, y.body)
 	}
 	doc, err := libopenapi.NewDocument([]byte(r.body))
@@ -61,7 +114,7 @@ func TestOpenAPIDocument(t *testing.T) {
 	// A custom HTTP method (PURGE /v1/orders/{order_id}) has no place in
 	// an OpenAPI 3.1 path item; every other route is an operation.
 	n := 0
-	for _, rt := range e.Tables.Load().Routes() {
+	for _, rt := range fe.Routes() {
 		if rt.Binding.HTTPMethod != "PURGE" {
 			n++
 		}
@@ -69,17 +122,27 @@ func TestOpenAPIDocument(t *testing.T) {
 	if ops != n {
 		t.Errorf("%d operations in the document, %d routes served", ops, n)
 	}
-	home := m.Model.Paths.PathItems.GetOrZero("/api/home/{user}")
-	if home == nil || home.Get == nil {
-		t.Fatal("the composed home screen is not in the document")
-	}
-	// A frontend proto is loaded from source: its comments describe.
-	if !strings.Contains(home.Get.Description, "GET /api/home/alice?productIds=p-1") {
-		t.Errorf("GetHome's description %q is not its comment", home.Get.Description)
-	}
-	screen := m.Model.Components.Schemas.GetOrZero("portico.frontend.home.v1.HomeScreen").Schema()
-	if d := screen.Properties.GetOrZero("partial").Schema().Description; !strings.Contains(d, "One entry per optional call that failed") {
-		t.Errorf("HomeScreen.partial's description %q is not its comment", d)
+	if fe.Frontend == "web" {
+		home := m.Model.Paths.PathItems.GetOrZero("/api/home/{user}")
+		if home == nil || home.Get == nil {
+			t.Fatal("the composed home screen is not in the document")
+		}
+		// A frontend proto is loaded from source: its comments describe.
+		if !strings.Contains(home.Get.Description, "GET /api/home/alice?productIds=p-1") {
+			t.Errorf("GetHome's description %q is not its comment", home.Get.Description)
+		}
+		// Its calls are described, and the header naming degraded ones.
+		if !strings.Contains(home.Get.Description, "Composed by the edge from") {
+			t.Errorf("GetHome's description does not list its calls: %q", home.Get.Description)
+		}
+		ok, _ := home.Get.Responses.Codes.Get("200")
+		if h, _ := ok.Headers.Get("Portico-Partial"); h == nil {
+			t.Error("GetHome's 200 does not declare the Portico-Partial header")
+		}
+		screen := m.Model.Components.Schemas.GetOrZero("portico.frontend.home.v1.HomeScreen").Schema()
+		if d := screen.Properties.GetOrZero("partial").Schema().Description; !strings.Contains(d, "One entry per optional call that failed") {
+			t.Errorf("HomeScreen.partial's description %q is not its comment", d)
+		}
 	}
 
 	v, errs := validator.NewValidator(doc)
@@ -113,6 +176,7 @@ func TestOpenAPIDocument(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			req.Host = host
 			if ctype != "" {
 				req.Header.Set("Content-Type", ctype)
 			}
@@ -157,14 +221,19 @@ func TestOpenAPIDocument(t *testing.T) {
 	if called != ops {
 		t.Errorf("called %d of %d operations", called, ops)
 	}
-	for _, path := range []string{
+	paths := []string{
 		"/v1/users/alice", "/v1/users?pageSize=2", "/v1/products/p-1", "/v1/orders?userId=alice", "/v1/plans",
 		"/v1/orders/o-1001", "/api/home/alice?productIds=p-1&productIds=p-2", "/v1/users/zed",
-	} {
+	}
+	if fe.Frontend == "partner" {
+		paths = []string{"/v1/products/p-1", "/v1/products?pageSize=2", "/v1/products/p-404"}
+	}
+	for _, path := range paths {
 		req, err := http.NewRequestWithContext(t.Context(), "GET", e.URL+path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		req.Host = host
 		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)

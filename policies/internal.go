@@ -3,6 +3,7 @@ package policies
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"google.golang.org/genproto/googleapis/api/visibility"
@@ -43,6 +44,14 @@ type Audience struct {
 	// Tier, when set, is the rate-limit tier of its callers whose tier
 	// claim picks none, in the methods that declare a tier of that name.
 	Tier string
+}
+
+// SeesMethod says whether the audience is served md (a nil audience is
+// served everything): its (portico.v1.method) frontends and hidden_from
+// and google.api visibility labels, as View applies them to services.
+// Composed methods are filtered with it.
+func (a *Audience) SeesMethod(md protoreflect.MethodDescriptor) bool {
+	return a.sees(methodLabels(md))
 }
 
 // labels are what a field or method says of who sees it.
@@ -115,10 +124,11 @@ func Views(sds []protoreflect.ServiceDescriptor, a *Audience) (views []protorefl
 	hidden := 0
 	for _, fd := range order {
 		fdp := protodesc.ToFileDescriptorProto(fd)
+		moved := renumbering{}
 		if !strings.HasPrefix(string(fd.Package()), "google.") || a == nil {
 			msgs := fd.Messages()
 			for i := 0; i < msgs.Len(); i++ {
-				hidden += strip(msgs.Get(i), fdp.MessageType[i], a)
+				hidden += strip(msgs.Get(i), fdp.MessageType[i], a, []int32{fileMessages, int32(i)}, moved)
 			}
 		}
 		for _, sd := range own[fd.Path()] {
@@ -128,15 +138,20 @@ func Views(sds []protoreflect.ServiceDescriptor, a *Audience) (views []protorefl
 			sp := fdp.Service[sd.Index()]
 			methods := sd.Methods()
 			keep := sp.Method[:0]
+			to := make([]int32, methods.Len())
 			for i := 0; i < methods.Len(); i++ {
+				to[i] = -1
 				if a.sees(methodLabels(methods.Get(i))) {
+					to[i] = int32(len(keep))
 					keep = append(keep, sp.Method[i])
 				} else {
 					hidden++
 				}
 			}
 			sp.Method = keep
+			moved.set([]int32{fileServices, int32(sd.Index()), serviceMethods}, to)
 		}
+		moved.apply(fdp.SourceCodeInfo)
 		set.File = append(set.File, fdp)
 	}
 	if hidden == 0 {
@@ -156,22 +171,29 @@ func Views(sds []protoreflect.ServiceDescriptor, a *Audience) (views []protorefl
 	return views, dynamicpb.NewTypes(reg), nil
 }
 
-// strip removes from mp (the proto of md) and its nested messages the
-// internal fields and those the audience does not see, returning how many
-// it removed. A oneof left without fields goes too.
-func strip(md protoreflect.MessageDescriptor, mp *descriptorpb.DescriptorProto, a *Audience) int {
+// strip removes from mp (the proto of md, at path in its file) and its
+// nested messages the internal fields and those the audience does not
+// see, returning how many it removed. A oneof left without fields goes
+// too. What moved is recorded in moved, for the file's comments.
+func strip(md protoreflect.MessageDescriptor, mp *descriptorpb.DescriptorProto, a *Audience, path []int32, moved renumbering) int {
 	n := 0
 	fields := md.Fields()
 	keep := mp.Field[:0]
+	to := make([]int32, fields.Len())
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)
+		to[i] = -1
 		if fp := fieldPolicy(fd); fp.GetInternal() || !a.sees(fieldLabels(fd, fp)) {
 			n++
 			continue
 		}
+		to[i] = int32(len(keep))
 		keep = append(keep, mp.Field[i])
 	}
 	mp.Field = keep
+	if n > 0 {
+		moved.set(append(slices.Clip(path), messageFields), to)
+	}
 	if n > 0 && len(mp.OneofDecl) > 0 {
 		// Renumber the oneofs that still have a field.
 		remap := map[int32]int32{}
@@ -187,13 +209,83 @@ func strip(md protoreflect.MessageDescriptor, mp *descriptorpb.DescriptorProto, 
 			idx := remap[f.GetOneofIndex()]
 			f.OneofIndex = &idx
 		}
+		oneofs := make([]int32, len(mp.OneofDecl))
+		for i := range oneofs {
+			if j, ok := remap[int32(i)]; ok {
+				oneofs[i] = j
+			} else {
+				oneofs[i] = -1
+			}
+		}
+		moved.set(append(slices.Clip(path), messageOneofs), oneofs)
 		mp.OneofDecl = decls
 	}
 	nested := md.Messages()
 	for i := 0; i < nested.Len(); i++ {
-		n += strip(nested.Get(i), mp.NestedType[i], a)
+		n += strip(nested.Get(i), mp.NestedType[i], a, append(slices.Clip(path), messageNested, int32(i)), moved)
 	}
 	return n
+}
+
+// Source paths of descriptor.proto: the field numbers of the lists a view
+// takes elements out of.
+const (
+	fileMessages   = 4 // FileDescriptorProto.message_type
+	fileServices   = 6 // FileDescriptorProto.service
+	messageFields  = 2 // DescriptorProto.field
+	messageNested  = 3 // DescriptorProto.nested_type
+	messageOneofs  = 8 // DescriptorProto.oneof_decl
+	serviceMethods = 2 // ServiceDescriptorProto.method
+)
+
+// renumbering is where the elements of the lists a view shortened went,
+// by the list's source path (its original indexes): new index, or -1 for
+// removed.
+type renumbering map[string][]int32
+
+func pathKey(p []int32) string {
+	var b strings.Builder
+	for _, n := range p {
+		b.WriteString(strconv.Itoa(int(n)))
+		b.WriteByte('.')
+	}
+	return b.String()
+}
+
+func (r renumbering) set(list []int32, to []int32) { r[pathKey(list)] = to }
+
+// apply rewrites the file's source locations (comments, positions) to the
+// shortened lists, dropping those of removed elements, so that each
+// comment stays with its element.
+func (r renumbering) apply(info *descriptorpb.SourceCodeInfo) {
+	if len(r) == 0 || info == nil {
+		return
+	}
+	keep := info.Location[:0]
+	for _, loc := range info.Location {
+		p := slices.Clone(loc.Path)
+		removed := false
+		// Each list step is (field number, index): look its list up by
+		// the original path before it.
+		for k := 0; k+1 < len(loc.Path); k += 2 {
+			to, ok := r[pathKey(loc.Path[:k+1])]
+			if !ok {
+				continue
+			}
+			if i := loc.Path[k+1]; int(i) < len(to) {
+				if to[i] < 0 {
+					removed = true
+					break
+				}
+				p[k+1] = to[i]
+			}
+		}
+		if !removed {
+			loc.Path = p
+			keep = append(keep, loc)
+		}
+	}
+	info.Location = keep
 }
 
 // fieldLabels are what a field says of who sees it: its

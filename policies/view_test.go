@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/portico-dev/portico/mesh/meshtest"
 )
 
 const viewProto = `
@@ -95,5 +97,69 @@ func TestViews(t *testing.T) {
 	web, _ := View(sd, &Audience{Frontend: "web"})
 	if o := web.Methods().Get(0).Input().Oneofs(); o.Len() != 2 || !slices.Contains([]protoreflect.Name{o.Get(0).Name(), o.Get(1).Name()}, "contact") {
 		t.Errorf("web's Item oneofs: %d", o.Len())
+	}
+}
+
+const commentedProto = `
+syntax = "proto3";
+package c.v1;
+import "portico/v1/options.proto";
+
+service Shop {
+  // Hidden is web's.
+  rpc Hidden(Item) returns (Item) { option (portico.v1.method) = {hidden_from: ["mobile"]}; }
+  // Get reads an item.
+  rpc Get(Item) returns (Item);
+}
+
+// Item is one thing.
+message Item {
+  // id names it.
+  string id = 1;
+  // cost is not the mobile app's.
+  int64 cost = 2 [(portico.v1.field) = {hidden_from: ["mobile"]}];
+  // secret is nobody's.
+  string secret = 3 [(portico.v1.field).internal = true];
+  oneof contact {
+    // email is one way.
+    string email = 4 [(portico.v1.field) = {hidden_from: ["mobile"]}];
+  }
+  oneof kind {
+    // book is the other.
+    string book = 5;
+  }
+  // tail comes last.
+  string tail = 6;
+}
+`
+
+// TestViewComments: a view keeps the comments of what it keeps, each on
+// its own element, however many fields, oneofs and methods before it were
+// removed (the OpenAPI document's descriptions come from them).
+func TestViewComments(t *testing.T) {
+	sd := meshtest.CompileProtoWithComments(t, commentedProto).Services().Get(0)
+	v, err := View(sd, &Audience{Frontend: "mobile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	comment := func(d protoreflect.Descriptor) string {
+		return strings.TrimSpace(d.ParentFile().SourceLocations().ByDescriptor(d).LeadingComments)
+	}
+	if v.Methods().Len() != 1 || comment(v.Methods().Get(0)) != "Get reads an item." {
+		t.Fatalf("methods: %d, the first's comment %q", v.Methods().Len(), comment(v.Methods().Get(0)))
+	}
+	item := v.Methods().Get(0).Input()
+	if c := comment(item); c != "Item is one thing." {
+		t.Errorf("Item: %q", c)
+	}
+	want := map[string]string{"id": "id names it.", "book": "book is the other.", "tail": "tail comes last."}
+	if item.Fields().Len() != len(want) {
+		t.Fatalf("%d fields in the view", item.Fields().Len())
+	}
+	for i := 0; i < item.Fields().Len(); i++ {
+		fd := item.Fields().Get(i)
+		if c := comment(fd); c != want[string(fd.Name())] {
+			t.Errorf("field %s: comment %q, want %q", fd.Name(), c, want[string(fd.Name())])
+		}
 	}
 }

@@ -54,6 +54,9 @@ type edgeFlags struct {
 	configPath, listen, admin, consul, logLevel, logFmt *string
 	plaintext                                           *bool
 	upstreams                                           stringList
+	// takesPaths: positional arguments are the command's (openapi's
+	// PATHs), not a mistake.
+	takesPaths bool
 }
 
 const serveUsage = `usage: portico serve [flags]
@@ -72,16 +75,21 @@ when every upstream was reflected and every service compiled, 1 otherwise
 
 `
 
-const openAPIUsage = `usage: portico openapi [flags]
+const openAPIUsage = `usage: portico openapi [flags] [-I DIR]... [PATH]...
 
 Print the OpenAPI 3.1 document of the route table serve would build with
-the same flags (what serve answers at GET /openapi.json), then exit: 0
-when every upstream was reflected and every service compiled, 1 otherwise
-(each problem on stderr; the document of the rest is printed), 2 on bad
-usage. --frontend NAME gives the document of one of the config's
-edge.frontends (what serve answers on that frontend). Security schemes
-need the edge's policies and composed methods its frontend protos: serve's
-document has them, this one describes the services' own routes.
+the same flags and --config (what serve answers at GET /openapi.json: the
+policies' security schemes, the composed methods of
+edge.compose.protos_dir, the frontends), then exit: 0 when every upstream
+was reflected and every service compiled, 1 otherwise (each problem on
+stderr; the document of the rest is printed), 2 on bad usage.
+
+With PATHs (.proto files, directories of them, or descriptor sets, as
+portico lint reads them), the services are read from them instead of
+reflected from running upstreams: no service needs to run, so CI can diff
+the document a change would serve. --frontend NAME gives the document of
+one of the config's edge.frontends (what serve answers on that frontend);
+without it, the default frontend's.
 
 `
 
@@ -106,7 +114,7 @@ func newEdgeFlags(name, usage string) *edgeFlags {
 // config is the file at --config (or the defaults) with the flags applied,
 // validated, and the --config path.
 func (f *edgeFlags) config() (app.Config, string, error) {
-	if f.fs.NArg() > 0 {
+	if f.fs.NArg() > 0 && !f.takesPaths {
 		return app.Config{}, "", fmt.Errorf("unexpected argument %q (see %s -h)", f.fs.Arg(0), f.fs.Name())
 	}
 	cfg := app.DefaultConfig()
@@ -142,7 +150,7 @@ func (f *edgeFlags) config() (app.Config, string, error) {
 				"for upstreams from --config set mesh.upstreams[].plaintext: true or mesh.tls.mode: plaintext")
 		}
 	}
-	if len(cfg.Mesh.Upstreams) == 0 && cfg.Mesh.Consul.Address == "" {
+	if len(cfg.Mesh.Upstreams) == 0 && cfg.Mesh.Consul.Address == "" && f.fs.NArg() == 0 {
 		return app.Config{}, "", errors.New("no upstream: give --consul, --upstream, or mesh.consul / mesh.upstreams in --config")
 	}
 	return cfg, *f.configPath, cfg.Validate()

@@ -17,16 +17,21 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/edge"
+	"github.com/portico-dev/portico/edge/compose"
 	"github.com/portico-dev/portico/mesh"
+	"github.com/portico-dev/portico/policies"
 	"github.com/portico-dev/portico/transcode"
 )
 
@@ -128,7 +133,7 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(f.fs, args, stdout, stderr); !ok {
 		return code
 	}
-	t, code := reflectTable("routes", f, stderr, "")
+	t, code := reflectTable("routes", f, stderr, "", nil)
 	if t != nil {
 		app.PrintRoutes(stdout, t)
 	}
@@ -137,8 +142,11 @@ func cmdRoutes(args []string, stdout, stderr io.Writer) int {
 
 func cmdOpenAPI(args []string, stdout, stderr io.Writer) int {
 	f := newEdgeFlags("openapi", openAPIUsage)
+	f.takesPaths = true
 	format := f.fs.String("format", "json", "json or yaml")
 	frontend := f.fs.String("frontend", "", "the document of this frontend of the config's edge.frontends")
+	var imports stringList
+	f.fs.Var(&imports, "I", "with PATHs: import path for .proto files; repeatable (default: the current directory)")
 	if code, ok := parseFlags(f.fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -146,7 +154,14 @@ func cmdOpenAPI(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "portico openapi: --format %q: json or yaml\n", *format)
 		return 2
 	}
-	t, code := reflectTable("openapi", f, stderr, *frontend)
+	var protos *protoSource
+	if f.fs.NArg() > 0 {
+		if len(imports) == 0 {
+			imports = stringList{"."}
+		}
+		protos = &protoSource{paths: f.fs.Args(), imports: imports}
+	}
+	t, code := reflectTable("openapi", f, stderr, *frontend, protos)
 	if t == nil {
 		return code
 	}
@@ -162,27 +177,98 @@ func cmdOpenAPI(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
+// protoSource is the services' .proto files (or descriptor sets), read
+// instead of reflecting running upstreams.
+type protoSource struct {
+	paths, imports []string
+}
+
+// reflections describes the services of the files as one upstream would.
+// Frontend protos (methods with a (portico.v1.compose) option) are left
+// out: they come from edge.compose.protos_dir, as in serve.
+func (p *protoSource) reflections() (*mesh.Reflection, error) {
+	l := &linter{out: io.Discard, seen: map[string]bool{}}
+	files, err := l.load(p.paths, p.imports)
+	if err != nil {
+		return nil, err
+	}
+	types := dynamicpb.NewTypes(newViews(files).deps)
+	refl := &mesh.Reflection{Upstream: "protos"}
+	for _, fd := range files {
+		for i := 0; i < fd.Services().Len(); i++ {
+			sd := fd.Services().Get(i)
+			if isFrontendProto(sd) {
+				continue
+			}
+			refl.Services = append(refl.Services, &mesh.Service{Name: sd.FullName(), Desc: sd, Upstream: "protos", Types: types})
+		}
+	}
+	return refl, nil
+}
+
+func isFrontendProto(sd protoreflect.ServiceDescriptor) bool {
+	for j := 0; j < sd.Methods().Len(); j++ {
+		if opt, _ := compose.Option(sd.Methods().Get(j)); opt != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // reflectTable builds the route table serve would build from the flags'
-// upstreams, once (as frontend sees them, if one is named); problems go to
+// upstreams (or from protos, when given), once: with the config's
+// policies, frontends and frontend protos, as frontend sees it if one is
+// named (else the default frontend, else the first). Problems go to
 // stderr and make the code 1 (2: usage).
-func reflectTable(name string, f *edgeFlags, stderr io.Writer, frontend string) (*edge.RouteTable, int) {
+func reflectTable(name string, f *edgeFlags, stderr io.Writer, frontend string, protos *protoSource) (*edge.RouteTable, int) {
 	cfg, _, err := f.config()
 	if err != nil {
 		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
 		return nil, 2
 	}
-	var fc *edge.FrontendConfig
-	for i := range cfg.Edge.Frontends {
-		if cfg.Edge.Frontends[i].Name == frontend {
-			fc = &cfg.Edge.Frontends[i]
-		}
-	}
-	if frontend != "" && fc == nil {
+	if frontend != "" && !slices.ContainsFunc(cfg.Edge.Frontends, func(fc edge.FrontendConfig) bool { return fc.Name == frontend }) {
 		fmt.Fprintf(stderr, "portico %s: --frontend %q: not one of the config's edge.frontends\n", name, frontend)
 		return nil, 2
 	}
+	code := 0
+	var refls []*mesh.Reflection
+	if protos != nil {
+		refl, err := protos.reflections()
+		if err != nil {
+			fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
+			return nil, 2
+		}
+		refls = append(refls, refl)
+	} else {
+		if refls, code = reflectUpstreams(name, cfg, stderr); refls == nil && code != 0 {
+			return nil, code
+		}
+	}
 	log := zap.NewNop()
-	m, err := mesh.New(cfg.Mesh, log)
+	pc := policies.NewCompiler(cfg.Policies, nil, nil, log)
+	defer func() { _ = pc.Stop() }()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Mesh.ReflectTimeout)
+	defer cancel()
+	t := edge.NewBuilder(edge.BuilderParams{Compiler: transcode.NewCompiler(cfg.Transcode), Policies: pc, Compose: cfg.Edge.Compose,
+		Frontends: cfg.Edge.Frontends, DefaultFrontend: cfg.Edge.DefaultFrontend, Log: log}).Build(ctx, refls)
+	for _, err := range t.Rejected {
+		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
+		code = 1
+	}
+	if frontend != "" {
+		for _, ft := range t.Frontends() {
+			if ft.Frontend == frontend {
+				t = ft
+			}
+		}
+	}
+	return t, code
+}
+
+// reflectUpstreams reflects the config's upstreams once; nil and 1 when
+// the mesh cannot start.
+func reflectUpstreams(name string, cfg app.Config, stderr io.Writer) ([]*mesh.Reflection, int) {
+	m, err := mesh.New(cfg.Mesh, zap.NewNop())
 	if err != nil {
 		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
 		return nil, 1
@@ -216,15 +302,7 @@ func reflectTable(name string, f *edgeFlags, stderr io.Writer, frontend string) 
 			refls = append(refls, r.Reflection)
 		}
 	}
-	t := edge.BuildTable(refls, transcode.NewCompiler(cfg.Transcode), nil, nil)
-	if fc != nil {
-		t = edge.BuildFrontendTable(refls, *fc, transcode.NewCompiler(cfg.Transcode), nil, nil)
-	}
-	for _, err := range t.Rejected {
-		fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
-		code = 1
-	}
-	return t, code
+	return refls, code
 }
 
 // consulReachable reads the catalog's service list once, without blocking,

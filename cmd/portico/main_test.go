@@ -71,6 +71,105 @@ func TestOpenAPICommand(t *testing.T) {
 	}
 }
 
+// TestOpenAPIFromProtos: portico openapi reads the services from their
+// .proto files, no service running, with the config's frontends and
+// frontend protos: each frontend's document is the one a running edge
+// serves (integration's goldens, from TestOpenAPIDocument), and more: the
+// protos' comments describe. A frontend proto among the PATHs is not
+// taken for a service.
+func TestOpenAPIFromProtos(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "portico.yaml")
+	if err := os.WriteFile(cfg, []byte(`edge:
+  compose: {protos_dir: ../examples/demo/frontends}
+  frontends:
+    - name: web
+    - name: partner
+      mode: include
+      hosts: [partner.localhost]
+  default_frontend: web
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, fe := range []string{"web", "partner"} {
+		var out, errOut bytes.Buffer
+		args := []string{"openapi", "--config", cfg, "--frontend", fe, "-I", "../../protos", "-I", "../examples/demo/frontends",
+			"../../protos/examples", "../examples/demo/frontends"}
+		if code := run(args, &out, &errOut); code != 0 {
+			t.Fatalf("%s: exit %d: %s", fe, code, errOut.String())
+		}
+		served, err := os.ReadFile("../../integration/testdata/demo." + fe + ".openapi.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, want any
+		if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(served, &want); err != nil {
+			t.Fatal(err)
+		}
+		// Reflected example services carry no comments: their
+		// descriptions are the difference.
+		described := dropServiceDescriptions(got)
+		dropServiceDescriptions(want)
+		g, _ := json.Marshal(got)
+		w, _ := json.Marshal(want)
+		if !bytes.Equal(g, w) {
+			t.Errorf("%s: the document from protos is not the one served (beyond descriptions)", fe)
+		}
+		if fe == "web" && !slices.Contains(described, "CreateAccount validates its input at the edge (buf.validate) and never\nlets a client set the risk score.") {
+			t.Errorf("web: the protos' comments do not describe: %q", described)
+		}
+	}
+}
+
+// dropServiceDescriptions removes from a document the descriptions that
+// come from the example services' comments (operations' and schemas'
+// of portico.examples.*), returning them.
+func dropServiceDescriptions(doc any) []string {
+	var out []string
+	m := doc.(map[string]any)
+	for _, item := range m["paths"].(map[string]any) {
+		for _, op := range item.(map[string]any) {
+			o, ok := op.(map[string]any)
+			if !ok || !strings.HasPrefix(o["tags"].([]any)[0].(string), "portico.examples.") {
+				continue
+			}
+			if d, ok := o["description"].(string); ok {
+				out = append(out, d)
+				delete(o, "description")
+			}
+			params, _ := o["parameters"].([]any)
+			for _, p := range params {
+				delete(p.(map[string]any), "description")
+			}
+		}
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if d, ok := v["description"].(string); ok {
+				out = append(out, d)
+				delete(v, "description")
+			}
+			for _, e := range v {
+				walk(e)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	for name, schema := range m["components"].(map[string]any)["schemas"].(map[string]any) {
+		if strings.HasPrefix(name, "portico.examples.") {
+			walk(schema)
+		}
+	}
+	return out
+}
+
 func TestRoutesCommand(t *testing.T) {
 	b := harness.Services(t, []string{"users", "orders", "products"}, nil)
 	var out, errOut bytes.Buffer

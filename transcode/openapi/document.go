@@ -28,6 +28,23 @@ type Operation struct {
 	Security []string
 	// AuthOptional: a caller may also present none.
 	AuthOptional bool
+	// Composed, for a composed method, lists its backend calls.
+	Composed []ComposedCall
+}
+
+// ComposedCall is one backend call of a composed method.
+type ComposedCall struct {
+	// Name is the call's name, as the Portico-Partial header gives it.
+	Name string
+	// Method is the backend method, "package.Service/Method".
+	Method string
+	// Target is the response field the answer fills ("" for none).
+	Target string
+	// Optional: its failure degrades the answer instead of failing it.
+	Optional bool
+	// Fallback says what the target gets when an optional call fails
+	// ("unset", "an empty message", ...).
+	Fallback string
 }
 
 // Scheme is a security scheme the document declares.
@@ -244,13 +261,26 @@ func operation(s *schemas, op Operation, pathParams []*v3.Parameter) *v3.Operati
 		}
 	}
 	codes := om.New[string, *v3.Response]()
+	var headers *om.Map[string, *v3.Header]
+	if len(op.Composed) > 0 {
+		var optional []string
+		o.Description = strings.TrimSpace(o.Description + "\n\n" + composedText(op.Composed, &optional))
+		if len(optional) > 0 {
+			headers = om.New[string, *v3.Header]()
+			headers.Set(partialHeader, &v3.Header{
+				Description: "Set when optional calls failed: their names, comma-separated (of " + strings.Join(optional, ", ") +
+					"). The fields they fill hold their fallback; a field left unset is null.",
+				Schema: schema(&base.Schema{Type: typ("string")}),
+			})
+		}
+	}
 	switch {
 	case out.FullName() == "google.api.HttpBody":
 		codes.Set("200", &v3.Response{Description: "the body the service returns, with its content type", Content: rawContent()})
 	case md.IsStreamingServer():
 		codes.Set("200", &v3.Response{Description: "one message per line (NDJSON), or one event per message with Accept: text/event-stream", Content: streamContent(s, answer)})
 	default:
-		codes.Set("200", &v3.Response{Description: "OK", Content: jsonContent(answer)})
+		codes.Set("200", &v3.Response{Description: "OK", Content: jsonContent(answer), Headers: headers})
 	}
 	status := base.CreateSchemaProxyRef("#/components/schemas/" + string(statusDesc.FullName()))
 	o.Responses = &v3.Responses{Codes: codes, Default: &v3.Response{Description: "an error: its google.rpc.Status", Content: jsonContent(status)}}
@@ -265,6 +295,29 @@ func operation(s *schemas, op Operation, pathParams []*v3.Parameter) *v3.Operati
 		}
 	}
 	return o
+}
+
+// partialHeader names a composed answer's degraded calls.
+const partialHeader = "Portico-Partial"
+
+// composedText describes a composed method's calls, and collects the
+// names of the optional ones.
+func composedText(calls []ComposedCall, optional *[]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Composed by the edge from %d backend calls:", len(calls))
+	for _, c := range calls {
+		fmt.Fprintf(&b, "\n- `%s`: %s", c.Name, c.Method)
+		if c.Target != "" {
+			fmt.Fprintf(&b, ", into `%s`", c.Target)
+		}
+		if c.Optional {
+			*optional = append(*optional, c.Name)
+			fmt.Fprintf(&b, "; optional (on failure: %s; named in %s)", c.Fallback, partialHeader)
+		} else {
+			b.WriteString("; required (its failure is the answer's)")
+		}
+	}
+	return b.String()
 }
 
 func jsonContent(s *base.SchemaProxy) *om.Map[string, *v3.MediaType] {
@@ -336,5 +389,10 @@ func queryParams(s *schemas, md protoreflect.MessageDescriptor, prefix string, b
 // info (reflected descriptors usually do not).
 func comment(d protoreflect.Descriptor) string {
 	loc := d.ParentFile().SourceLocations().ByDescriptor(d)
-	return strings.TrimSpace(loc.LeadingComments)
+	// "// text" comments keep the space after the slashes on every line.
+	lines := strings.Split(strings.TrimSpace(loc.LeadingComments), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, " ")
+	}
+	return strings.Join(lines, "\n")
 }
