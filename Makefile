@@ -14,7 +14,7 @@ fuzzbudget = $(if $(FUZZTIME),$(FUZZTIME),$(1)x)
 # go get -tool honnef.co/go/tools/cmd/staticcheck@VERSION), every check on.
 STATICCHECK = $(GO) tool staticcheck
 
-.PHONY: demo portico test lint consul unit fuzz bench protos
+.PHONY: demo portico test lint consul unit fuzz bench protos images compose-test environment
 
 ## demo: example services + Portico on loopback, with curl lines to try.
 ## Builds bin/portico (the curl lines use it) and bin/portico-demo, then runs
@@ -33,8 +33,27 @@ portico:
 	@$(GOBUILD) -label bin/portico -o bin/portico ./cmd/portico
 
 ## test: everything CI runs — formatting, vet, house rules, race-enabled
-## tests (unit, golden, end-to-end), then each fuzz target briefly.
-test: lint consul unit fuzz
+## tests (unit, golden, end-to-end), each fuzz target briefly, then the
+## compose environment on the Docker engine (see environment).
+test: lint consul unit fuzz environment
+
+## images: the compose environment's images, built offline from this
+## machine's binaries (no registry): portico:dev, portico-offline/consul:1.20
+## (the cached Consul build), portico-offline/redis:7 (Debian's redis-server).
+images: consul
+	bash integration/compose/images/build.sh
+
+## compose-test: docker-compose.yml brought up on the Docker engine with
+## those images, its scenarios run, and torn down (about 4 minutes).
+compose-test: images
+	$(GO) test -tags compose -count=1 -v -timeout 15m -run '^TestEnvironment$$' ./integration/compose
+
+## environment: compose-test when a Docker engine answers; with CI set, a
+## missing engine is a failure, not a skip.
+environment:
+	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory compose-test; \
+	elif [ -n "$$CI" ]; then echo "make environment: CI is set and the Docker engine does not answer (docker info)" >&2; exit 1; \
+	else echo "make environment: no Docker engine answers (docker info): the compose environment is not tested"; fi
 
 ## consul: build the pinned Consul agent once into the user cache (tests and
 ## the demo run it; the first build compiles about 1,900 packages, 5 to 10

@@ -52,6 +52,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 type edgeFlags struct {
 	fs                                                  *flag.FlagSet
 	configPath, listen, admin, consul, logLevel, logFmt *string
+	advertise                                           *string
 	plaintext                                           *bool
 	upstreams                                           stringList
 	// takesPaths: positional arguments are the command's (openapi's
@@ -103,6 +104,8 @@ func newEdgeFlags(name, usage string) *edgeFlags {
 		consul:     fs.String("consul", "", "Consul agent HTTP address host:port (mesh.consul.address): expose services tagged portico"),
 		plaintext: fs.Bool("plaintext-upstream", false, "call the upstreams given here without TLS: the --upstream addresses and the --consul services\n"+
 			"(sets mesh.tls.mode: plaintext); upstreams from --config keep their keys (mesh.upstreams[].plaintext, mesh.tls.mode)"),
+		advertise: fs.String("advertise", "", "the host:port other hosts reach the public listener at, registered in Consul\n"+
+			"(mesh.consul.register.address; one config file serves several instances, each with its own)"),
 		logLevel: fs.String("log-level", "", "debug, info, warn or error (log.level)"),
 		logFmt:   fs.String("log-format", "", "json or console (log.format)"),
 	}
@@ -131,6 +134,9 @@ func (f *edgeFlags) config() (app.Config, string, error) {
 	}
 	if *f.consul != "" {
 		cfg.Mesh.Consul.Address = *f.consul
+	}
+	if *f.advertise != "" {
+		cfg.Mesh.Consul.Register.Address = *f.advertise
 	}
 	if *f.logLevel != "" {
 		cfg.Log.Level = *f.logLevel

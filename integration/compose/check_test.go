@@ -26,9 +26,21 @@ import (
 const (
 	consulService = "consul"
 	consulPort    = "8500"
-	edgeService   = "portico"
+	redisService  = "redis"
 	redisPort     = "6379"
 )
+
+// edgeServices are the Portico instances: the services whose command is
+// `portico serve`.
+func edgeServices(p *types.Project) []types.ServiceConfig {
+	var out []types.ServiceConfig
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		if s := p.Services[name]; len(s.Command) >= 2 && s.Command[0] == "portico" && s.Command[1] == "serve" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
 
 var wantTopology = map[string]int{"users": 1, "orders": 1, "products": 2, "accounts": 1}
 
@@ -59,7 +71,7 @@ func check(ctx context.Context, path string, env map[string]string) []error {
 	if _, ok := p.Services[consulService]; !ok {
 		c.fail(consulService, "services", "no Consul service named %q", consulService)
 	}
-	c.edge(p)
+	c.edges(p)
 	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
 		if s := p.Services[name]; s.Labels[topology.Label] != "" {
 			c.example(p, s)
@@ -163,13 +175,27 @@ func (c *checker) dockerfile(s types.ServiceConfig) {
 	c.dockerfileText = text.String()
 }
 
-// edge: Portico's inline config is valid and agrees with the file.
-func (c *checker) edge(p *types.Project) {
-	s, ok := p.Services[edgeService]
-	if !ok {
-		c.fail(edgeService, "services", "no Portico service named %q", edgeService)
-		return
+// edges: every Portico instance's config is valid and agrees with the
+// file; there are two, sharing Redis, on published ports of their own.
+func (c *checker) edges(p *types.Project) {
+	edges := edgeServices(p)
+	if len(edges) < 2 {
+		c.errs = append(c.errs, fmt.Errorf("services: %d Portico instances (command portico serve), want 2 sharing Redis", len(edges)))
 	}
+	published := map[string]string{}
+	for _, s := range edges {
+		c.edge(p, s)
+		for _, pc := range s.Ports {
+			if other, ok := published[pc.Published]; ok && pc.Published != "" {
+				c.fail(s.Name, "ports", "host port %s is %s's already", pc.Published, other)
+			}
+			published[pc.Published] = s.Name
+		}
+	}
+}
+
+// edge: one Portico instance.
+func (c *checker) edge(p *types.Project, s types.ServiceConfig) {
 	cfg, ok := c.edgeConfig(p, s)
 	if !ok {
 		return
@@ -202,42 +228,50 @@ func (c *checker) edge(p *types.Project) {
 	if consul.host != consulService || consul.port != consulPort {
 		c.fail(s.Name, "config mesh.consul.address", "%q, want %s:%s (the Consul service)", cfg.Mesh.Consul.Address, consulService, consulPort)
 	}
-	reg := c.hostPort(s.Name, "config mesh.consul.register.address", cfg.Mesh.Consul.Register.Address, false)
+	// Each instance registers where the others reach it: its service
+	// name and listen port (--advertise, or the config's address).
+	addr, field := cfg.Mesh.Consul.Register.Address, "config mesh.consul.register.address"
+	if v, ok := flagValue(s.Command, "advertise"); ok {
+		addr, field = v, "--advertise"
+	}
+	reg := c.hostPort(s.Name, field, addr, false)
 	if reg.host != s.Name || reg.port != listen.port {
-		c.fail(s.Name, "config mesh.consul.register.address", "%q, want %s:%s (the service name and edge.listen's port)",
-			cfg.Mesh.Consul.Register.Address, s.Name, listen.port)
+		c.fail(s.Name, field, "%q, want %s:%s (the service name and edge.listen's port)", addr, s.Name, listen.port)
 	}
 	c.dependsHealthy(s, consulService)
-	if addr := cfg.Policies.Redis.Address; addr != "" {
-		r := c.hostPort(s.Name, "config policies.redis.address", addr, false)
-		if _, ok := p.Services[r.host]; !ok || r.port != redisPort {
-			c.fail(s.Name, "config policies.redis.address", "%q, want a service of the file and port %s", addr, redisPort)
-		} else {
-			c.dependsHealthy(s, r.host)
-		}
+	addr = cfg.Policies.Redis.Address
+	r := c.hostPort(s.Name, "config policies.redis.address", addr, false)
+	if _, ok := p.Services[r.host]; !ok || r.port != redisPort {
+		c.fail(s.Name, "config policies.redis.address", "%q, want a service of the file and port %s", addr, redisPort)
+	} else {
+		c.dependsHealthy(s, r.host)
+	}
+	if cfg.Policies.RateLimit.Store != "redis" {
+		c.fail(s.Name, "config policies.rate_limit.store", "%q: the instances must share Redis for one limit", cfg.Policies.RateLimit.Store)
 	}
 }
 
-// edgeConfig finds the config mounted where --config points, decodes it as
-// `portico serve` does (strictly, over the defaults) and validates it.
+// edgeConfig finds the config file bind-mounted where --config points,
+// decodes it as `portico serve` does (strictly, over the defaults) and
+// validates it.
 func (c *checker) edgeConfig(p *types.Project, s types.ServiceConfig) (app.Config, bool) {
 	path, ok := flagValue(s.Command, "config")
 	if !ok {
 		c.fail(s.Name, "command", "%q has no --config", s.Command)
 		return app.Config{}, false
 	}
-	for _, sc := range s.Configs {
-		if sc.Target != path {
+	for _, v := range s.Volumes {
+		if v.Target != path {
 			continue
 		}
-		obj, ok := p.Configs[sc.Source]
-		if !ok || obj.Content == "" {
-			c.fail(s.Name, "configs "+sc.Source, "no top-level config with inline content")
+		if v.Type != types.VolumeTypeBind {
+			c.fail(s.Name, "volumes "+v.Target, "not a bind mount of a config file")
 			return app.Config{}, false
 		}
+		field := "config " + filepath.Base(v.Source)
 		cfg := app.DefaultConfig()
-		if err := app.LoadConfig(strings.NewReader(obj.Content), &cfg); err != nil {
-			c.fail(s.Name, "configs "+sc.Source, "%v", err)
+		if err := app.LoadConfigFile(v.Source, &cfg); err != nil {
+			c.fail(s.Name, field, "%v", err)
 			return app.Config{}, false
 		}
 		// The frontend protos are in the image: validate the directory
@@ -246,19 +280,19 @@ func (c *checker) edgeConfig(p *types.Project, s types.ServiceConfig) (app.Confi
 		if inImage != "" {
 			src, ok := c.copiedTo(inImage)
 			if !ok {
-				c.fail(s.Name, "configs "+sc.Source, "edge.compose.protos_dir %s: the Dockerfile copies nothing there", inImage)
+				c.fail(s.Name, field, "edge.compose.protos_dir %s: the Dockerfile copies nothing there", inImage)
 				return app.Config{}, false
 			}
 			cfg.Edge.Compose.ProtosDir = filepath.Join("../..", src)
 		}
 		if err := cfg.Validate(); err != nil {
-			c.fail(s.Name, "configs "+sc.Source, "%v", err)
+			c.fail(s.Name, field, "%v", err)
 			return app.Config{}, false
 		}
 		cfg.Edge.Compose.ProtosDir = inImage
 		return cfg, true
 	}
-	c.fail(s.Name, "configs", "nothing is mounted at --config %s", path)
+	c.fail(s.Name, "volumes", "nothing is mounted at --config %s", path)
 	return app.Config{}, false
 }
 
@@ -284,8 +318,10 @@ func (c *checker) example(p *types.Project, s types.ServiceConfig) {
 	if !strings.Contains(c.dockerfileText, "./cmd/examples/"+name) {
 		c.fail(s.Name, "image", "the Dockerfile does not build ./cmd/examples/%s", name)
 	}
-	if edge, ok := p.Services[edgeService]; ok && s.Image != edge.Image {
-		c.fail(s.Name, "image", "%q, want the image the %s service builds (%q)", s.Image, edgeService, edge.Image)
+	for _, edge := range edgeServices(p) {
+		if edge.Build != nil && s.Image != edge.Image {
+			c.fail(s.Name, "image", "%q, want the image the %s service builds (%q)", s.Image, edge.Name, edge.Image)
+		}
 	}
 	if n := s.GetScale(); n != 1 {
 		c.fail(s.Name, "scale", "%d: each instance advertises its own service name; add a service per instance", n)

@@ -15,10 +15,12 @@ import (
 	"testing"
 
 	"github.com/portico-dev/portico/cmd/examples/topology"
-	"github.com/portico-dev/portico/cmd/portico/app"
 )
 
 const composeFile = "../../docker-compose.yml"
+
+// configFile is the edges' config, bind-mounted from the repository.
+const configFile = "cmd/examples/compose/portico.yaml"
 
 func TestComposeFile(t *testing.T) {
 	for _, err := range check(t.Context(), composeFile, nil) {
@@ -26,44 +28,31 @@ func TestComposeFile(t *testing.T) {
 	}
 }
 
-// TestComposeSharedRateLimits: with PORTICO_RATE_LIMIT_STORE=redis (and
-// --profile shared) the edge's config switches to the Redis store and
-// stays valid.
-func TestComposeSharedRateLimits(t *testing.T) {
-	shared := map[string]string{"PORTICO_RATE_LIMIT_STORE": "redis"}
-	for _, err := range check(t.Context(), composeFile, shared) {
-		t.Error(err)
-	}
-	for store, env := range map[string]map[string]string{"memory": nil, "redis": shared} {
-		p, err := topology.Load(t.Context(), composeFile, env, "shared")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := p.Services["redis"]; !ok {
-			t.Errorf("service redis: profiles: not enabled by --profile shared")
-		}
-		cfg := app.DefaultConfig()
-		if err := app.LoadConfig(strings.NewReader(p.Configs[edgeService].Content), &cfg); err != nil {
-			t.Fatal(err)
-		}
-		if got := cfg.Policies.RateLimit.Store; got != store {
-			t.Errorf("service %s: config policies.rate_limit.store = %q with env %v, want %q", edgeService, got, env, store)
-		}
-	}
-}
-
-// TestComposeDefaultProfile: a plain `docker compose up` starts no Redis,
-// and that is consistent (Portico's dependency on it is optional).
-func TestComposeDefaultProfile(t *testing.T) {
+// TestComposeSharedStore: a plain `docker compose up` starts Redis and
+// both Portico instances count their rate limits and keep their cache in
+// it, so a limit holds across them.
+func TestComposeSharedStore(t *testing.T) {
 	p, err := topology.Load(t.Context(), composeFile, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := p.Services["redis"]; ok {
-		t.Error("service redis: profiles: enabled without --profile shared")
+	if _, ok := p.Services[redisService]; !ok {
+		t.Fatalf("service %s: not started by default", redisService)
 	}
-	if d := p.Services[edgeService].DependsOn["redis"]; d.Required {
-		t.Errorf("service %s: depends_on redis: required without --profile shared", edgeService)
+	edges := edgeServices(p)
+	if len(edges) != 2 {
+		t.Fatalf("%d Portico instances, want 2", len(edges))
+	}
+	c := &checker{}
+	for _, s := range edges {
+		c.dockerfile(p.Services[edges[0].Name])
+		cfg, ok := c.edgeConfig(p, s)
+		if !ok {
+			t.Fatal(c.errs)
+		}
+		if cfg.Policies.RateLimit.Store != "redis" || cfg.Policies.Cache.Store != "redis" {
+			t.Errorf("service %s: rate-limit store %q, cache store %q; want both redis", s.Name, cfg.Policies.RateLimit.Store, cfg.Policies.Cache.Store)
+		}
 	}
 }
 
@@ -101,21 +90,25 @@ func TestBrokenVariantsAreReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	config, err := os.ReadFile("../../" + configFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name       string
-		file       string // "compose" or "Dockerfile"
+		file       string // "compose", "Dockerfile" or "config"
 		old, new   string
 		n          int    // occurrences to replace
 		wantInErrs string // every one of these ;-separated parts in one error
 	}{
 		{"depends on a missing service", "compose",
-			"required: false # only with --profile shared", "required: false\n      vault:\n        condition: service_healthy", 1,
-			`"portico";"vault"`},
+			"    redis:\n      condition: service_healthy\n  healthcheck:", "    redis:\n      condition: service_healthy\n    vault:\n      condition: service_healthy\n  healthcheck:", 1,
+			`depends on undefined service "vault"`},
 		{"schema: unknown attribute", "compose",
-			"stop_grace_period: 25s", "stop_grace_period: 25s\n    restart_policy: always", 1,
+			`"portico-2:8080"]`, `"portico-2:8080"]` + "\n    restart_policy: always", 1,
 			"restart_policy"},
 		{"service without a healthcheck", "compose",
-			"    profiles: [shared]\n    healthcheck:\n      <<: *health\n      test: [\"CMD\", \"redis-cli\", \"ping\"]\n", "    profiles: [shared]\n", 1,
+			"    healthcheck:\n      <<: *health\n      test: [\"CMD\", \"redis-cli\", \"ping\"]\n", "", 1,
 			"service redis;healthcheck"},
 		{"advertises another instance's name", "compose",
 			`"-advertise", "products-2:9003"`, `"-advertise", "products-1:9003"`, 1,
@@ -126,43 +119,55 @@ func TestBrokenVariantsAreReported(t *testing.T) {
 		{"health check probes the wrong port", "compose",
 			`"grpc://127.0.0.1:9102"`, `"grpc://127.0.0.1:9002"`, 1,
 			"service orders;healthcheck"},
-		{"edge config points at another Consul", "compose",
+		{"edge config points at another Consul", "config",
 			"address: consul:8500", "address: 127.0.0.1:8500", 1,
-			"service portico;mesh.consul.address"},
+			"service portico-1;mesh.consul.address"},
 		{"frontend protos not in the image", "Dockerfile",
 			"/etc/portico/frontends", "/etc/portico/front", 1,
-			"service portico;edge.compose.protos_dir /etc/portico/frontends: the Dockerfile copies nothing there"},
-		{"admin listener on loopback", "compose",
+			"service portico-1;edge.compose.protos_dir /etc/portico/frontends: the Dockerfile copies nothing there"},
+		{"admin listener on loopback", "config",
 			"admin_listen: 0.0.0.0:9901", "admin_listen: 127.0.0.1:9901", 1,
-			"service portico;edge.admin_listen"},
+			"service portico-2;edge.admin_listen"},
 		{"admin port not published", "compose",
 			`ports: ["8080:8080", "9901:9901"]`, `ports: ["8080:8080"]`, 1,
-			"service portico;ports;9901"},
+			"service portico-1;ports;9901"},
+		{"two instances publish one port", "compose",
+			`ports: ["8081:8080", "9902:9901"]`, `ports: ["8081:8080", "9901:9901"]`, 1,
+			"service portico-2;ports;9901 is portico-1's"},
 		{"register address is not the service", "compose",
-			"address: portico:8080", "address: edge:8080", 1,
-			"service portico;register.address"},
-		{"redis address names no service", "compose",
+			`"--advertise", "portico-2:8080"`, `"--advertise", "portico-1:8080"`, 1,
+			"service portico-2;--advertise"},
+		{"redis address names no service", "config",
 			"address: redis:6379", "address: cache:6379", 1,
-			"service portico;policies.redis.address"},
+			"service portico-1;policies.redis.address"},
+		{"rate limits not shared", "config",
+			"rate_limit:\n    store: redis", "rate_limit:\n    store: memory", 1,
+			"service portico-2;rate_limit.store"},
+		{"one Portico instance", "compose",
+			"  portico-2:\n    <<: *edge\n    command: [\"portico\", \"serve\", \"--config\", \"/etc/portico/portico.yaml\", \"--advertise\", \"portico-2:8080\"]\n    ports: [\"8081:8080\", \"9902:9901\"]\n", "", 1,
+			"1 Portico instances"},
 		{"variable without a default", "compose",
-			"${PORTICO_RATE_LIMIT_STORE:-memory}", "${PORTICO_RATE_LIMIT_STORE}", 1,
-			"${PORTICO_RATE_LIMIT_STORE}"},
+			"${PORTICO_REDIS_IMAGE:-redis:7-alpine}", "${PORTICO_REDIS_IMAGE}", 1,
+			"${PORTICO_REDIS_IMAGE}"},
 		{"one products instance for the demo", "compose",
 			`"-advertise", "products-2:9003", "-consul", "consul:8500"]`, `"-advertise", "products-2:9003", "-consul", "consul:8500"]` + "\n    profiles: [extra]", 1,
 			"topology;products:1"},
 		{"image runs as root", "Dockerfile",
 			"USER 65532:65532", "USER root", 1,
-			"service portico;USER"},
+			"service portico-1;USER"},
 		{"example binary not built", "Dockerfile",
 			"./cmd/examples/accounts", "./cmd/examples/users", 1,
 			"service accounts;./cmd/examples/accounts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			c, d := string(compose), string(dockerfile)
+			c, d, cf := string(compose), string(dockerfile), string(config)
 			target := &c
-			if tc.file == "Dockerfile" {
+			switch tc.file {
+			case "Dockerfile":
 				target = &d
+			case "config":
+				target = &cf
 			}
 			if !strings.Contains(*target, tc.old) {
 				t.Fatalf("the %s no longer contains %q: update this variant", tc.file, tc.old)
@@ -170,6 +175,10 @@ func TestBrokenVariantsAreReported(t *testing.T) {
 			*target = strings.Replace(*target, tc.old, tc.new, tc.n)
 			write(t, filepath.Join(dir, "docker-compose.yml"), c)
 			write(t, filepath.Join(dir, "Dockerfile"), d)
+			if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(configFile)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(dir, configFile), cf)
 
 			errs := check(t.Context(), filepath.Join(dir, "docker-compose.yml"), nil)
 			for _, err := range errs {

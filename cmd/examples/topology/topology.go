@@ -58,7 +58,14 @@ func Load(ctx context.Context, path string, env map[string]string, profiles ...s
 		ConfigFiles: []types.ConfigFile{{Filename: abs, Content: content}},
 		Environment: types.Mapping(env),
 	}
-	p, err := loader.LoadWithContext(ctx, details, loader.WithProfiles(profiles), quiet)
+	// The file names no project (Compose v1 reads no top-level name): the
+	// project is the directory's, as `docker compose` names it.
+	name := loader.NormalizeProjectName(filepath.Base(filepath.Dir(abs)))
+	if name == "" {
+		name = "portico"
+	}
+	named := func(o *loader.Options) { o.SetProjectName(name, true) }
+	p, err := loader.LoadWithContext(ctx, details, loader.WithProfiles(profiles), quiet, named)
 	if err != nil {
 		return nil, fmt.Errorf("compose file %s: %w", path, err)
 	}
