@@ -66,8 +66,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '\.pb\.go$$' || true); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags compose ./integration/compose
 	bash .ci/vet.sh
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags compose ./integration/compose
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...

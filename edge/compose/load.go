@@ -100,14 +100,23 @@ func Load(ctx context.Context, dir string, schema *protoregistry.Files) ([]proto
 	var errs []error
 	for _, p := range paths {
 		var fileErrs []error
-		c := protocompile.Compiler{
-			Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
-				&protocompile.SourceResolver{ImportPaths: []string{dir}},
-				protocompile.ResolverFunc(func(p string) (protocompile.SearchResult, error) { return found(schema.FindFileByPath(p)) }),
-				protocompile.ResolverFunc(func(p string) (protocompile.SearchResult, error) {
-					return found(protoregistry.GlobalFiles.FindFileByPath(p))
-				}),
+		resolve := protocompile.CompositeResolver{
+			&protocompile.SourceResolver{ImportPaths: []string{dir}},
+			protocompile.ResolverFunc(func(p string) (protocompile.SearchResult, error) { return found(schema.FindFileByPath(p)) }),
+			protocompile.ResolverFunc(func(p string) (protocompile.SearchResult, error) {
+				return found(protoregistry.GlobalFiles.FindFileByPath(p))
 			}),
+		}
+		c := protocompile.Compiler{
+			Resolver: protocompile.WithStandardImports(protocompile.ResolverFunc(func(path string) (protocompile.SearchResult, error) {
+				r, err := resolve.FindFileByPath(path)
+				if err != nil && path != p {
+					// An import: say where it was looked for (a service
+					// that declares it may not have registered yet).
+					return r, fmt.Errorf("import %q: no service the edge serves has this file (yet), and it is not among the frontend protos", path)
+				}
+				return r, err
+			})),
 			SourceInfoMode: protocompile.SourceInfoStandard | protocompile.SourceInfoExtraOptionLocations,
 			Reporter: reporter.NewReporter(func(e reporter.ErrorWithPos) error {
 				fileErrs = append(fileErrs, e)

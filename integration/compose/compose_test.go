@@ -2,10 +2,12 @@
 // without Docker: the file loads and validates as `docker compose` would
 // load it (compose-go, the Compose Specification's reference loader, with
 // schema validation and consistency checks on), and its parts agree with
-// each other — Portico's inline config, the published ports, the examples'
-// Consul and advertise addresses, health checks, the Dockerfile's user, and
-// the topology the demo derives from it. It is its own package so that it
-// needs none of package integration's Consul setup.
+// each other — the edges' bind-mounted config, the published ports, the
+// examples' Consul and advertise addresses, health checks, the Dockerfile's
+// user, and the topology the demo derives from it. With the build tag
+// compose (make compose-test) it also runs the file on a Docker engine
+// (env_test.go). It is its own package so that it needs none of package
+// integration's Consul setup.
 package compose
 
 import (
