@@ -522,4 +522,3 @@ func eventually(t *testing.T, limit time.Duration, what string, cond func() bool
 		t.Fatalf("%s: not within %s", what, limit)
 	}
 }
-
