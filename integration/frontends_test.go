@@ -30,7 +30,9 @@ func onHost(t *testing.T, url, host string) response {
 	return sendHost(t, "GET", url, host, "")
 }
 
-func sendHost(t *testing.T, method, url, host, body string) response {
+// sendHost sends a request with its Host set, and hdr as name, value
+// pairs.
+func sendHost(t *testing.T, method, url, host, body string, hdr ...string) response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -39,6 +41,9 @@ func sendHost(t *testing.T, method, url, host, body string) response {
 		t.Fatal(err)
 	}
 	req.Host = host
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -53,24 +53,6 @@ func TestOpenAPIDocument(t *testing.T) {
 	}
 }
 
-// sendHostHeader is a GET on host with one header more.
-func sendHostHeader(t *testing.T, url, host, name, value string) response {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), "GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Host = host
-	req.Header.Set(name, value)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return response{code: resp.StatusCode, header: resp.Header, body: string(b)}
-}
-
 // checkServedDocument checks the document of frontend fe, served on host.
 func checkServedDocument(t *testing.T, e *harness.Edge, fe *edge.RouteTable, host string) {
 	c := &http.Client{}
@@ -87,7 +69,7 @@ func checkServedDocument(t *testing.T, e *harness.Edge, fe *edge.RouteTable, hos
 	if want, err := os.ReadFile(golden); err != nil || string(want) != r.body {
 		t.Errorf("the document differs from %s (%v); go test ./integration -run TestOpenAPIDocument -update rewrites it", golden, err)
 	}
-	cond := sendHostHeader(t, e.URL+"/openapi.json", host, "If-None-Match", r.header.Get("Etag"))
+	cond := sendHost(t, "GET", e.URL+"/openapi.json", host, "", "If-None-Match", r.header.Get("Etag"))
 	if cond.code != 304 {
 		t.Fatalf("with its ETag: %d", cond.code)
 	}

@@ -446,22 +446,18 @@ func (l *load) stop(t *testing.T, what string) {
 
 var client = &http.Client{Timeout: 10 * time.Second}
 
-func get(url string) int {
-	resp, err := client.Get(url)
-	if err != nil {
-		return 0
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
-}
+func get(url string) int { return getWith(url) }
 
-func getWith(url, name, value string) int {
+// getWith is a GET with hdr as name, value pairs: its status, 0 when it
+// failed.
+func getWith(url string, hdr ...string) int {
 	req, err := http.NewRequest("GET", url, nil)
 	if err != nil {
 		return 0
 	}
-	req.Header.Set(name, value)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0
