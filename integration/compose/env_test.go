@@ -353,7 +353,7 @@ func (c *compose) waitHealthy(t *testing.T, limit time.Duration) {
 	t.Helper()
 	var last string
 	ok := poll(limit, func() bool {
-		out, err := c.compose(30*time.Second, "ps", "-q")
+		out, err := c.compose(30*time.Second, "ps", "-a", "-q")
 		if err != nil {
 			last = err.Error()
 			return false
