@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -13,10 +14,14 @@ import (
 	"testing"
 	"time"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/portico-dev/portico/cmd/portico/app"
 	"github.com/portico-dev/portico/edge"
@@ -458,7 +463,13 @@ func TestFrontendsAnyPayload(t *testing.T) {
 		payloadField := md.Output().Fields().ByName("payload")
 		if req.Has(payloadField) {
 			in := req.Get(payloadField).Message()
-			got.Store(string(in.Get(in.Descriptor().Fields().ByName("value")).Bytes()))
+			v := string(in.Get(in.Descriptor().Fields().ByName("value")).Bytes())
+			got.Store(v)
+			if strings.Contains(v, "fail") {
+				// An error whose detail is the same Card.
+				return nil, status.FromProto(&spb.Status{Code: int32(codes.FailedPrecondition), Message: "card refused",
+					Details: []*anypb.Any{{TypeUrl: "type.googleapis.com/notes.v1.Card", Value: value}}}).Err()
+			}
 		}
 		resp := dynamicpb.NewMessage(md.Output())
 		anyMsg := resp.Mutable(payloadField).Message()
@@ -484,6 +495,18 @@ func TestFrontendsAnyPayload(t *testing.T) {
 	}
 	if v, _ := got.Load().(string); !strings.Contains(v, "Q3") || strings.Contains(v, "41%") {
 		t.Fatalf("the service read the partner's payload as %q", v)
+	}
+	// An error's details are rendered through the view as well.
+	for host, want := range map[string]string{
+		"shop.test":    `{"code":9,"message":"card refused","details":[{"@type":"type.googleapis.com/notes.v1.Card","title":"Q3","margin":"41%"}]}`,
+		"partner.test": `{"code":9,"message":"card refused","details":[{"@type":"type.googleapis.com/notes.v1.Card","title":"Q3"}]}`,
+	} {
+		r := sendHost(t, "POST", e.URL+"/v1/notes", host, `{"payload":{`+card+`,"title":"fail"}}`)
+		var compact bytes.Buffer
+		_ = json.Compact(&compact, []byte(r.body)) // protojson spaces at random
+		if r.code != 400 || compact.String() != want {
+			t.Errorf("%s, an error with a Card detail: %d %s", host, r.code, r.body)
+		}
 	}
 	for _, c := range []struct{ host, field string }{{"partner.test", "margin"}, {"partner.test", "staffNote"}, {"shop.test", "staffNote"}} {
 		r := sendHost(t, "POST", e.URL+"/v1/notes", c.host, `{"payload":{`+card+`,"`+c.field+`":"x"}}`)
