@@ -285,18 +285,17 @@ func (b *Builder) buildFor(ctx context.Context, ordered []*mesh.Reflection, aud 
 	// Frontend protos see the services as clients do: without their
 	// internal fields, and as the frontend sees them.
 	var services []protoreflect.ServiceDescriptor
-	for _, r := range ordered {
-		for _, svc := range r.Services {
-			desc := svc.Desc
-			if b.policies != nil {
-				if pub, err := policies.View(desc, aud); err == nil {
-					desc = pub
-				}
-			}
-			services = append(services, desc)
-		}
-	}
 	var errs []error
+	for _, r := range ordered {
+		// As the table sees each upstream (upstreamView): one view of its
+		// files, so that two services of one file agree.
+		views, _, err := upstreamView(r, b.policies != nil || aud != nil, aud)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("frontend protos: the services of %s: %w", r.Upstream, err))
+			continue
+		}
+		services = append(services, views...)
+	}
 	schema, err := compose.Schema(services)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("frontend protos: the services' files: %w", err))

@@ -114,10 +114,14 @@ func Views(sds []protoreflect.ServiceDescriptor, a *Audience) (views []protorefl
 		}
 		order = append(order, fd)
 	}
-	own := map[string][]protoreflect.ServiceDescriptor{} // file path → its services in sds
+	own := map[string][]protoreflect.ServiceDescriptor{} // file path → its services in sds, once each
+	seen := map[protoreflect.FullName]bool{}
 	for _, sd := range sds {
 		walk(sd.ParentFile())
-		own[sd.ParentFile().Path()] = append(own[sd.ParentFile().Path()], sd)
+		if !seen[sd.FullName()] {
+			seen[sd.FullName()] = true
+			own[sd.ParentFile().Path()] = append(own[sd.ParentFile().Path()], sd)
+		}
 	}
 
 	set := &descriptorpb.FileDescriptorSet{}
@@ -195,26 +199,28 @@ func strip(md protoreflect.MessageDescriptor, mp *descriptorpb.DescriptorProto, 
 		moved.set(append(slices.Clip(path), messageFields), to)
 	}
 	if n > 0 && len(mp.OneofDecl) > 0 {
-		// Renumber the oneofs that still have a field.
-		remap := map[int32]int32{}
-		var decls []*descriptorpb.OneofDescriptorProto
+		// Renumber the oneofs that still have a field, in their declared
+		// order (synthetic oneofs of proto3 optional fields come after the
+		// others, as descriptors require).
+		used := make([]bool, len(mp.OneofDecl))
 		for _, f := range mp.Field {
-			if f.OneofIndex == nil {
-				continue
+			if f.OneofIndex != nil {
+				used[f.GetOneofIndex()] = true
 			}
-			if _, ok := remap[f.GetOneofIndex()]; !ok {
-				remap[f.GetOneofIndex()] = int32(len(decls))
-				decls = append(decls, mp.OneofDecl[f.GetOneofIndex()])
-			}
-			idx := remap[f.GetOneofIndex()]
-			f.OneofIndex = &idx
 		}
-		oneofs := make([]int32, len(mp.OneofDecl))
-		for i := range oneofs {
-			if j, ok := remap[int32(i)]; ok {
-				oneofs[i] = j
-			} else {
-				oneofs[i] = -1
+		oneofs := make([]int32, len(mp.OneofDecl)) // old index → new, -1: gone
+		var decls []*descriptorpb.OneofDescriptorProto
+		for i, d := range mp.OneofDecl {
+			oneofs[i] = -1
+			if used[i] {
+				oneofs[i] = int32(len(decls))
+				decls = append(decls, d)
+			}
+		}
+		for _, f := range mp.Field {
+			if f.OneofIndex != nil {
+				idx := oneofs[f.GetOneofIndex()]
+				f.OneofIndex = &idx
 			}
 		}
 		moved.set(append(slices.Clip(path), messageOneofs), oneofs)

@@ -163,3 +163,45 @@ func TestViewComments(t *testing.T) {
 		}
 	}
 }
+
+const oneofOrderProto = `
+syntax = "proto3";
+package o.v1;
+import "portico/v1/options.proto";
+
+service S {
+  rpc Get(Outer) returns (Outer);
+  rpc Get2(Outer) returns (Outer);
+}
+
+message Outer {
+  string hidden = 1 [(portico.v1.field) = {hidden_from: ["mobile"]}];
+  optional string a = 4;
+  oneof k {
+    string b = 5;
+    string c = 6;
+  }
+}
+`
+
+// TestViewOneofOrder: a view of a message whose proto3 optional field
+// (a synthetic oneof, declared last) comes before a real oneof keeps the
+// oneofs in their declared order, as descriptors require; the same
+// service given twice is viewed once.
+func TestViewOneofOrder(t *testing.T) {
+	sd := compileProto(t, oneofOrderProto)
+	views, _, err := Views([]protoreflect.ServiceDescriptor{sd, sd}, &Audience{Frontend: "mobile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(views) != 2 {
+		t.Fatalf("%d views", len(views))
+	}
+	outer := views[0].Methods().Get(0).Input()
+	if outer.Fields().ByName("hidden") != nil || outer.Oneofs().Len() != 2 {
+		t.Fatalf("fields %d, oneofs %d", outer.Fields().Len(), outer.Oneofs().Len())
+	}
+	if k, a := outer.Fields().ByName("b").ContainingOneof(), outer.Fields().ByName("a").ContainingOneof(); k.Name() != "k" || !a.IsSynthetic() {
+		t.Fatalf("b in %s, a in %s", k.Name(), a.Name())
+	}
+}

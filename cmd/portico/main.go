@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -187,14 +188,24 @@ type protoSource struct {
 // Frontend protos (methods with a (portico.v1.compose) option) are left
 // out: they come from edge.compose.protos_dir, as in serve.
 func (p *protoSource) reflections() (*mesh.Reflection, error) {
-	l := &linter{out: io.Discard, seen: map[string]bool{}}
+	var problems strings.Builder
+	l := &linter{out: &problems, seen: map[string]bool{}}
 	files, err := l.load(p.paths, p.imports)
 	if err != nil {
 		return nil, err
 	}
+	if l.problems > 0 {
+		// Each "file:line:col: message", as portico lint prints them.
+		return nil, errors.New(strings.TrimSpace(problems.String()))
+	}
 	types := dynamicpb.NewTypes(newViews(files).deps)
 	refl := &mesh.Reflection{Upstream: "protos"}
+	seen := map[string]bool{} // overlapping PATHs name a file twice
 	for _, fd := range files {
+		if seen[fd.Path()] {
+			continue
+		}
+		seen[fd.Path()] = true
 		for i := 0; i < fd.Services().Len(); i++ {
 			sd := fd.Services().Get(i)
 			if isFrontendProto(sd) {
@@ -233,10 +244,15 @@ func reflectTable(name string, f *edgeFlags, stderr io.Writer, frontend string, 
 	code := 0
 	var refls []*mesh.Reflection
 	if protos != nil {
+		if len(cfg.Mesh.Upstreams) > 0 || cfg.Mesh.Consul.Address != "" {
+			fmt.Fprintf(stderr, "portico %s: PATHs and upstreams (--upstream, --consul, mesh in --config): give one source of services\n", name)
+			return nil, 2
+		}
 		refl, err := protos.reflections()
 		if err != nil {
+			// A file that does not compile is a problem, not a usage error.
 			fmt.Fprintf(stderr, "portico %s: %v\n", name, err)
-			return nil, 2
+			return nil, 1
 		}
 		refls = append(refls, refl)
 	} else {

@@ -117,9 +117,36 @@ func TestOpenAPIFromProtos(t *testing.T) {
 		if !bytes.Equal(g, w) {
 			t.Errorf("%s: the document from protos is not the one served (beyond descriptions)", fe)
 		}
+		if fe == "partner" {
+			// Overlapping PATHs (a directory and a file in it) read the
+			// file once: the same document.
+			var again bytes.Buffer
+			overlap := append(slices.Clone(args), "../../protos/examples/products/v1/products.proto")
+			if code := run(overlap, &again, &errOut); code != 0 || !bytes.Equal(again.Bytes(), out.Bytes()) {
+				t.Errorf("overlapping PATHs: exit %d (%s), same document: %v", code, errOut.String(), bytes.Equal(again.Bytes(), out.Bytes()))
+			}
+		}
 		if fe == "web" && !slices.Contains(described, "CreateAccount validates its input at the edge (buf.validate) and never\nlets a client set the risk score.") {
 			t.Errorf("web: the protos' comments do not describe: %q", described)
 		}
+	}
+}
+
+// TestOpenAPIFromProtosErrors: a proto that does not compile is a
+// problem (exit 1, its position on stderr); PATHs beside upstreams are a
+// usage error (2).
+func TestOpenAPIFromProtosErrors(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bad.proto"), []byte("syntax = \"proto3\";\nmessage M { strin x = 1; }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"openapi", "-I", dir, filepath.Join(dir, "bad.proto")}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "bad.proto:2:") {
+		t.Errorf("a broken proto: exit %d, %q", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"openapi", "--upstream", "127.0.0.1:1", "-I", dir, filepath.Join(dir, "bad.proto")}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "give one source of services") {
+		t.Errorf("PATHs and --upstream: exit %d, %q", code, errOut.String())
 	}
 }
 
