@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/textproto"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +29,7 @@ type Admin struct {
 	log   *zap.Logger
 	done  chan struct{}
 	ready func() (bool, []mesh.Check)
+	mux   *http.ServeMux
 }
 
 // NewRegistry returns the registry every component registers on, with the
@@ -73,8 +77,8 @@ func RegisterMetrics(reg *prometheus.Registry, tables *Tables) {
 
 // NewAdmin prepares the admin listener on addr.
 func NewAdmin(addr string, reg *prometheus.Registry, ready func() (bool, []mesh.Check), log *zap.Logger) *Admin {
-	a := &Admin{addr: addr, log: log, ready: ready}
 	mux := http.NewServeMux()
+	a := &Admin{addr: addr, log: log, ready: ready, mux: mux}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -90,6 +94,57 @@ func NewAdmin(addr string, reg *prometheus.Registry, ready func() (bool, []mesh.
 		ErrorLog:          zap.NewStdLog(log.Named("admin")),
 	}
 	return a
+}
+
+// Handle adds an operator endpoint; call it before Start.
+func (a *Admin) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+// ExplainTraffic answers GET /traffic?service=S&method=/pkg.Service/Method
+// with where such a call would go now, and why (mesh.Explanation): the
+// service-router rule, the split and the caller's bucket, the subset and
+// its instances that serve the method. The caller is described by
+// subject, api_key, header=Name:Value, scope and peer (repeatable where
+// it makes sense); without them it is anonymous.
+func ExplainTraffic(c *mesh.Catalog) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		fail := func(code int, msg string) {
+			w.WriteHeader(code)
+			_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "message": msg})
+		}
+		service, method := q.Get("service"), q.Get("method")
+		if service == "" {
+			fail(http.StatusBadRequest, "service is required (one of: "+strings.Join(c.Services(), ", ")+"); method (/pkg.Service/Method) too")
+			return
+		}
+		caller := &mesh.StaticCaller{Sub: q.Get("subject"), Key: q.Get("api_key"), Scopes: q["scope"], Headers: map[string]string{}}
+		for _, h := range q["header"] {
+			name, value, ok := strings.Cut(h, ":")
+			if !ok {
+				fail(http.StatusBadRequest, fmt.Sprintf("header %q: want Name:Value", h))
+				return
+			}
+			caller.Headers[textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name))] = strings.TrimSpace(value)
+		}
+		if p := q.Get("peer"); p != "" {
+			a, err := netip.ParseAddr(p)
+			if err != nil {
+				fail(http.StatusBadRequest, fmt.Sprintf("peer %q: want an IP address", p))
+				return
+			}
+			caller.Addr = a
+		}
+		ex, err := c.Explain(service, method, caller)
+		if err != nil {
+			fail(http.StatusNotFound, err.Error())
+			return
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(ex)
+	})
 }
 
 // readyz answers 200 with status "ready" or "degraded" (still serving, e.g.

@@ -193,5 +193,9 @@ func newAdmin(in adminIn) *Admin {
 	if in.Config.AdminListen == "" {
 		return nil
 	}
-	return NewAdmin(in.Config.AdminListen, in.Registry, Readiness(in.Tables, in.Mesh, in.Drain), in.Log)
+	a := NewAdmin(in.Config.AdminListen, in.Registry, Readiness(in.Tables, in.Mesh, in.Drain), in.Log)
+	if in.Mesh != nil && in.Mesh.Catalog != nil {
+		a.Handle("GET /traffic", ExplainTraffic(in.Mesh.Catalog))
+	}
+	return a
 }

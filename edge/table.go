@@ -32,6 +32,10 @@ type Route struct {
 	// order, then the upstream call.
 	Chain      *policies.Chain
 	streamDesc *grpc.StreamDesc // nil for unary methods
+	// fallback lets mesh try an idempotent call a canary subset failed
+	// once more on the stable one, within the method's retry budget
+	// (noFallback: the call may not be repeated).
+	fallback grpc.CallOption
 }
 
 // RouteTable is an immutable set of routes; a new one replaces it whole.
@@ -455,6 +459,10 @@ func serviceRoutes(svc *mesh.Service, methods []*transcode.Method, claimed map[s
 			r.Chain = pc.Chain(pols[m.FullMethod], b.HTTPMethod, b.Template.Raw, policies.Target{
 				Codec: r.Codec, Call: calls.call(r), Timeout: calls.upstreamTimeout, Stream: sd != nil,
 			}.For(aud))
+			r.fallback = noFallback
+			if budget := r.Chain.RetryBudget(); budget != nil {
+				r.fallback = mesh.IdempotentCall{Budget: budget}
+			}
 			key := b.HTTPMethod + " " + b.Template.Shape()
 			if prev := claimed[key]; prev != nil {
 				return nil, fmt.Errorf("route conflict: %s %s is claimed by %s and %s", b.HTTPMethod, b.Template.Shape(), prev.Binding, b)

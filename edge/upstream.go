@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/portico-dev/portico/edge/compose"
+	"github.com/portico-dev/portico/mesh"
 	"github.com/portico-dev/portico/policies/chain"
 	"github.com/portico-dev/portico/transcode"
 )
@@ -80,21 +81,30 @@ func (cs *Calls) call(route *Route) chain.Next {
 type unaryOut struct {
 	header, trailer metadata.MD
 	peer            peer.Peer
-	opts            [4]grpc.CallOption
+	// opts[4] is the route's fallback option, set per call.
+	opts [5]grpc.CallOption
 }
 
 var unaryOuts = sync.Pool{New: func() any {
 	o := new(unaryOut)
-	o.opts = [4]grpc.CallOption{callWire, grpc.Header(&o.header), grpc.Trailer(&o.trailer), grpc.Peer(&o.peer)}
+	o.opts = [5]grpc.CallOption{callWire, grpc.Header(&o.header), grpc.Trailer(&o.trailer), grpc.Peer(&o.peer), noFallback}
 	return o
 }}
+
+// noFallback fills the fallback slot of a route that may not repeat calls.
+var noFallback grpc.CallOption = grpc.EmptyCallOption{}
 
 // unary makes one upstream call (one attempt: the retry stage repeats it)
 // and records the answer, its metadata and the instance that gave it.
 func (cs *Calls) unary(ctx context.Context, route *Route, c *chain.Call) error {
 	resp := route.Codec.NewResponse()
 	out := unaryOuts.Get().(*unaryOut)
+	out.opts[4] = noFallback
+	if route.fallback != nil {
+		out.opts[4] = route.fallback
+	}
 	start := time.Now()
+	ctx = mesh.WithCaller(ctx, (*trafficCaller)(c))
 	err := route.Conn.Invoke(metadata.NewOutgoingContext(ctx, c.MD), route.FullMethod, c.Req, resp, out.opts[:]...)
 	cs.observe(route.FullMethod, status.Code(err), time.Since(start))
 	if out.peer.Addr != nil {
@@ -162,6 +172,7 @@ func (cs *Calls) compose(m *compose.Method, codec transcode.Codec) chain.Next {
 		if c.Caller != nil {
 			scope += "\x00" + c.Caller.Provider + "\x00" + c.Caller.Subject
 		}
+		ctx = mesh.WithCaller(ctx, (*trafficCaller)(c))
 		res, err := m.Plan.Run(metadata.NewOutgoingContext(ctx, c.MD), req, scope)
 		if err != nil {
 			return err
@@ -261,7 +272,7 @@ func (e *cutShort) GRPCStatus() *status.Status { return e.st }
 // edge.max_stream_duration, ending it when the upstream is quiet for
 // transcode.stream_idle_timeout or Portico drains.
 func (cs *Calls) stream(ctx context.Context, route *Route, c *chain.Call) (err error) {
-	ctx = metadata.NewOutgoingContext(ctx, c.MD)
+	ctx = metadata.NewOutgoingContext(mesh.WithCaller(ctx, (*trafficCaller)(c)), c.MD)
 	ctx, cancelMax := context.WithTimeoutCause(ctx, cs.maxStreamDuration, errStreamTooLong)
 	defer cancelMax()
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -38,8 +38,9 @@ type Catalog struct {
 	cfg   Config
 	log   *zap.Logger
 	clock clock // the grace timers'
-	watch *catalogWatch
-	conns *serviceConns
+	watch   *catalogWatch
+	conns   *serviceConns
+	traffic *trafficMetrics
 
 	mu       sync.Mutex
 	services map[string]*catalogService
@@ -72,8 +73,11 @@ type CatalogParams struct {
 // NewCatalog returns a catalog; Start begins watching.
 func NewCatalog(cfg Config, p CatalogParams) *Catalog {
 	ctx, cancel := context.WithCancel(context.Background())
+	tm := newTrafficMetrics()
+	conns := newServiceConns(cfg, p)
+	conns.fallbacks = tm.fallbacks
 	return &Catalog{
-		cfg: cfg, log: p.Log, clock: realClock{}, watch: newCatalogWatch(cfg.Consul, p.Client, p.Log), conns: newServiceConns(cfg, p),
+		cfg: cfg, log: p.Log, clock: realClock{}, watch: newCatalogWatch(cfg.Consul, p.Client, p.Log), conns: conns, traffic: tm,
 		services: map[string]*catalogService{}, ctx: ctx, cancel: cancel,
 	}
 }
@@ -103,7 +107,7 @@ func (c *Catalog) WaitSynced(ctx context.Context) error {
 		pending := ""
 		for name, svc := range c.services {
 			svc.mu.Lock()
-			if svc.state == nil {
+			if svc.state == nil || (c.cfg.Traffic.ChainsEnabled() && svc.plan == nil) {
 				pending = name
 			}
 			svc.mu.Unlock()
@@ -134,7 +138,8 @@ func (c *Catalog) Targets() []string {
 
 // Reflect implements Discovery. It reflects each service whose instances
 // announced new descriptors (or any service, with force) and that has at
-// least one passing instance.
+// least one passing instance: one instance per distinct descriptor hash
+// (skew.go).
 func (c *Catalog) Reflect(ctx context.Context, force bool) []Result {
 	c.mu.Lock()
 	var todo []*catalogService
@@ -151,23 +156,7 @@ func (c *Catalog) Reflect(ctx context.Context, force bool) []Result {
 	out := make([]Result, len(todo))
 	var wg sync.WaitGroup
 	for i, svc := range todo {
-		wg.Go(func() {
-			svc.mu.Lock()
-			version := svc.version
-			svc.mu.Unlock()
-			ctx, cancel := context.WithTimeout(ctx, c.cfg.ReflectTimeout)
-			defer cancel()
-			target := "consul:" + svc.name
-			refl, err := reflectUpstream(ctx, target, svc.conn)
-			out[i] = Result{Target: target, Reflection: refl, Err: err}
-			svc.mu.Lock()
-			if err == nil {
-				svc.reflected, svc.forced = version, false
-			} else {
-				svc.forced = true
-			}
-			svc.mu.Unlock()
-		})
+		wg.Go(func() { out[i] = c.reflectService(ctx, svc, force) })
 	}
 	wg.Wait()
 	return out

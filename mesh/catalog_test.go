@@ -228,6 +228,8 @@ func newTestCatalog(t *testing.T, grace time.Duration, initial ...*api.ServiceEn
 	cfg.Consul.WaitTime = 5 * time.Second
 	cfg.Consul.DrainAfterDeregister = time.Millisecond
 	cfg.Consul.ServiceGrace = grace
+	off := false
+	cfg.Traffic.Chains = &off // the fake serves the catalog and health only
 	core, logs := observer.New(zapcore.InfoLevel)
 	c := NewCatalog(cfg, CatalogParams{Client: client, Creds: insecure.NewCredentials(), Log: zap.New(core)})
 	clk := &fakeClock{now: time.Unix(1_000_000, 0)}

@@ -63,8 +63,11 @@ func (w *catalogWatch) instances(ctx context.Context, name string, deliver func(
 		deliver)
 }
 
-// forget drops the health of service name's instances watch, once stopped.
-func (w *catalogWatch) forget(name string) { w.health.forget("health/" + name) }
+// forget drops the health of service name's watches, once stopped.
+func (w *catalogWatch) forget(name string) {
+	w.health.forget("health/" + name)
+	w.health.forget("discovery-chain/" + name)
+}
 
 // notify signals Changed; a signal already pending covers this one.
 func (w *catalogWatch) notify() {
@@ -162,6 +165,11 @@ func (c *Catalog) startService(name string) (*catalogService, error) {
 			}
 		})
 	})
+	if c.cfg.Traffic.ChainsEnabled() {
+		c.wg.Go(func() {
+			c.watch.chain(ctx, name, func(a chainAnswer) { c.setPlan(svc, a) })
+		})
+	}
 	return svc, nil
 }
 
@@ -203,7 +211,7 @@ func (c *Catalog) resolveLocked(svc *catalogService, hold bool) bool {
 	eps := make([]resolver.Endpoint, 0, len(serve))
 	var versions []string
 	for _, e := range serve {
-		addr := resolver.Address{Addr: entryAddr(e), ServerName: svc.name}
+		addr := withTraffic(resolver.Address{Addr: entryAddr(e), ServerName: svc.name}, svc.traffic)
 		addr = WithExpectedIdentity(addr, ServiceID("", e.Service.Namespace, e.Node.Datacenter, e.Service.Service))
 		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{addr}})
 		if h := e.Service.Meta[MetaDescriptors]; h != "" {
@@ -215,6 +223,7 @@ func (c *Catalog) resolveLocked(svc *catalogService, hold bool) bool {
 	slices.Sort(versions)
 	version := strings.Join(slices.Compact(versions), ",")
 	svc.state, svc.instances, svc.serving, svc.holding = &resolver.State{Endpoints: eps}, len(eps), serve, why
+	svc.rebuildRoutingLocked()
 	changed := version != svc.version
 	svc.version = version
 	return changed && len(eps) > 0

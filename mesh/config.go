@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"net/textproto"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -48,6 +51,125 @@ type Config struct {
 	LoadBalancing LoadBalancing `yaml:"load_balancing"`
 	// Outliers ejects instances that keep failing (Consul services only).
 	Outliers OutlierConfig `yaml:"outlier_detection"`
+	// Traffic routes each call through its service's discovery chain
+	// (Consul services only).
+	Traffic TrafficConfig `yaml:"traffic"`
+}
+
+// Split keys of mesh.traffic.split_key.
+const (
+	SplitKeySubject = "subject"
+	SplitKeyAPIKey  = "api_key"
+	SplitKeyHeader  = "header" // written header:<Name>
+)
+
+// DefaultOverrideHeader is the header a trusted caller forces a subset with.
+const DefaultOverrideHeader = "Portico-Subset"
+
+// TrafficConfig is `mesh.traffic`: canary and A/B routing from the
+// service-router, service-splitter and service-resolver config entries
+// that operators write in Consul. Portico watches each exposed service's
+// discovery chain (/v1/discovery-chain/:service) and routes every call
+// through it; what a chain asks that Portico does not do is logged once.
+type TrafficConfig struct {
+	// Chains turns the discovery-chain watch on (default true). Off, every
+	// call goes to any passing instance.
+	Chains *bool `yaml:"chains"`
+	// SplitKey is what keeps a caller on one side of a split: subject (the
+	// authenticated subject, default), api_key (the key's name) or
+	// header:<Name> (a request header). Callers without it are split per
+	// request.
+	SplitKey string `yaml:"split_key"`
+	// Services overrides split_key per Consul service.
+	Services map[string]TrafficService `yaml:"services"`
+	// Override lets trusted callers force a subset (a tester trying the
+	// canary at 0 %). Off unless trusted_scopes or trusted_networks is set.
+	Override OverrideConfig `yaml:"override"`
+}
+
+// TrafficService is `mesh.traffic.services.<name>`.
+type TrafficService struct {
+	SplitKey string `yaml:"split_key"`
+}
+
+// OverrideConfig is `mesh.traffic.override`.
+type OverrideConfig struct {
+	// Header names the subset to force; default Portico-Subset.
+	Header string `yaml:"header"`
+	// Claim, if set, names a verified token claim that forces a subset
+	// too (the header wins when both are there).
+	Claim string `yaml:"claim"`
+	// TrustedScopes: a caller granted any of these scopes may override.
+	TrustedScopes []string `yaml:"trusted_scopes"`
+	// TrustedNetworks: a caller from any of these CIDRs may override.
+	TrustedNetworks []string `yaml:"trusted_networks"`
+}
+
+// ChainsEnabled reports whether discovery chains are watched.
+func (t TrafficConfig) ChainsEnabled() bool { return t.Chains == nil || *t.Chains }
+
+// keyFor returns the split key of a service.
+func (t TrafficConfig) keyFor(service string) splitKey {
+	k := t.SplitKey
+	if s, ok := t.Services[service]; ok && s.SplitKey != "" {
+		k = s.SplitKey
+	}
+	if h, ok := strings.CutPrefix(k, SplitKeyHeader+":"); ok {
+		return splitKey{kind: SplitKeyHeader, header: textproto.CanonicalMIMEHeaderKey(h)}
+	}
+	if k == "" {
+		k = SplitKeySubject
+	}
+	return splitKey{kind: k}
+}
+
+// overridePolicy is the override of this section; nil when off.
+func (t TrafficConfig) overridePolicy() *overridePolicy {
+	o := t.Override
+	if len(o.TrustedScopes) == 0 && len(o.TrustedNetworks) == 0 {
+		return nil
+	}
+	p := &overridePolicy{header: o.Header, claim: o.Claim, scopes: o.TrustedScopes}
+	if p.header == "" {
+		p.header = DefaultOverrideHeader
+	}
+	p.header = textproto.CanonicalMIMEHeaderKey(p.header)
+	for _, n := range o.TrustedNetworks {
+		if pfx, err := netip.ParsePrefix(n); err == nil {
+			p.networks = append(p.networks, pfx.Masked())
+		} else if a, err := netip.ParseAddr(n); err == nil {
+			p.networks = append(p.networks, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return p
+}
+
+func (t TrafficConfig) validate() error {
+	check := func(where, k string) error {
+		switch {
+		case k == "", k == SplitKeySubject, k == SplitKeyAPIKey:
+			return nil
+		case strings.HasPrefix(k, SplitKeyHeader+":") && len(k) > len(SplitKeyHeader)+1:
+			return nil
+		}
+		return fmt.Errorf("%s %q: want subject, api_key or header:<Name>", where, k)
+	}
+	if err := check("mesh.traffic.split_key", t.SplitKey); err != nil {
+		return err
+	}
+	for name, s := range t.Services {
+		if err := check("mesh.traffic.services."+name+".split_key", s.SplitKey); err != nil {
+			return err
+		}
+	}
+	for _, n := range t.Override.TrustedNetworks {
+		_, errP := netip.ParsePrefix(n)
+		_, errA := netip.ParseAddr(n)
+		if errP != nil && errA != nil {
+			return fmt.Errorf("mesh.traffic.override.trusted_networks %q: want a CIDR or an address", n)
+		}
+	}
+	return nil
 }
 
 // ConsulConfig is the `mesh.consul` section. An empty Address turns Consul
@@ -238,6 +360,9 @@ func (c Config) Validate() error {
 		return errors.New("mesh.max_recv_message_bytes and mesh.max_send_message_bytes must be > 0")
 	}
 	if err := c.validateConsul(); err != nil {
+		return err
+	}
+	if err := c.Traffic.validate(); err != nil {
 		return err
 	}
 	seen := map[string]bool{}

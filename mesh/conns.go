@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 )
@@ -24,6 +24,8 @@ type serviceConns struct {
 	dial  []grpc.DialOption // added to every service connection
 	log   *zap.Logger
 	built *builtQueue // resolvers grpc-go built, waiting for their first push
+	// fallbacks counts the traffic routers' fallbacks to a stable subset.
+	fallbacks *prometheus.CounterVec
 
 	mu       sync.Mutex
 	draining map[*grpc.ClientConn]*time.Timer
@@ -93,6 +95,10 @@ type catalogService struct {
 	pushMu sync.Mutex
 
 	outliers *outliers
+	// traffic is the routing its picker and router read; router carries
+	// its routes' calls through the discovery chain.
+	traffic *trafficHolder
+	router  *trafficConn
 
 	mu        sync.Mutex
 	cc        resolver.ClientConn // nil while grpc-go has no resolver open
@@ -110,6 +116,13 @@ type catalogService struct {
 	holding holdReason          // why serving keeps instances Consul did not confirm
 	grace   *graceState         // non-nil during the grace period
 	removed bool
+
+	// Traffic management (catalog_traffic.go, skew.go).
+	plan    *trafficPlan          // nil until the chain is read (or without chains)
+	groups  map[string]*descGroup // reflected descriptor sets, by hash ("" unannounced)
+	methods map[string]uint64     // full method → groups serving it as the table does
+	// unionNotes: the methods the union does not route, as last logged.
+	unionNotes []string
 }
 
 // newService opens the connection of the exposed service name: one
@@ -117,17 +130,16 @@ type catalogService struct {
 // resolver the catalog feeds (resolver.go), whose balancer is the one
 // mesh.load_balancing names, and whose calls report to outlier detection.
 func (cs *serviceConns) newService(name string) (*catalogService, error) {
-	svc := &catalogService{name: name, listed: true}
+	svc := &catalogService{name: name, listed: true, groups: map[string]*descGroup{}}
 	svc.outliers = &outliers{cfg: cs.cfg.Outliers, svc: name, log: cs.log, push: svc.push, now: time.Now, hosts: map[string]*hostState{}}
-	lb := "round_robin"
-	if cs.cfg.LoadBalancing.For(name) == BalancerLeastRequest {
-		lb = "least_request_experimental"
-	}
+	svc.traffic = &trafficHolder{service: name, leastRequest: cs.cfg.LoadBalancing.For(name) == BalancerLeastRequest}
+	svc.router = &trafficConn{svc: svc, fallbacks: cs.fallbacks}
+	svc.rebuildRoutingLocked() // not shared yet
 	conn, err := grpc.NewClient("portico-consul:///"+name, append([]grpc.DialOption{
 		grpc.WithResolvers(&serviceResolver{svc: svc, built: cs.built}),
 		grpc.WithTransportCredentials(cs.creds),
 		grpc.WithChainUnaryInterceptor(svc.outliers.unary()),
-		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, lb)),
+		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, trafficBalancer)),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(cs.cfg.MaxRecvMessageBytes),
 			grpc.MaxCallSendMsgSize(cs.cfg.MaxSendMessageBytes),
@@ -153,6 +165,12 @@ func (svc *catalogService) push() {
 	if cc != nil && st != nil {
 		// An error only says the balancer has nothing usable yet; the next
 		// update is pushed all the same.
-		_ = cc.UpdateState(svc.outliers.filter(*st))
+		s := svc.outliers.filter(*st)
+		// grpc-go's base balancer reads addresses, not endpoints.
+		s.Addresses = make([]resolver.Address, 0, len(s.Endpoints))
+		for _, ep := range s.Endpoints {
+			s.Addresses = append(s.Addresses, ep.Addresses...)
+		}
+		_ = cc.UpdateState(s)
 	}
 }

@@ -251,5 +251,6 @@ func (c *Catalog) Collectors() []prometheus.Collector {
 			Name: "portico_consul_services_removed_total",
 			Help: "Exposed services whose routes were removed because they left the Consul catalog for longer than mesh.consul.service_grace (at once when it is 0).",
 		}, func() float64 { return float64(c.Removed()) }),
+		c.traffic.requests, c.traffic.fallbacks,
 	}
 }

@@ -39,6 +39,9 @@ func callerScopes(c *Caller) []string {
 	return nil
 }
 
+// HasScope reports whether the caller's verified claims grant scope.
+func HasScope(c *Caller, scope string) bool { return slices.Contains(callerScopes(c), scope) }
+
 func anyStrings(v []any) []string {
 	out := make([]string, 0, len(v))
 	for _, s := range v {

@@ -68,6 +68,8 @@ type Chain struct {
 	cors       *corsPolicy
 	challenges []string
 	creds      *Credentials
+	// retryBudget: see RetryBudget.
+	retryBudget func() bool
 }
 
 // Chain compiles the route of one HTTP binding of mp into its chain, once,
@@ -97,7 +99,22 @@ func (c *Compiler) Chain(mp *MethodPolicy, httpMethod, template string, t Target
 		deadlineStage(t),       // that deadline over the upstream call and all its retries
 		p.retry.stage(),        // methods safe to repeat: again on UNAVAILABLE and listed codes
 	}
-	return &Chain{serve: chain.Build(stages, t.Call), cors: p.cors, challenges: p.challenges(), creds: p.credentials()}
+	ch := &Chain{serve: chain.Build(stages, t.Call), cors: p.cors, challenges: p.challenges(), creds: p.credentials()}
+	if p.retry != nil {
+		ch.retryBudget = p.retry.budget.withdraw
+	}
+	return ch
+}
+
+// RetryBudget takes one retry from the budget of a route whose calls may
+// be repeated (it has a retry stage), and reports whether there was one;
+// nil for a route whose calls are never repeated. Mesh spends it on a
+// call a canary subset failed, tried again on the stable subset.
+func (c *Chain) RetryBudget() func() bool {
+	if c == nil {
+		return nil
+	}
+	return c.retryBudget
 }
 
 // Credentials is what a route accepts from its callers, for documents

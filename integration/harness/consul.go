@@ -68,6 +68,8 @@ type Instance struct {
 type NativeOptions struct {
 	// ID is the Consul instance id; default <service>-<n>.
 	ID string
+	// Meta is registered with the instance (beside the descriptor hash).
+	Meta map[string]string
 	// Examples are the example services to serve; default [service].
 	Examples []string
 	// Identity overrides the Consul Connect identity.
@@ -128,7 +130,7 @@ func Native(tb testing.TB, agent *consulagent.Agent, service string, o NativeOpt
 	cc := api.DefaultNonPooledConfig()
 	cc.Address = agent.HTTPAddr
 	srv, err := native.New(native.Config{
-		Service: service, ID: o.ID, Listen: "127.0.0.1:0", Consul: cc, Identity: o.Identity,
+		Service: service, ID: o.ID, Listen: "127.0.0.1:0", Consul: cc, Identity: o.Identity, Meta: o.Meta,
 		DeregisterDelay: 200 * time.Millisecond, Grace: 5 * time.Second,
 	}, zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel)).Named(o.ID),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

@@ -1,0 +1,282 @@
+package mesh
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/bits"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Version skew: during a rolling deploy a service's instances serve
+// different descriptors. The catalog reflects one instance per distinct
+// descriptor hash (a group), serves the union of what the groups offer,
+// and routes each method only to the instances whose descriptors have it
+// with the same signature as the route table (descGroup bits in routing).
+
+// descGroup is what the instances announcing one descriptor hash serve.
+type descGroup struct {
+	hash string // "" for instances that announce none (reflected as one)
+	bit  uint64
+	seq  uint64 // order of first reflection: higher is newer
+	refl *Reflection
+	sigs map[string]string // full method → signature
+}
+
+var groupSeq atomic.Uint64
+
+// reflectService reflects the descriptor groups of svc that are new (all
+// of them with force), drops the groups no instance serves any more, and
+// returns the union as svc's reflection.
+func (c *Catalog) reflectService(ctx context.Context, svc *catalogService, force bool) Result {
+	target := "consul:" + svc.name
+	svc.mu.Lock()
+	version := svc.version
+	present := map[string]bool{}
+	for _, e := range svc.serving {
+		present[e.Service.Meta[MetaDescriptors]] = true
+	}
+	var todo []string
+	for h := range present {
+		// Instances that announce no hash are one group, reflected again
+		// whenever the instances change.
+		if force || svc.forced || svc.groups[h] == nil || h == "" {
+			todo = append(todo, h)
+		}
+	}
+	svc.mu.Unlock()
+	slices.Sort(todo)
+
+	type got struct {
+		refl *Reflection
+		err  error
+	}
+	res := make([]got, len(todo))
+	var wg sync.WaitGroup
+	for i, h := range todo {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, c.cfg.ReflectTimeout)
+			defer cancel()
+			refl, err := reflectUpstream(withPick(ctx, &pickSel{hash: h, pinned: true}), target, svc.conn)
+			res[i] = got{refl, err}
+		})
+	}
+	wg.Wait()
+
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	var errs []error
+	for i, h := range todo {
+		if res[i].err != nil {
+			errs = append(errs, res[i].err)
+			continue
+		}
+		g := svc.groups[h]
+		if g == nil || g.refl.Hash != res[i].refl.Hash {
+			bit := svc.freeGroupBit()
+			if g != nil {
+				bit = g.bit
+			}
+			g = &descGroup{hash: h, bit: bit, seq: groupSeq.Add(1)}
+			svc.groups[h] = g
+		}
+		g.refl, g.sigs = res[i].refl, signatures(res[i].refl)
+	}
+	for h := range svc.groups {
+		if !present[h] {
+			delete(svc.groups, h)
+		}
+	}
+	groups := make([]*descGroup, 0, len(svc.groups))
+	for _, g := range svc.groups {
+		if g.bit != 0 {
+			groups = append(groups, g)
+		}
+	}
+	if len(groups) == 0 {
+		svc.forced = true
+		err := errors.Join(errs...)
+		if err == nil {
+			err = fmt.Errorf("reflection on %s: no instance answered", target)
+		}
+		return Result{Target: target, Err: err}
+	}
+	union, methods, notes := unionOf(groups, svc.router)
+	for m := range svc.methods {
+		if _, ok := methods[m]; !ok {
+			methods[m] = 0 // served before, by no one now: fail fast, never to any instance
+		}
+	}
+	if len(notes) > 0 && !slices.Equal(notes, svc.unionNotes) {
+		c.log.Warn("instances of one service serve different descriptors", zap.String("service", svc.name), zap.Strings("not routed", notes))
+	}
+	if len(groups) > 1 {
+		c.log.Info("instances of one service serve different descriptors: routing each method to the ones that have it",
+			zap.String("service", svc.name), zap.Int("descriptor_sets", len(groups)), zap.String("newest", shortHash(groups[0].hash)))
+	}
+	svc.unionNotes = notes
+	svc.methods = methods
+	svc.rebuildRoutingLocked()
+	if len(errs) > 0 {
+		svc.forced = true // try the failed groups again at the next pass
+		c.log.Warn("reflection failed for some instances; their descriptors are not routed yet", zap.String("service", svc.name), zap.Error(errors.Join(errs...)))
+	} else {
+		svc.reflected, svc.forced = version, false
+	}
+	return Result{Target: target, Reflection: union}
+}
+
+// freeGroupBit returns the lowest group bit no group holds; 0 when all
+// maxGroups are taken (that group's instances get no reflected method).
+func (svc *catalogService) freeGroupBit() uint64 {
+	var used uint64
+	for _, g := range svc.groups {
+		used |= g.bit
+	}
+	free := ^used & (1<<maxGroups - 1)
+	if free == 0 {
+		return 0
+	}
+	return 1 << bits.TrailingZeros64(free)
+}
+
+// unionOf returns what the groups serve together, as the route table sees
+// it, with the groups serving each method. The base is the group whose
+// methods include every other group's (the new version during a deploy
+// that adds methods, the old one during one that removes some), or else
+// the newest; a method only other groups have is listed in notes and not
+// routed. conn carries the union's calls.
+func unionOf(groups []*descGroup, conn *trafficConn) (*Reflection, map[string]uint64, []string) {
+	slices.SortFunc(groups, func(a, b *descGroup) int {
+		if a.seq != b.seq {
+			if a.seq > b.seq {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.hash, b.hash)
+	})
+	base := groups[0]
+	for _, g := range groups {
+		if covers(g, groups) {
+			base = g
+			break
+		}
+	}
+	methods := make(map[string]uint64, len(base.sigs))
+	for m, sig := range base.sigs {
+		for _, g := range groups {
+			if g.sigs[m] == sig {
+				methods[m] |= g.bit
+			}
+		}
+	}
+	var notes []string
+	for _, g := range groups {
+		for m, sig := range g.sigs {
+			if base.sigs[m] == "" {
+				notes = append(notes, m+" (only instances with descriptors "+shortHash(g.hash)+" serve it)")
+			} else if base.sigs[m] != sig {
+				notes = append(notes, m+" on instances with descriptors "+shortHash(g.hash)+" (its request or response type differs)")
+			}
+		}
+	}
+	slices.Sort(notes)
+	notes = slices.Compact(notes)
+	out := &Reflection{Upstream: base.refl.Upstream, Hash: base.refl.Hash}
+	for _, s := range base.refl.Services {
+		cp := *s
+		cp.Conn = conn
+		out.Services = append(out.Services, &cp)
+	}
+	return out, methods, notes
+}
+
+// covers reports whether g has every method of every group.
+func covers(g *descGroup, groups []*descGroup) bool {
+	for _, o := range groups {
+		for m := range o.sigs {
+			if _, ok := g.sigs[m]; !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func shortHash(h string) string {
+	if h == "" {
+		return "(unannounced)"
+	}
+	return h[:min(len(h), 12)]
+}
+
+// signatures returns the signature of every method of refl, by full
+// method name ("/pkg.Service/Method").
+func signatures(refl *Reflection) map[string]string {
+	out := map[string]string{}
+	for _, s := range refl.Services {
+		mds := s.Desc.Methods()
+		for i := range mds.Len() {
+			md := mds.Get(i)
+			out["/"+string(s.Name)+"/"+string(md.Name())] = methodSignature(md)
+		}
+	}
+	return out
+}
+
+// methodSignature fingerprints what a call of md sends and receives: its
+// streaming, and the full shape of its request and response messages
+// (every field's number, name, kind, cardinality and type, recursively;
+// enums with their values). Two instances whose signatures of a method
+// agree take and give the same messages.
+func methodSignature(md protoreflect.MethodDescriptor) string {
+	var b strings.Builder
+	seen := map[protoreflect.FullName]bool{}
+	b.WriteString(strconv.FormatBool(md.IsStreamingClient()) + strconv.FormatBool(md.IsStreamingServer()))
+	writeMessageShape(&b, md.Input(), seen)
+	b.WriteString("|")
+	writeMessageShape(&b, md.Output(), seen)
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:16])
+}
+
+func writeMessageShape(b *strings.Builder, m protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) {
+	b.WriteString("{" + string(m.FullName()))
+	if seen[m.FullName()] {
+		b.WriteString("}")
+		return
+	}
+	seen[m.FullName()] = true
+	fs := m.Fields()
+	for i := range fs.Len() {
+		f := fs.Get(i)
+		fmt.Fprintf(b, ";%d %s %s %s", f.Number(), f.Name(), f.Kind(), f.Cardinality())
+		if o := f.ContainingOneof(); o != nil {
+			b.WriteString(" oneof " + string(o.Name()))
+		}
+		switch {
+		case f.IsMap():
+			writeMessageShape(b, f.Message(), seen)
+		case f.Message() != nil:
+			writeMessageShape(b, f.Message(), seen)
+		case f.Enum() != nil:
+			ev := f.Enum().Values()
+			b.WriteString("<" + string(f.Enum().FullName()))
+			for j := range ev.Len() {
+				fmt.Fprintf(b, ",%s=%d", ev.Get(j).Name(), ev.Get(j).Number())
+			}
+			b.WriteString(">")
+		}
+	}
+	b.WriteString("}")
+}

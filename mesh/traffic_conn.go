@@ -1,0 +1,120 @@
+package mesh
+
+import (
+	"context"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// trafficConn carries the calls of one Consul service through its
+// discovery chain: it decides each call's target (traffic.go) and hands
+// the call to the service's connection, whose picker keeps to that
+// target's instances. It is the Conn of the service's routes.
+type trafficConn struct {
+	svc       *catalogService
+	fallbacks *prometheus.CounterVec // service, from, to
+}
+
+// IdempotentCall marks a call that may be repeated. One that a canary
+// subset fails with UNAVAILABLE (before any byte reached the client) is
+// tried once more on the stable subset, if Budget (a retry budget; nil:
+// none) allows.
+type IdempotentCall struct {
+	grpc.EmptyCallOption
+	Budget func() bool
+}
+
+// Invoke implements grpc.ClientConnInterface.
+func (t *trafficConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	st := t.svc.traffic.routing.Load()
+	if st == nil || !st.plan.configured {
+		return t.svc.conn.Invoke(ctx, method, args, reply, opts...)
+	}
+	d := st.plan.decide(method, callerFrom(ctx), st.members)
+	if c := st.plan.targets[d.target].requests; c != nil {
+		c.Inc()
+	}
+	if d.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+	}
+	err := t.svc.conn.Invoke(withPick(ctx, st.sel[d.target]), method, args, reply, opts...)
+	stable := st.plan.stable
+	if err == nil || d.target == stable || status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+		return err
+	}
+	// A call the picker refused was never sent: any call may go to the
+	// stable subset then. One an instance failed goes again only if it
+	// is idempotent and its retry budget allows.
+	if !unsent(err) && !fallbackAllowed(opts) {
+		return err
+	}
+	if t.fallbacks != nil {
+		t.fallbacks.WithLabelValues(t.svc.name, st.plan.subsetLabel(d.target), st.plan.subsetLabel(stable)).Inc()
+	}
+	return t.svc.conn.Invoke(withPick(ctx, st.sel[stable]), method, args, reply, opts...)
+}
+
+// unsent reports whether err is the picker's: no ready instance of the
+// target serves the method, so the call never left the edge.
+func unsent(err error) bool {
+	return strings.HasPrefix(status.Convert(err).Message(), noReadyInstance)
+}
+
+// fallbackAllowed reports whether opts mark an idempotent call whose
+// budget grants one more try.
+func fallbackAllowed(opts []grpc.CallOption) bool {
+	for _, o := range opts {
+		if ic, ok := o.(IdempotentCall); ok {
+			return ic.Budget == nil || ic.Budget()
+		}
+	}
+	return false
+}
+
+// NewStream implements grpc.ClientConnInterface. A stream is routed as a
+// unary call is, without the fallback: its first message may already
+// have reached the client.
+func (t *trafficConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	st := t.svc.traffic.routing.Load()
+	if st == nil || !st.plan.configured {
+		return t.svc.conn.NewStream(ctx, desc, method, opts...)
+	}
+	d := st.plan.decide(method, callerFrom(ctx), st.members)
+	if c := st.plan.targets[d.target].requests; c != nil {
+		c.Inc()
+	}
+	return t.svc.conn.NewStream(withPick(ctx, st.sel[d.target]), desc, method, opts...)
+}
+
+// subsetLabel names target t in metrics: its subset, or "default".
+func (p *trafficPlan) subsetLabel(t int) string {
+	if s := p.targets[t].subset; s != "" {
+		return s
+	}
+	return "default"
+}
+
+// trafficMetrics are the traffic router's collectors, one set per catalog.
+type trafficMetrics struct {
+	requests  *prometheus.CounterVec
+	fallbacks *prometheus.CounterVec
+}
+
+func newTrafficMetrics() *trafficMetrics {
+	return &trafficMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_traffic_requests_total",
+			Help: "Calls of Consul services with a configured discovery chain, by the subset the chain routed them to.",
+		}, []string{"service", "subset"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_traffic_fallbacks_total",
+			Help: "Idempotent calls a canary subset failed with UNAVAILABLE, tried again on the stable subset.",
+		}, []string{"service", "from", "to"}),
+	}
+}
