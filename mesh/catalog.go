@@ -35,9 +35,9 @@ const MetaDescriptors = "portico_descriptors"
 // it changes the services map and each service's state under both locks.
 // Locks are taken in one order: mu, then a service's mu, then conns.mu.
 type Catalog struct {
-	cfg   Config
-	log   *zap.Logger
-	clock clock // the grace timers'
+	cfg     Config
+	log     *zap.Logger
+	clock   clock // the grace timers'
 	watch   *catalogWatch
 	conns   *serviceConns
 	traffic *trafficMetrics
