@@ -1,0 +1,364 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/base"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/portico-dev/portico/mesh/meshtest"
+)
+
+// Pure logic of traffic management: the plan compiled from a chain shaped
+// as Consul compiles it, its decisions, and the union of descriptor
+// groups. End to end, with a real Consul and real instances:
+// integration/traffic_test.go.
+
+// testChain is what Consul compiles for products with a router (x-beta:
+// 1 → v2, then the default), a 90/10 splitter and a resolver with
+// subsets v1 (default) and v2.
+func testChain(w1, w2 float32, extra ...api.ServiceRoute) *api.CompiledDiscoveryChain {
+	routes := []*api.DiscoveryRoute{{
+		Definition: &api.ServiceRoute{
+			Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-beta", Exact: "1"}}}},
+			Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"},
+		},
+		NextNode: "resolver:v2.products.default.default.dc1",
+	}}
+	for _, r := range extra {
+		routes = append(routes, &api.DiscoveryRoute{Definition: &r, NextNode: "resolver:v2.products.default.default.dc1"})
+	}
+	routes = append(routes, &api.DiscoveryRoute{
+		Definition: &api.ServiceRoute{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/"}}},
+		NextNode:   "splitter:products.default.default",
+	})
+	return &api.CompiledDiscoveryChain{
+		ServiceName: "products", Datacenter: "dc1", Protocol: "grpc", StartNode: "router:products.default.default",
+		Nodes: map[string]*api.DiscoveryGraphNode{
+			"router:products.default.default": {Type: "router", Name: "products.default.default", Routes: routes},
+			"splitter:products.default.default": {Type: "splitter", Name: "products.default.default", Splits: []*api.DiscoverySplit{
+				{Weight: w1, NextNode: "resolver:v1.products.default.default.dc1"},
+				{Weight: w2, NextNode: "resolver:v2.products.default.default.dc1"},
+			}},
+			"resolver:v1.products.default.default.dc1": {Type: "resolver", Resolver: &api.DiscoveryResolver{Target: "v1.products.default.default.dc1"}},
+			"resolver:v2.products.default.default.dc1": {Type: "resolver", Resolver: &api.DiscoveryResolver{
+				Target: "v2.products.default.default.dc1", Failover: &api.DiscoveryFailover{Targets: []string{"v1.products.default.default.dc1"}},
+			}},
+		},
+		Targets: map[string]*api.DiscoveryTarget{
+			"v1.products.default.default.dc1": {ID: "v1.products.default.default.dc1", Service: "products", ServiceSubset: "v1", Datacenter: "dc1",
+				Subset: api.ServiceResolverSubset{Filter: `Service.Meta.version == "1"`}},
+			"v2.products.default.default.dc1": {ID: "v2.products.default.default.dc1", Service: "products", ServiceSubset: "v2", Datacenter: "dc1",
+				Subset: api.ServiceResolverSubset{Filter: `Service.Meta.version == "2"`}},
+		},
+	}
+}
+
+func subsetOf(p *trafficPlan, d decision) string { return p.targets[d.target].subset }
+
+func TestPlanRouterSplitFailover(t *testing.T) {
+	p := compilePlan("products", testChain(90, 10), nil, TrafficConfig{})
+	if !p.configured || subsetOf(p, decision{target: p.stable}) != "v1" {
+		t.Fatalf("plan: configured %v, stable %q", p.configured, p.targets[p.stable].subset)
+	}
+	beta := &StaticCaller{Sub: "anyone", Headers: map[string]string{"X-Beta": "1"}}
+	if d := p.decide("/pkg.S/M", beta, []int{1, 1}); subsetOf(p, d) != "v2" || d.route != 0 {
+		t.Fatalf("x-beta: 1 → %+v", d)
+	}
+	// A subject's bucket decides, the same on every call.
+	c := &StaticCaller{Sub: "alice"}
+	first := p.decide("/pkg.S/M", c, []int{1, 1})
+	for range 100 {
+		if d := p.decide("/pkg.S/M", c, []int{1, 1}); d != first {
+			t.Fatalf("alice moved: %+v then %+v", first, d)
+		}
+	}
+	if first.bucket != int(stableHash("alice")%buckets) || first.split < 0 {
+		t.Fatalf("alice: %+v", first)
+	}
+	// v2 without instances fails over to v1, as its resolver says.
+	for i := range 1000 {
+		c := &StaticCaller{Sub: fmt.Sprint("user-", i)}
+		if d := p.decide("/pkg.S/M", c, []int{1, 0}); subsetOf(p, d) != "v1" {
+			t.Fatalf("v2 empty: %s still sent to %s", c.Sub, subsetOf(p, d))
+		}
+	}
+	// Anonymous callers are split per request: both sides get some.
+	got := map[string]int{}
+	for range 2000 {
+		got[subsetOf(p, p.decide("/pkg.S/M", nil, []int{1, 1}))]++
+	}
+	if got["v2"] < 100 || got["v2"] > 320 {
+		t.Fatalf("anonymous 90/10 over 2000 calls: %v", got)
+	}
+}
+
+func TestPlanSplitThresholds(t *testing.T) {
+	p := compilePlan("products", testChain(33.33, 66.67), nil, TrafficConfig{})
+	for _, n := range p.nodes {
+		if n.kind == nodeSplitter {
+			if n.splits[0].upto != 3333 || n.splits[1].upto != buckets {
+				t.Fatalf("thresholds %+v, want 3333 then %d (0.01 %% resolution)", n.splits, buckets)
+			}
+			return
+		}
+	}
+	t.Fatal("no splitter")
+}
+
+func TestPlanRouteMatches(t *testing.T) {
+	route := func(m api.ServiceRouteHTTPMatch) api.ServiceRoute {
+		return api.ServiceRoute{Match: &api.ServiceRouteMatch{HTTP: &m}, Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"}}
+	}
+	chain := testChain(100, 0,
+		route(api.ServiceRouteHTTPMatch{PathExact: "/pkg.S/Exact"}),
+		route(api.ServiceRouteHTTPMatch{PathPrefix: "/pkg.S/Pre", CaseInsensitive: true}),
+		route(api.ServiceRouteHTTPMatch{PathRegex: "/pkg\\.S/Re[0-9]+"}),
+		route(api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-tenant", Prefix: "acme-"}}}),
+		route(api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-debug", Present: true}, {Name: "x-env", Exact: "prod", Invert: true}}}),
+		route(api.ServiceRouteHTTPMatch{PathExact: "/pkg.S/Get", Methods: []string{"GET"}}),
+		route(api.ServiceRouteHTTPMatch{PathExact: "/pkg.S/Q", QueryParam: []api.ServiceRouteHTTPMatchQueryParam{{Name: "q", Present: true}}}),
+	)
+	p := compilePlan("products", chain, nil, TrafficConfig{})
+	for _, tc := range []struct {
+		method string
+		hdr    map[string]string
+		want   string
+	}{
+		{"/pkg.S/Exact", nil, "v2"},
+		{"/pkg.S/Exactly", nil, "v1"},
+		{"/PKG.s/prefixed", nil, "v2"},
+		{"/pkg.S/Re42", nil, "v2"},
+		{"/pkg.S/Re4x", nil, "v1"},
+		{"/pkg.S/M", map[string]string{"X-Tenant": "acme-eu"}, "v2"},
+		{"/pkg.S/M", map[string]string{"X-Tenant": "other"}, "v1"},
+		{"/pkg.S/M", map[string]string{"X-Debug": ""}, "v2"},
+		{"/pkg.S/M", map[string]string{"X-Debug": "", "X-Env": "prod"}, "v1"},
+		{"/pkg.S/Get", nil, "v1"}, // a gRPC call is a POST
+		{"/pkg.S/Q", nil, "v1"},   // nor does it carry a query
+	} {
+		d := p.decide(tc.method, &StaticCaller{Sub: "s", Headers: tc.hdr}, []int{1, 1})
+		if got := subsetOf(p, d); got != tc.want {
+			t.Errorf("%s %v: %s, want %s", tc.method, tc.hdr, got, tc.want)
+		}
+	}
+	if !strings.Contains(strings.Join(p.ignored, "\n"), "query parameters") {
+		t.Fatalf("a query match should be reported as not honoured: %q", p.ignored)
+	}
+}
+
+func TestPlanIgnoredReported(t *testing.T) {
+	chain := testChain(90, 10, api.ServiceRoute{
+		Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/x"}},
+		Destination: &api.ServiceRouteDestination{PrefixRewrite: "/y", NumRetries: 3},
+	})
+	chain.Targets["v2.products.default.default.dc1"].Datacenter = "dc2"
+	chain.Nodes["resolver:v1.products.default.default.dc1"].LoadBalancer = &api.LoadBalancer{Policy: "ring_hash"}
+	p := compilePlan("products", chain, nil, TrafficConfig{})
+	all := strings.Join(p.ignored, "\n")
+	for _, want := range []string{"prefix_rewrite", "retries", "another datacenter (dc2)", `load_balancer "ring_hash"`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("ignored %q lacks %q", all, want)
+		}
+	}
+	// The unreachable target's calls go to the service's own instances.
+	if p.targets[p.bySubset["v1"]].eval == nil {
+		t.Fatal("v1 lost its filter")
+	}
+}
+
+func TestPlanOverride(t *testing.T) {
+	resolver := &api.ServiceResolverConfigEntry{Subsets: map[string]api.ServiceResolverSubset{
+		"v1": {Filter: `Service.Meta.version == "1"`}, "v2": {Filter: `Service.Meta.version == "2"`}, "v3": {Filter: `Service.Meta.version == "3"`},
+	}}
+	cfg := TrafficConfig{Override: OverrideConfig{TrustedScopes: []string{"tester"}, TrustedNetworks: []string{"10.0.0.0/8"}, Claim: "subset"}}
+	p := compilePlan("products", testChain(100, 0), resolver, cfg)
+	for _, tc := range []struct {
+		name string
+		c    *StaticCaller
+		want string
+	}{
+		{"trusted scope, header", &StaticCaller{Scopes: []string{"tester"}, Headers: map[string]string{"Portico-Subset": "v2"}}, "v2"},
+		{"trusted scope, subset only the resolver lists", &StaticCaller{Scopes: []string{"tester"}, Headers: map[string]string{"Portico-Subset": "v3"}}, "v3"},
+		{"trusted network, claim", &StaticCaller{Addr: netip.MustParseAddr("10.1.2.3"), Claims: map[string]any{"subset": "v2"}}, "v2"},
+		{"untrusted", &StaticCaller{Scopes: []string{"user"}, Addr: netip.MustParseAddr("192.0.2.1"), Headers: map[string]string{"Portico-Subset": "v2"}}, "v1"},
+		{"unknown subset", &StaticCaller{Scopes: []string{"tester"}, Headers: map[string]string{"Portico-Subset": "v9"}}, "v1"},
+	} {
+		if got := subsetOf(p, p.decide("/pkg.S/M", tc.c, nil)); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	// Off unless the operator trusts someone.
+	if compilePlan("products", testChain(100, 0), resolver, TrafficConfig{}).override != nil {
+		t.Fatal("override on without trusted scopes or networks")
+	}
+}
+
+func TestSubsetFilterOnConsulEntries(t *testing.T) {
+	p := compilePlan("products", testChain(90, 10), nil, TrafficConfig{})
+	svc := &catalogService{name: "products", plan: p, traffic: &trafficHolder{}, serving: []*api.ServiceEntry{
+		{Node: &api.Node{Address: "10.0.0.1"}, Service: &api.AgentService{ID: "a", Port: 1, Meta: map[string]string{"version": "1"}}},
+		{Node: &api.Node{Address: "10.0.0.2"}, Service: &api.AgentService{ID: "b", Port: 1, Meta: map[string]string{"version": "2", MetaDescriptors: "h2"}}},
+		{Node: &api.Node{Address: "10.0.0.3"}, Service: &api.AgentService{ID: "c", Port: 1}},
+	}}
+	svc.rebuildRoutingLocked()
+	r := svc.traffic.routing.Load()
+	v1, v2 := p.bySubset["v1"], p.bySubset["v2"]
+	if r.members[v1] != 1 || r.members[v2] != 1 {
+		t.Fatalf("members %v", r.members)
+	}
+	if r.inst["10.0.0.2:1"].targets != 1<<v2 || r.inst["10.0.0.2:1"].hash != "h2" || r.inst["10.0.0.3:1"].targets != 0 {
+		t.Fatalf("instances %+v", r.inst)
+	}
+}
+
+// fakeSC is a subconnection for picker tests.
+type fakeSC struct {
+	balancer.SubConn
+	name string
+}
+
+// pickerFor builds the picker over addrs, with svc's routing.
+func pickerFor(h *trafficHolder, addrs ...string) balancer.Picker {
+	info := base.PickerBuildInfo{ReadySCs: map[balancer.SubConn]base.SubConnInfo{}}
+	for _, a := range addrs {
+		info.ReadySCs[&fakeSC{name: a}] = base.SubConnInfo{Address: withTraffic(resolver.Address{Addr: a}, h)}
+	}
+	return pickerBuilder{}.Build(info)
+}
+
+func TestPickerKeepsToTargetAndMethod(t *testing.T) {
+	p := compilePlan("products", testChain(90, 10), nil, TrafficConfig{})
+	h := &trafficHolder{service: "products"}
+	svc := &catalogService{name: "products", plan: p, traffic: h, groups: map[string]*descGroup{"old": {bit: 1}, "new": {bit: 2}},
+		methods: map[string]uint64{"/pkg.S/Old": 3, "/pkg.S/New": 2}, serving: []*api.ServiceEntry{
+			{Node: &api.Node{Address: "10.0.0.1"}, Service: &api.AgentService{Port: 1, Meta: map[string]string{"version": "1", MetaDescriptors: "old"}}},
+			{Node: &api.Node{Address: "10.0.0.2"}, Service: &api.AgentService{Port: 1, Meta: map[string]string{"version": "1", MetaDescriptors: "new"}}},
+			{Node: &api.Node{Address: "10.0.0.3"}, Service: &api.AgentService{Port: 1, Meta: map[string]string{"version": "2", MetaDescriptors: "new"}}},
+		}}
+	svc.rebuildRoutingLocked()
+	st := h.routing.Load()
+	pk := pickerFor(h, "10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1")
+	pick := func(target int, method string) map[string]int {
+		got := map[string]int{}
+		ctx := withPick(context.Background(), st.sel[target])
+		for range 30 {
+			res, err := pk.Pick(balancer.PickInfo{FullMethodName: method, Ctx: ctx})
+			if err != nil {
+				got[err.Error()]++
+				continue
+			}
+			got[res.SubConn.(*fakeSC).name]++
+		}
+		return got
+	}
+	v1, v2 := p.bySubset["v1"], p.bySubset["v2"]
+	if got := pick(v1, "/pkg.S/Old"); got["10.0.0.1:1"] != 15 || got["10.0.0.2:1"] != 15 {
+		t.Fatalf("v1, old method: %v, want round robin over both v1 instances", got)
+	}
+	if got := pick(v1, "/pkg.S/New"); got["10.0.0.2:1"] != 30 {
+		t.Fatalf("v1, new method: %v, want only the v1 instance that has it", got)
+	}
+	if got := pick(v2, "/pkg.S/Old"); got["10.0.0.3:1"] != 30 {
+		t.Fatalf("v2: %v", got)
+	}
+	// A method served before by no one now fails at once, unsent.
+	svc.methods["/pkg.S/Gone"] = 0
+	svc.rebuildRoutingLocked()
+	st = h.routing.Load()
+	if _, err := pk.Pick(balancer.PickInfo{FullMethodName: "/pkg.S/Gone", Ctx: withPick(context.Background(), st.sel[v1])}); !unsent(err) {
+		t.Fatalf("gone method: %v, want the picker's UNAVAILABLE", err)
+	}
+}
+
+func TestUnionOfDescriptorGroups(t *testing.T) {
+	sig := func(ms ...string) map[string]string {
+		out := map[string]string{}
+		for _, m := range ms {
+			name, s, _ := strings.Cut(m, "=")
+			out[name] = s
+		}
+		return out
+	}
+	group := func(hash string, seq uint64, bit uint64, sigs map[string]string) *descGroup {
+		return &descGroup{hash: hash, seq: seq, bit: bit, sigs: sigs, refl: &Reflection{Hash: hash}}
+	}
+	// A deploy that adds a method: the new descriptors are the base, the
+	// old method goes to every instance, the new one to the new only.
+	_, m, notes := unionOf([]*descGroup{group("old", 1, 1, sig("/S/A=a")), group("new", 2, 2, sig("/S/A=a", "/S/B=b"))}, nil)
+	if m["/S/A"] != 3 || m["/S/B"] != 2 || len(notes) != 0 {
+		t.Fatalf("adds: %v %v", m, notes)
+	}
+	// One that removes a method: the old (a superset) stays the base until
+	// its last instance leaves.
+	u, m, _ := unionOf([]*descGroup{group("old", 1, 1, sig("/S/A=a", "/S/B=b")), group("new", 2, 2, sig("/S/A=a"))}, nil)
+	if u.Hash != "old" || m["/S/A"] != 3 || m["/S/B"] != 1 {
+		t.Fatalf("removes: %s %v", u.Hash, m)
+	}
+	// A request type that changed: the method goes only to the instances
+	// whose messages the table uses, and the others are named.
+	_, m, notes = unionOf([]*descGroup{group("old", 1, 1, sig("/S/A=a")), group("new", 2, 2, sig("/S/A=a2", "/S/B=b"))}, nil)
+	if m["/S/A"] != 2 || len(notes) != 1 || !strings.Contains(notes[0], "differs") {
+		t.Fatalf("changed: %v %v", m, notes)
+	}
+}
+
+func TestMethodSignature(t *testing.T) {
+	a := meshtest.CompileProto(t, `syntax = "proto3"; package p; service S { rpc M(Req) returns (Resp); }
+message Req { string id = 1; Inner in = 2; } message Inner { int32 n = 1; } message Resp { string id = 1; }`)
+	b := meshtest.CompileProto(t, `syntax = "proto3"; package p; service S { rpc M(Req) returns (Resp); rpc N(Req) returns (Resp); }
+message Req { string id = 1; Inner in = 2; } message Inner { int32 n = 1; } message Resp { string id = 1; }`)
+	c := meshtest.CompileProto(t, `syntax = "proto3"; package p; service S { rpc M(Req) returns (Resp); }
+message Req { string id = 1; Inner in = 2; } message Inner { int32 n = 1; string more = 2; } message Resp { string id = 1; }`)
+	sa := methodSignature(a.Services().Get(0).Methods().ByName("M"))
+	sb := methodSignature(b.Services().Get(0).Methods().ByName("M"))
+	sc := methodSignature(c.Services().Get(0).Methods().ByName("M"))
+	if sa != sb {
+		t.Fatal("same messages, other signature")
+	}
+	if sa == sc {
+		t.Fatal("a field added to a nested request message left the signature unchanged")
+	}
+}
+
+// BenchmarkTrafficRoute is the routing decision of one call: the chain's
+// router (two rules), the split by the caller's subject, and the pick of
+// an instance of the subset that serves the method.
+func BenchmarkTrafficRoute(b *testing.B) {
+	p := compilePlan("products", testChain(90, 10, api.ServiceRoute{
+		Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/other.Service/"}},
+		Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"},
+	}), nil, TrafficConfig{})
+	h := &trafficHolder{service: "products"}
+	svc := &catalogService{name: "products", plan: p, traffic: h, groups: map[string]*descGroup{"h": {bit: 1}},
+		methods: map[string]uint64{"/pkg.S/Get": 1}}
+	var addrs []string
+	for i := range 6 {
+		v := 1 + i%2
+		addr := fmt.Sprintf("10.0.0.%d", i+1)
+		svc.serving = append(svc.serving, &api.ServiceEntry{Node: &api.Node{Address: addr}, Service: &api.AgentService{Port: 1, Meta: map[string]string{"version": fmt.Sprint(v), MetaDescriptors: "h"}}})
+		addrs = append(addrs, addr+":1")
+	}
+	svc.rebuildRoutingLocked()
+	pk := pickerFor(h, addrs...)
+	callers := make([]Caller, 1024)
+	for i := range callers {
+		callers[i] = &StaticCaller{Sub: fmt.Sprintf("user-%d@example.com", i)}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		st := h.routing.Load()
+		d := st.plan.decide("/pkg.S/Get", callers[i%len(callers)], st.members)
+		if _, err := pk.Pick(balancer.PickInfo{FullMethodName: "/pkg.S/Get", Ctx: withPick(ctx, st.sel[d.target])}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
