@@ -150,6 +150,36 @@ func (env *trafficEnv) whoami(ctx context.Context, auth string, hdr ...string) (
 	return "", fmt.Errorf("answered by %q", id)
 }
 
+// perSubject has each subject (its own token) call WhoAmI requests times,
+// 8 subjects at a time, and returns the versions that answered each, the
+// failures and the first failure.
+func (env *trafficEnv) perSubject(subjects []string, requests int) ([]map[string]int, int64, any) {
+	seen := make([]map[string]int, len(subjects))
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(subjects); i = int(next.Add(1) - 1) {
+				tok := env.token(subjects[i], "accounts")
+				seen[i] = map[string]int{}
+				for range requests {
+					v, err := env.whoami(env.t.Context(), tok)
+					if err != nil {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, err.Error())
+						continue
+					}
+					seen[i][v]++
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return seen, failed.Load(), firstErr.Load()
+}
+
 func randomSubjects(n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -184,38 +214,9 @@ func TestTrafficStickySplit(t *testing.T) {
 	// 1,000 subjects × 20 requests each through Portico: every subject is
 	// answered by one version only, the one the split says.
 	sample := subjects[:1000]
-	tokens := make([]string, len(sample))
-	for i, s := range sample {
-		tokens[i] = env.token(s, "accounts")
-	}
-	seen := make([]map[string]int, len(sample))
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range 8 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(sample) {
-					return
-				}
-				seen[i] = map[string]int{}
-				for range 20 {
-					v, err := env.whoami(t.Context(), tokens[i])
-					if err != nil {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, err.Error())
-						continue
-					}
-					seen[i][v]++
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d of 20,000 requests failed; first: %v", n, firstErr.Load())
+	seen, failed, firstErr := env.perSubject(sample, 20)
+	if failed > 0 {
+		t.Fatalf("%d of 20,000 requests failed; first: %v", failed, firstErr)
 	}
 	onV2 := 0
 	for i, s := range sample {
@@ -386,41 +387,20 @@ func TestTrafficCanaryFallback(t *testing.T) {
 	if len(canary) < 60 {
 		t.Fatalf("only %d of %d subjects on the canary", len(canary), len(subjects))
 	}
-	var failed, ok atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range 8 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(subjects) {
-					return
-				}
-				tok := env.token(subjects[i], "accounts")
-				for range 5 {
-					v, err := env.whoami(t.Context(), tok)
-					if err != nil {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, err.Error())
-						continue
-					}
-					if v != "v1" {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, "answered by the broken canary")
-						continue
-					}
-					ok.Add(1)
-				}
-			}
-		})
+	seen, failed, firstErr := env.perSubject(subjects, 5)
+	ok := 0
+	for _, vs := range seen {
+		ok += vs["v1"]
+		if vs["v2"] > 0 {
+			failed += int64(vs["v2"])
+			firstErr = "answered by the broken canary"
+		}
 	}
-	wg.Wait()
 	metrics := do(t, env.c, "GET", env.edge.AdminURL+"/metrics", "").body
 	fallbacks := metricValue(metrics, `portico_traffic_fallbacks_total{from="v2",service="accounts",to="v1"}`)
-	t.Logf("canary answering UNAVAILABLE: %d GETs ok, %d failed; %g fell back to v1", ok.Load(), failed.Load(), fallbacks)
-	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d GETs failed; first: %v", n, firstErr.Load())
+	t.Logf("canary answering UNAVAILABLE: %d GETs ok, %d failed; %g fell back to v1", ok, failed, fallbacks)
+	if failed > 0 {
+		t.Fatalf("%d GETs failed; first: %v", failed, firstErr)
 	}
 	if fallbacks < float64(len(canary)) {
 		t.Fatalf("fallbacks counted %g, want at least one per canary subject (%d)", fallbacks, len(canary))

@@ -36,7 +36,11 @@ type trafficHolder struct {
 	service      string
 	leastRequest bool
 	routing      atomic.Pointer[routing]
-	inflight     sync.Map // balancer.SubConn → *atomic.Int32 (least request)
+
+	// inflight counts each ready instance's calls in flight (least
+	// request), kept across pickers for the instances still ready.
+	mu       sync.Mutex
+	inflight map[balancer.SubConn]*atomic.Int32
 }
 
 type trafficAttr struct{}
@@ -98,10 +102,17 @@ func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	}
 	p.h = h
 	if h.leastRequest {
+		h.mu.Lock()
+		counts := make(map[balancer.SubConn]*atomic.Int32, len(p.ready))
 		for i := range p.ready {
-			c, _ := h.inflight.LoadOrStore(p.ready[i].sc, new(atomic.Int32))
-			p.ready[i].inflight = c.(*atomic.Int32)
+			c := h.inflight[p.ready[i].sc]
+			if c == nil {
+				c = new(atomic.Int32)
+			}
+			counts[p.ready[i].sc], p.ready[i].inflight = c, c
 		}
+		h.inflight = counts // gone instances' counters go with the old map
+		h.mu.Unlock()
 	}
 	return p
 }

@@ -362,3 +362,35 @@ func BenchmarkTrafficRoute(b *testing.B) {
 		}
 	}
 }
+
+func TestPickerLeastRequest(t *testing.T) {
+	h := &trafficHolder{service: "products", leastRequest: true}
+	svc := &catalogService{name: "products", traffic: h, serving: []*api.ServiceEntry{
+		{Node: &api.Node{Address: "10.0.0.1"}, Service: &api.AgentService{Port: 1}},
+		{Node: &api.Node{Address: "10.0.0.2"}, Service: &api.AgentService{Port: 1}},
+	}}
+	svc.rebuildRoutingLocked()
+	pk := pickerFor(h, "10.0.0.1:1", "10.0.0.2:1")
+	info := balancer.PickInfo{FullMethodName: "/pkg.S/M", Ctx: context.Background()}
+	first, err := pk.Pick(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With one call in flight on the first, the next goes to the other.
+	for range 20 {
+		r, err := pk.Pick(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.SubConn == first.SubConn {
+			t.Fatal("least request picked the busy instance")
+		}
+		r.Done(balancer.DoneInfo{})
+	}
+	first.Done(balancer.DoneInfo{})
+	// The counters of instances no longer ready go with their picker.
+	pickerFor(h, "10.0.0.3:1")
+	if len(h.inflight) != 1 {
+		t.Fatalf("%d counters, want one per ready instance", len(h.inflight))
+	}
+}
