@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -247,7 +246,7 @@ func TestPickerKeepsToTargetAndMethod(t *testing.T) {
 	pk := pickerFor(h, "10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1")
 	pick := func(target int, method string) map[string]int {
 		got := map[string]int{}
-		ctx := withPick(context.Background(), st.sel[target])
+		ctx := withPick(t.Context(), st.sel[target])
 		for range 30 {
 			res, err := pk.Pick(balancer.PickInfo{FullMethodName: method, Ctx: ctx})
 			if err != nil {
@@ -272,7 +271,7 @@ func TestPickerKeepsToTargetAndMethod(t *testing.T) {
 	svc.methods["/pkg.S/Gone"] = 0
 	svc.rebuildRoutingLocked()
 	st = h.routing.Load()
-	if _, err := pk.Pick(balancer.PickInfo{FullMethodName: "/pkg.S/Gone", Ctx: withPick(context.Background(), st.sel[v1])}); !unsent(err) {
+	if _, err := pk.Pick(balancer.PickInfo{FullMethodName: "/pkg.S/Gone", Ctx: withPick(t.Context(), st.sel[v1])}); !unsent(err) {
 		t.Fatalf("gone method: %v, want the picker's UNAVAILABLE", err)
 	}
 }
@@ -351,7 +350,7 @@ func BenchmarkTrafficRoute(b *testing.B) {
 	for i := range callers {
 		callers[i] = &StaticCaller{Sub: fmt.Sprintf("user-%d@example.com", i)}
 	}
-	ctx := context.Background()
+	ctx := b.Context()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
@@ -371,7 +370,7 @@ func TestPickerLeastRequest(t *testing.T) {
 	}}
 	svc.rebuildRoutingLocked()
 	pk := pickerFor(h, "10.0.0.1:1", "10.0.0.2:1")
-	info := balancer.PickInfo{FullMethodName: "/pkg.S/M", Ctx: context.Background()}
+	info := balancer.PickInfo{FullMethodName: "/pkg.S/M", Ctx: t.Context()}
 	first, err := pk.Pick(info)
 	if err != nil {
 		t.Fatal(err)
