@@ -393,3 +393,33 @@ func TestPickerLeastRequest(t *testing.T) {
 		t.Fatalf("%d counters, want one per ready instance", len(h.inflight))
 	}
 }
+
+func TestSplitKeys(t *testing.T) {
+	cfg := TrafficConfig{SplitKey: "api_key", Services: map[string]TrafficService{"products": {SplitKey: "header:x-device-id"}}}
+	c := &StaticCaller{Sub: "alice", Key: "key-1", Headers: map[string]string{"X-Device-Id": "d-7"}}
+	if b := cfg.keyFor("products").bucket(c); b != int(stableHash("d-7")%buckets) {
+		t.Fatalf("header key: bucket %d", b)
+	}
+	if b := cfg.keyFor("orders").bucket(c); b != int(stableHash("key-1")%buckets) {
+		t.Fatalf("api_key: bucket %d", b)
+	}
+	if b := (TrafficConfig{}).keyFor("orders").bucket(c); b != int(stableHash("alice")%buckets) {
+		t.Fatalf("default (subject): bucket %d", b)
+	}
+	if b := (TrafficConfig{}).keyFor("orders").bucket(&StaticCaller{}); b != -1 {
+		t.Fatalf("no subject: bucket %d, want -1 (per request)", b)
+	}
+	for _, bad := range []TrafficConfig{
+		{SplitKey: "ip"},
+		{SplitKey: "header:"},
+		{Services: map[string]TrafficService{"x": {SplitKey: "cookie"}}},
+		{Override: OverrideConfig{TrustedNetworks: []string{"10.0.0.0/33"}}},
+	} {
+		if err := bad.validate(); err == nil {
+			t.Errorf("%+v: accepted", bad)
+		}
+	}
+	if err := (TrafficConfig{SplitKey: "header:X-User", Override: OverrideConfig{TrustedNetworks: []string{"10.0.0.0/8", "192.0.2.7"}}}).validate(); err != nil {
+		t.Fatal(err)
+	}
+}
