@@ -418,19 +418,23 @@ func metricValue(text, series string) float64 {
 	return 0
 }
 
-// The rollout service in two versions: v2 adds a method and removes none.
-const rolloutV1 = `syntax = "proto3";
+// The rollout service: v1 serves GetItem (and GetLegacy when legacy);
+// v2 serves GetItem and GetReview.
+func rolloutProto(methods ...string) string {
+	var rpcs strings.Builder
+	for _, m := range methods {
+		path := map[string]string{"GetItem": "/v1/items/{id}", "GetReview": "/v1/items/{id}/review", "GetLegacy": "/v1/items/{id}/legacy"}[m]
+		fmt.Fprintf(&rpcs, "  rpc %s(GetItemRequest) returns (Item) { option (google.api.http) = {get: %q}; }\n", m, path)
+	}
+	return `syntax = "proto3";
 package rollout.v1;
 import "google/api/annotations.proto";
 service Catalog {
-  rpc GetItem(GetItemRequest) returns (Item) { option (google.api.http) = {get: "/v1/items/{id}"}; }
-}
+` + rpcs.String() + `}
 message GetItemRequest { string id = 1; }
 message Item { string id = 1; string served_by = 2; }
 `
-
-var rolloutV2 = strings.Replace(rolloutV1, "service Catalog {", `service Catalog {
-  rpc GetReview(GetItemRequest) returns (Item) { option (google.api.http) = {get: "/v1/items/{id}/review"}; }`, 1)
+}
 
 // rolloutInstance is one instance of the rollout service, registered in
 // Consul by the test (plaintext, no check: passing while registered).
@@ -470,109 +474,146 @@ func (in *rolloutInstance) served(method string) int64 {
 	return c.(*atomic.Int64).Load()
 }
 
-func TestTrafficRollingDeployAddsMethod(t *testing.T) {
-	t.Parallel()
-	agent := harness.Consul(t)
-	var old []*rolloutInstance
-	for i := range 3 {
-		old = append(old, startRollout(t, agent, fmt.Sprintf("rollout-old-%d", i), rolloutV1, "old"))
-	}
-	e := harness.Portico(t, func(cfg *app.Config) {
-		harness.ConsulConfig(agent)(cfg)
-		cfg.Mesh.TLS.Mode = mesh.TLSModePlaintext
-	})
-	c := harness.Client(t)
-	eventually(t, 10*time.Second, "GetItem served", func() bool { return do(t, c, "GET", e.URL+"/v1/items/a", "").code == 200 })
-	if r := do(t, c, "GET", e.URL+"/v1/items/a/review", ""); r.code != 404 {
-		t.Fatalf("GetReview before the rollout: %d %s", r.code, r.body)
-	}
+// pathLoad is 2 clients calling one path while on, until the test's load ends.
+type pathLoad struct {
+	path       string
+	on         atomic.Bool
+	ok, failed atomic.Int64
+	firstErr   atomic.Value
+}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	var reviewOn atomic.Bool
-	type counts struct{ ok, failed atomic.Int64 }
-	var item, review counts
-	var firstErr atomic.Value
-	call := func(path string, n *counts) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+path, nil)
-		resp, err := c.Do(req)
-		if err != nil {
-			if ctx.Err() == nil {
-				n.failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-			}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			n.failed.Add(1)
-			firstErr.CompareAndSwap(nil, fmt.Sprintf("%s: %d %s", path, resp.StatusCode, b))
-			return
-		}
-		n.ok.Add(1)
-	}
-	var wg sync.WaitGroup
+func (l *pathLoad) run(ctx context.Context, c *http.Client, base string, wg *sync.WaitGroup) {
 	for range 2 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				call("/v1/items/a", &item)
+				if !l.on.Load() {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+l.path, nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						l.failed.Add(1)
+						l.firstErr.CompareAndSwap(nil, err.Error())
+					}
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %s", resp.StatusCode, b))
+					continue
+				}
+				l.ok.Add(1)
 			}
 		})
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				if reviewOn.Load() {
-					call("/v1/items/a/review", &review)
-				} else {
-					time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// until waits (up to 10 s) for n more successful calls.
+func (l *pathLoad) until(t *testing.T, n int64) {
+	t.Helper()
+	before := l.ok.Load()
+	eventually(t, 10*time.Second, fmt.Sprintf("%d more calls of %s", n, l.path), func() bool { return l.ok.Load() >= before+n })
+}
+
+func TestTrafficRollingDeploy(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		legacy bool // v1 also serves GetLegacy, which v2 drops
+	}{{"adds a method", false}, {"adds one, drops one", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			oldMethods := []string{"GetItem"}
+			if tc.legacy {
+				oldMethods = append(oldMethods, "GetLegacy")
+			}
+			agent := harness.Consul(t)
+			var old []*rolloutInstance
+			for i := range 3 {
+				old = append(old, startRollout(t, agent, fmt.Sprintf("rollout-old-%d", i), rolloutProto(oldMethods...), "old"))
+			}
+			e := harness.Portico(t, func(cfg *app.Config) {
+				harness.ConsulConfig(agent)(cfg)
+				cfg.Mesh.TLS.Mode = mesh.TLSModePlaintext
+			})
+			c := harness.Client(t)
+			eventually(t, 10*time.Second, "GetItem served", func() bool { return do(t, c, "GET", e.URL+"/v1/items/a", "").code == 200 })
+			if r := do(t, c, "GET", e.URL+"/v1/items/a/review", ""); r.code != 404 {
+				t.Fatalf("GetReview before the rollout: %d %s", r.code, r.body)
+			}
+
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			item, review, legacy := &pathLoad{path: "/v1/items/a"}, &pathLoad{path: "/v1/items/a/review"}, &pathLoad{path: "/v1/items/a/legacy"}
+			item.on.Store(true)
+			legacy.on.Store(tc.legacy)
+			for _, l := range []*pathLoad{item, review, legacy} {
+				l.run(ctx, c, e.URL, &wg)
+			}
+
+			var fresh []*rolloutInstance
+			for i := range 3 {
+				n := startRollout(t, agent, fmt.Sprintf("rollout-new-%d", i), rolloutProto("GetItem", "GetReview"), "new")
+				fresh = append(fresh, n)
+				registered := time.Now()
+				if i == 0 {
+					at := eventually(t, 10*time.Second, "GetReview's route", func() bool {
+						return do(t, c, "GET", e.URL+"/v1/items/b/review", "").code == 200
+					})
+					t.Logf("GetReview served %s after the first new instance registered", at.Sub(registered).Round(time.Millisecond))
+					review.on.Store(true)
+				}
+				if i == 2 && tc.legacy {
+					legacy.until(t, 100)
+					legacy.on.Store(false) // its last instance leaves now
+				}
+				// The old instance leaves as a deploy takes it down:
+				// deregistered, then stopped once Portico no longer lists it.
+				if err := agent.Client().Agent().ServiceDeregister(old[i].id); err != nil {
+					t.Fatal(err)
+				}
+				eventually(t, 10*time.Second, old[i].id+" out of Portico's instances", func() bool {
+					return e.Mesh.Catalog.Instances("rollout") == 3
+				})
+				time.Sleep(100 * time.Millisecond) // calls already picked finish
+				old[i].backend.Server.GracefulStop()
+				item.until(t, 200)
+			}
+			review.until(t, 200)
+			cancel()
+			wg.Wait()
+			t.Logf("rolling deploy of 3 instances: GetItem %d ok / %d failed, GetReview %d ok / %d failed, GetLegacy %d ok / %d failed",
+				item.ok.Load(), item.failed.Load(), review.ok.Load(), review.failed.Load(), legacy.ok.Load(), legacy.failed.Load())
+			for _, l := range []*pathLoad{item, review, legacy} {
+				if l.failed.Load() > 0 {
+					t.Fatalf("%s: %d failed during the rollout; first: %v", l.path, l.failed.Load(), l.firstErr.Load())
 				}
 			}
+			for _, o := range old {
+				if n := o.served("GetReview"); n > 0 {
+					t.Fatalf("old instance %s was sent GetReview %d times", o.id, n)
+				}
+			}
+			for _, n := range fresh {
+				if n.served("GetItem") == 0 {
+					t.Fatalf("new instance %s served no GetItem: the old method should go to every instance", n.id)
+				}
+				if n.served("GetLegacy") > 0 {
+					t.Fatalf("new instance %s was sent GetLegacy", n.id)
+				}
+			}
+			if tc.legacy {
+				// Gone with its last instance: 404 once the table follows.
+				eventually(t, 10*time.Second, "GetLegacy's route removed", func() bool {
+					return do(t, c, "GET", e.URL+"/v1/items/a/legacy", "").code == 404
+				})
+			}
 		})
-	}
-	defer wg.Wait()
-
-	var fresh []*rolloutInstance
-	for i := range 3 {
-		n := startRollout(t, agent, fmt.Sprintf("rollout-new-%d", i), rolloutV2, "new")
-		fresh = append(fresh, n)
-		registered := time.Now()
-		if i == 0 {
-			at := eventually(t, 10*time.Second, "GetReview's route", func() bool {
-				return do(t, c, "GET", e.URL+"/v1/items/b/review", "").code == 200
-			})
-			t.Logf("GetReview served %s after the first new instance registered", at.Sub(registered).Round(time.Millisecond))
-			reviewOn.Store(true)
-		}
-		// The old instance leaves as a deploy takes it down: deregistered,
-		// then stopped once Portico no longer lists it.
-		if err := agent.Client().Agent().ServiceDeregister(old[i].id); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, 10*time.Second, old[i].id+" out of Portico's instances", func() bool {
-			return e.Mesh.Catalog.Instances("rollout") == 3
-		})
-		time.Sleep(100 * time.Millisecond) // calls already picked finish
-		old[i].backend.Server.GracefulStop()
-		before := item.ok.Load()
-		eventually(t, 10*time.Second, "200 more GetItem calls", func() bool { return item.ok.Load() >= before+200 })
-	}
-	before := review.ok.Load()
-	eventually(t, 10*time.Second, "200 more GetReview calls", func() bool { return review.ok.Load() >= before+200 })
-	cancel()
-	wg.Wait()
-	t.Logf("rolling deploy of 3 instances: GetItem %d ok / %d failed, GetReview %d ok / %d failed",
-		item.ok.Load(), item.failed.Load(), review.ok.Load(), review.failed.Load())
-	if item.failed.Load()+review.failed.Load() > 0 {
-		t.Fatalf("failed requests during the rollout; first: %v", firstErr.Load())
-	}
-	for _, o := range old {
-		if n := o.served("GetReview"); n > 0 {
-			t.Fatalf("old instance %s was sent GetReview %d times", o.id, n)
-		}
-	}
-	for _, n := range fresh {
-		if n.served("GetItem") == 0 {
-			t.Fatalf("new instance %s served no GetItem: the old method should go to every instance", n.id)
-		}
 	}
 }

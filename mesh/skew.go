@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"slices"
 	"strconv"
@@ -153,8 +154,10 @@ func (svc *catalogService) freeGroupBit() uint64 {
 // it, with the groups serving each method. The base is the group whose
 // methods include every other group's (the new version during a deploy
 // that adds methods, the old one during one that removes some), or else
-// the newest; a method only other groups have is listed in notes and not
-// routed. conn carries the union's calls.
+// the newest, into whose descriptors the methods only older groups serve
+// are merged (merge.go) when their messages are there unchanged and their
+// routes are free. A method left out (or served with other messages than
+// the base's) is listed in notes. conn carries the union's calls.
 func unionOf(groups []*descGroup, conn *trafficConn) (*Reflection, map[string]uint64, []string) {
 	slices.SortFunc(groups, func(a, b *descGroup) int {
 		if a.seq != b.seq {
@@ -172,33 +175,77 @@ func unionOf(groups []*descGroup, conn *trafficConn) (*Reflection, map[string]ui
 			break
 		}
 	}
-	methods := make(map[string]uint64, len(base.sigs))
-	for m, sig := range base.sigs {
+	sigs := maps.Clone(base.sigs)
+	var notes []string
+	var adds []protoreflect.MethodDescriptor
+	for _, g := range groups {
+		for _, m := range slices.Sorted(maps.Keys(g.sigs)) {
+			sig := g.sigs[m]
+			switch {
+			case sigs[m] == "":
+				md := g.method(m)
+				why := "not reflected"
+				if md != nil {
+					why = mergeable(base.refl, md)
+				}
+				if why != "" {
+					notes = append(notes, m+" (only instances with descriptors "+shortHash(g.hash)+" serve it; "+why+")")
+					continue
+				}
+				adds = append(adds, md)
+				sigs[m] = sig
+			case sigs[m] != sig:
+				notes = append(notes, m+" on instances with descriptors "+shortHash(g.hash)+" (its request or response type differs)")
+			}
+		}
+	}
+	refl := base.refl
+	if len(adds) > 0 {
+		merged, err := mergeMethods(base.refl, adds)
+		if err != nil {
+			for _, md := range adds {
+				m := fullMethod(md)
+				delete(sigs, m)
+				notes = append(notes, m+" (not merged into the newest descriptors: "+err.Error()+")")
+			}
+		} else {
+			refl = merged
+		}
+	}
+	methods := make(map[string]uint64, len(sigs))
+	for m, sig := range sigs {
 		for _, g := range groups {
 			if g.sigs[m] == sig {
 				methods[m] |= g.bit
 			}
 		}
 	}
-	var notes []string
-	for _, g := range groups {
-		for m, sig := range g.sigs {
-			if base.sigs[m] == "" {
-				notes = append(notes, m+" (only instances with descriptors "+shortHash(g.hash)+" serve it)")
-			} else if base.sigs[m] != sig {
-				notes = append(notes, m+" on instances with descriptors "+shortHash(g.hash)+" (its request or response type differs)")
-			}
-		}
-	}
 	slices.Sort(notes)
 	notes = slices.Compact(notes)
-	out := &Reflection{Upstream: base.refl.Upstream, Hash: base.refl.Hash}
-	for _, s := range base.refl.Services {
+	out := &Reflection{Upstream: refl.Upstream, Hash: refl.Hash}
+	for _, s := range refl.Services {
 		cp := *s
 		cp.Conn = conn
 		out.Services = append(out.Services, &cp)
 	}
 	return out, methods, notes
+}
+
+// method returns g's descriptor of the full method m.
+func (g *descGroup) method(m string) protoreflect.MethodDescriptor {
+	for _, s := range g.refl.Services {
+		mds := s.Desc.Methods()
+		for i := range mds.Len() {
+			if fullMethod(mds.Get(i)) == m {
+				return mds.Get(i)
+			}
+		}
+	}
+	return nil
+}
+
+func fullMethod(md protoreflect.MethodDescriptor) string {
+	return "/" + string(md.Parent().FullName()) + "/" + string(md.Name())
 }
 
 // covers reports whether g has every method of every group.
@@ -228,7 +275,7 @@ func signatures(refl *Reflection) map[string]string {
 		mds := s.Desc.Methods()
 		for i := range mds.Len() {
 			md := mds.Get(i)
-			out["/"+string(s.Name)+"/"+string(md.Name())] = methodSignature(md)
+			out[fullMethod(md)] = methodSignature(md)
 		}
 	}
 	return out

@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"net/netip"
 	"strings"
 	"testing"
@@ -10,6 +12,9 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/portico-dev/portico/mesh/meshtest"
 )
@@ -421,5 +426,64 @@ func TestSplitKeys(t *testing.T) {
 	}
 	if err := (TrafficConfig{SplitKey: "header:X-User", Override: OverrideConfig{TrustedNetworks: []string{"10.0.0.0/8", "192.0.2.7"}}}).validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testGroup reflects src as if an instance serving it had answered.
+func testGroup(t *testing.T, hash string, seq, bit uint64, src string) *descGroup {
+	t.Helper()
+	fd := meshtest.CompileProto(t, src)
+	files := map[string]protoreflect.FileDescriptor{}
+	collectFiles(fd, files)
+	reg := new(protoregistry.Files)
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		_ = reg.RegisterFile(files[path])
+	}
+	// Dependencies first: register again until every file is in.
+	for range len(files) {
+		for _, f := range files {
+			if _, err := reg.FindFileByPath(f.Path()); err != nil {
+				_ = reg.RegisterFile(f)
+			}
+		}
+	}
+	refl := &Reflection{Hash: hash}
+	for i := range fd.Services().Len() {
+		sd := fd.Services().Get(i)
+		refl.Services = append(refl.Services, &Service{Name: sd.FullName(), Desc: sd, Types: dynamicpb.NewTypes(reg)})
+	}
+	return &descGroup{hash: hash, seq: seq, bit: bit, refl: refl, sigs: signatures(refl)}
+}
+
+const mergeProto = `syntax = "proto3"; package p;
+import "google/api/annotations.proto";
+service S {
+  rpc A(Req) returns (Resp) { option (google.api.http) = {get: "/v1/a/{id}"}; }
+  %s
+}
+message Req { string id = 1; } message Resp { string id = 1; }`
+
+func TestUnionMergesOlderMethods(t *testing.T) {
+	// A deploy that drops B and adds C: B stays served, by the old
+	// instances only, until the last of them leaves.
+	old := testGroup(t, "old", 1, 1, fmt.Sprintf(mergeProto, `rpc B(Req) returns (Resp) { option (google.api.http) = {get: "/v1/b/{id}"}; }`))
+	fresh := testGroup(t, "new", 2, 2, fmt.Sprintf(mergeProto, `rpc C(Req) returns (Resp) { option (google.api.http) = {get: "/v1/c/{id}"}; }`))
+	u, m, notes := unionOf([]*descGroup{old, fresh}, nil)
+	if m["/p.S/A"] != 3 || m["/p.S/B"] != 1 || m["/p.S/C"] != 2 || len(notes) != 0 {
+		t.Fatalf("methods %v, notes %v", m, notes)
+	}
+	mds := u.Services[0].Desc.Methods()
+	if mds.Len() != 3 || mds.ByName("B") == nil || u.Hash == fresh.refl.Hash {
+		t.Fatalf("union: %d methods, hash %s", mds.Len(), u.Hash)
+	}
+	if _, err := u.Services[0].Types.FindMessageByName("p.Req"); err != nil {
+		t.Fatal(err)
+	}
+	// A dropped method whose route the new version gave to another is not
+	// merged (the table would refuse the service): it is named instead.
+	clash := testGroup(t, "clash", 3, 4, fmt.Sprintf(mergeProto, `rpc C(Req) returns (Resp) { option (google.api.http) = {get: "/v1/b/{name}"}; }`))
+	_, m, notes = unionOf([]*descGroup{old, clash}, nil)
+	if _, ok := m["/p.S/B"]; ok || len(notes) != 1 || !strings.Contains(notes[0], "clash") {
+		t.Fatalf("clash: methods %v, notes %v", m, notes)
 	}
 }
