@@ -3,8 +3,8 @@ package mesh
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
