@@ -156,7 +156,8 @@ func explained(err error) error {
 	if !ok || st.Code() != codes.Unavailable {
 		return nil
 	}
-	desc, ok := strings.CutPrefix(st.Message(), "connection error: desc = ")
+	// The balancer may prefix the subconnection's own error.
+	desc, ok := strings.CutPrefix(strings.TrimPrefix(st.Message(), "last connection error: "), "connection error: desc = ")
 	if !ok {
 		return nil
 	}

@@ -63,12 +63,6 @@ func baseService(base *Reflection, name protoreflect.FullName) *Service {
 	return nil
 }
 
-func messageShape(m protoreflect.MessageDescriptor) string {
-	var b strings.Builder
-	writeMessageShape(&b, m, map[protoreflect.FullName]bool{})
-	return b.String()
-}
-
 // routeShapes lists the HTTP routes of md's google.api.http rule, as
 // "VERB /path" with every variable a "*" (a variable with a pattern keeps
 // it): two routes with the same shape clash. A route with "**" is taken

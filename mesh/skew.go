@@ -2,17 +2,13 @@ package mesh
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
 	"math/bits"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -28,12 +24,13 @@ import (
 type descGroup struct {
 	hash string // "" for instances that announce none (reflected as one)
 	bit  uint64
-	seq  uint64 // order of first reflection: higher is newer
+	// seq orders groups by age: the lowest Consul CreateIndex of its
+	// instances (when the version first registered), the same in every
+	// edge and across restarts. Higher is newer.
+	seq  uint64
 	refl *Reflection
-	sigs map[string]string // full method → signature
+	mds  map[string]protoreflect.MethodDescriptor // by full method
 }
-
-var groupSeq atomic.Uint64
 
 // reflectService reflects the descriptor groups of svc that are new (all
 // of them with force), drops the groups no instance serves any more, and
@@ -43,8 +40,13 @@ func (c *Catalog) reflectService(ctx context.Context, svc *catalogService, force
 	svc.mu.Lock()
 	version := svc.version
 	present := map[string]bool{}
+	since := map[string]uint64{} // each hash's lowest CreateIndex
 	for _, e := range svc.serving {
-		present[e.Service.Meta[MetaDescriptors]] = true
+		h := e.Service.Meta[MetaDescriptors]
+		if !present[h] || e.Service.CreateIndex < since[h] {
+			since[h] = e.Service.CreateIndex
+		}
+		present[h] = true
 	}
 	var todo []string
 	for h := range present {
@@ -87,10 +89,13 @@ func (c *Catalog) reflectService(ctx context.Context, svc *catalogService, force
 			if g != nil {
 				bit = g.bit
 			}
-			g = &descGroup{hash: h, bit: bit, seq: groupSeq.Add(1)}
+			g = &descGroup{hash: h, bit: bit}
 			svc.groups[h] = g
 		}
-		g.refl, g.sigs = res[i].refl, signatures(res[i].refl)
+		g.refl, g.mds = res[i].refl, methodsOf(res[i].refl)
+	}
+	for h, g := range svc.groups {
+		g.seq = since[h]
 	}
 	for h := range svc.groups {
 		if !present[h] {
@@ -175,27 +180,22 @@ func unionOf(groups []*descGroup, conn *trafficConn) (*Reflection, map[string]ui
 			break
 		}
 	}
-	sigs := maps.Clone(base.sigs)
+	union := maps.Clone(base.mds)
 	var notes []string
 	var adds []protoreflect.MethodDescriptor
 	for _, g := range groups {
-		for _, m := range slices.Sorted(maps.Keys(g.sigs)) {
-			sig := g.sigs[m]
+		for _, m := range slices.Sorted(maps.Keys(g.mds)) {
+			md := g.mds[m]
 			switch {
-			case sigs[m] == "":
-				md := g.method(m)
-				why := "not reflected"
-				if md != nil {
-					why = mergeable(base.refl, md)
-				}
-				if why != "" {
+			case union[m] == nil:
+				if why := mergeable(base.refl, md); why != "" {
 					notes = append(notes, m+" (only instances with descriptors "+shortHash(g.hash)+" serve it; "+why+")")
 					continue
 				}
 				adds = append(adds, md)
-				sigs[m] = sig
-			case sigs[m] != sig:
-				notes = append(notes, m+" on instances with descriptors "+shortHash(g.hash)+" (its request or response type differs)")
+				union[m] = md
+			case !wireCompatible(union[m], md):
+				notes = append(notes, m+" on instances with descriptors "+shortHash(g.hash)+" (its messages do not read the newest ones' bytes)")
 			}
 		}
 	}
@@ -205,17 +205,17 @@ func unionOf(groups []*descGroup, conn *trafficConn) (*Reflection, map[string]ui
 		if err != nil {
 			for _, md := range adds {
 				m := fullMethod(md)
-				delete(sigs, m)
+				delete(union, m)
 				notes = append(notes, m+" (not merged into the newest descriptors: "+err.Error()+")")
 			}
 		} else {
 			refl = merged
 		}
 	}
-	methods := make(map[string]uint64, len(sigs))
-	for m, sig := range sigs {
+	methods := make(map[string]uint64, len(union))
+	for m, md := range union {
 		for _, g := range groups {
-			if g.sigs[m] == sig {
+			if gmd := g.mds[m]; gmd != nil && wireCompatible(md, gmd) {
 				methods[m] |= g.bit
 			}
 		}
@@ -231,19 +231,6 @@ func unionOf(groups []*descGroup, conn *trafficConn) (*Reflection, map[string]ui
 	return out, methods, notes
 }
 
-// method returns g's descriptor of the full method m.
-func (g *descGroup) method(m string) protoreflect.MethodDescriptor {
-	for _, s := range g.refl.Services {
-		mds := s.Desc.Methods()
-		for i := range mds.Len() {
-			if fullMethod(mds.Get(i)) == m {
-				return mds.Get(i)
-			}
-		}
-	}
-	return nil
-}
-
 func fullMethod(md protoreflect.MethodDescriptor) string {
 	return "/" + string(md.Parent().FullName()) + "/" + string(md.Name())
 }
@@ -251,8 +238,8 @@ func fullMethod(md protoreflect.MethodDescriptor) string {
 // covers reports whether g has every method of every group.
 func covers(g *descGroup, groups []*descGroup) bool {
 	for _, o := range groups {
-		for m := range o.sigs {
-			if _, ok := g.sigs[m]; !ok {
+		for m := range o.mds {
+			if _, ok := g.mds[m]; !ok {
 				return false
 			}
 		}
@@ -267,34 +254,62 @@ func shortHash(h string) string {
 	return h[:min(len(h), 12)]
 }
 
-// signatures returns the signature of every method of refl, by full
-// method name ("/pkg.Service/Method").
-func signatures(refl *Reflection) map[string]string {
-	out := map[string]string{}
+// methodsOf returns every method of refl, by full method name
+// ("/pkg.Service/Method").
+func methodsOf(refl *Reflection) map[string]protoreflect.MethodDescriptor {
+	out := map[string]protoreflect.MethodDescriptor{}
 	for _, s := range refl.Services {
 		mds := s.Desc.Methods()
 		for i := range mds.Len() {
-			md := mds.Get(i)
-			out[fullMethod(md)] = methodSignature(md)
+			out[fullMethod(mds.Get(i))] = mds.Get(i)
 		}
 	}
 	return out
 }
 
-// methodSignature fingerprints what a call of md sends and receives: its
-// streaming, and the full shape of its request and response messages
-// (every field's number, name, kind, cardinality and type, recursively;
-// enums with their values). Two instances whose signatures of a method
-// agree take and give the same messages.
-func methodSignature(md protoreflect.MethodDescriptor) string {
+// wireCompatible reports whether calls made with a's messages can go to
+// an instance serving b: the same streaming, and request and response
+// messages that read each other's bytes. Every field number both declare
+// has the same kind and cardinality (messages compared alike, recursively);
+// fields one side lacks are unknown fields to it, as in any compatible
+// proto change (a field added, an enum value added, a field renamed).
+func wireCompatible(a, b protoreflect.MethodDescriptor) bool {
+	if a.IsStreamingClient() != b.IsStreamingClient() || a.IsStreamingServer() != b.IsStreamingServer() {
+		return false
+	}
+	seen := map[[2]protoreflect.FullName]bool{}
+	return messagesCompatible(a.Input(), b.Input(), seen) && messagesCompatible(a.Output(), b.Output(), seen)
+}
+
+func messagesCompatible(a, b protoreflect.MessageDescriptor, seen map[[2]protoreflect.FullName]bool) bool {
+	key := [2]protoreflect.FullName{a.FullName(), b.FullName()}
+	if seen[key] {
+		return true
+	}
+	seen[key] = true
+	fa, fb := a.Fields(), b.Fields()
+	for i := range fa.Len() {
+		f := fa.Get(i)
+		g := fb.ByNumber(f.Number())
+		if g == nil {
+			continue
+		}
+		if f.Kind() != g.Kind() || f.Cardinality() != g.Cardinality() || f.IsMap() != g.IsMap() {
+			return false
+		}
+		if f.Message() != nil && !messagesCompatible(f.Message(), g.Message(), seen) {
+			return false
+		}
+	}
+	return true
+}
+
+// messageShape fingerprints a message's full shape (every field's number,
+// name, kind, cardinality and type, recursively; enums with their values).
+func messageShape(m protoreflect.MessageDescriptor) string {
 	var b strings.Builder
-	seen := map[protoreflect.FullName]bool{}
-	b.WriteString(strconv.FormatBool(md.IsStreamingClient()) + strconv.FormatBool(md.IsStreamingServer()))
-	writeMessageShape(&b, md.Input(), seen)
-	b.WriteString("|")
-	writeMessageShape(&b, md.Output(), seen)
-	sum := sha256.Sum256([]byte(b.String()))
-	return hex.EncodeToString(sum[:16])
+	writeMessageShape(&b, m, map[protoreflect.FullName]bool{})
+	return b.String()
 }
 
 func writeMessageShape(b *strings.Builder, m protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) {

@@ -282,52 +282,56 @@ func TestPickerKeepsToTargetAndMethod(t *testing.T) {
 }
 
 func TestUnionOfDescriptorGroups(t *testing.T) {
-	sig := func(ms ...string) map[string]string {
-		out := map[string]string{}
-		for _, m := range ms {
-			name, s, _ := strings.Cut(m, "=")
-			out[name] = s
-		}
-		return out
-	}
-	group := func(hash string, seq uint64, bit uint64, sigs map[string]string) *descGroup {
-		return &descGroup{hash: hash, seq: seq, bit: bit, sigs: sigs, refl: &Reflection{Hash: hash}}
+	rpc := func(name string) string {
+		return fmt.Sprintf(`rpc %s(Req) returns (Resp) { option (google.api.http) = {get: "/v1/%s/{id}"}; }`, name, strings.ToLower(name))
 	}
 	// A deploy that adds a method: the new descriptors are the base, the
 	// old method goes to every instance, the new one to the new only.
-	_, m, notes := unionOf([]*descGroup{group("old", 1, 1, sig("/S/A=a")), group("new", 2, 2, sig("/S/A=a", "/S/B=b"))}, nil)
-	if m["/S/A"] != 3 || m["/S/B"] != 2 || len(notes) != 0 {
-		t.Fatalf("adds: %v %v", m, notes)
+	old := testGroup(t, "old", 1, 1, fmt.Sprintf(mergeProto, ""))
+	fresh := testGroup(t, "new", 2, 2, fmt.Sprintf(mergeProto, rpc("B")))
+	u, m, notes := unionOf([]*descGroup{old, fresh}, nil)
+	if u.Hash != "new" || m["/p.S/A"] != 3 || m["/p.S/B"] != 2 || len(notes) != 0 {
+		t.Fatalf("adds: %s %v %v", u.Hash, m, notes)
 	}
-	// One that removes a method: the old (a superset) stays the base until
-	// its last instance leaves.
-	u, m, _ := unionOf([]*descGroup{group("old", 1, 1, sig("/S/A=a", "/S/B=b")), group("new", 2, 2, sig("/S/A=a"))}, nil)
-	if u.Hash != "old" || m["/S/A"] != 3 || m["/S/B"] != 1 {
+	// One that removes a method: the older (a superset) stays the base
+	// until its last instance leaves.
+	u, m, _ = unionOf([]*descGroup{fresh, testGroup(t, "newer", 3, 4, fmt.Sprintf(mergeProto, ""))}, nil)
+	if u.Hash != "new" || m["/p.S/A"] != 6 || m["/p.S/B"] != 2 {
 		t.Fatalf("removes: %s %v", u.Hash, m)
 	}
-	// A request type that changed: the method goes only to the instances
-	// whose messages the table uses, and the others are named.
-	_, m, notes = unionOf([]*descGroup{group("old", 1, 1, sig("/S/A=a")), group("new", 2, 2, sig("/S/A=a2", "/S/B=b"))}, nil)
-	if m["/S/A"] != 2 || len(notes) != 1 || !strings.Contains(notes[0], "differs") {
-		t.Fatalf("changed: %v %v", m, notes)
+	// A compatible change (a field added to the response) keeps the method
+	// on every instance; a field whose type changed does not.
+	added := testGroup(t, "added", 3, 4, strings.Replace(fmt.Sprintf(mergeProto, ""), "message Resp { string id = 1; }", "message Resp { string id = 1; int64 stock = 2; }", 1))
+	if _, m, notes = unionOf([]*descGroup{old, added}, nil); m["/p.S/A"] != 5 || len(notes) != 0 {
+		t.Fatalf("field added: %v %v", m, notes)
+	}
+	retyped := testGroup(t, "retyped", 3, 4, strings.Replace(fmt.Sprintf(mergeProto, ""), "message Resp { string id = 1; }", "message Resp { int64 id = 1; }", 1))
+	if _, m, notes = unionOf([]*descGroup{old, retyped}, nil); m["/p.S/A"] != 4 || len(notes) != 1 || !strings.Contains(notes[0], "do not read") {
+		t.Fatalf("field retyped: %v %v", m, notes)
 	}
 }
 
-func TestMethodSignature(t *testing.T) {
-	a := meshtest.CompileProto(t, `syntax = "proto3"; package p; service S { rpc M(Req) returns (Resp); }
-message Req { string id = 1; Inner in = 2; } message Inner { int32 n = 1; } message Resp { string id = 1; }`)
-	b := meshtest.CompileProto(t, `syntax = "proto3"; package p; service S { rpc M(Req) returns (Resp); rpc N(Req) returns (Resp); }
-message Req { string id = 1; Inner in = 2; } message Inner { int32 n = 1; } message Resp { string id = 1; }`)
-	c := meshtest.CompileProto(t, `syntax = "proto3"; package p; service S { rpc M(Req) returns (Resp); }
-message Req { string id = 1; Inner in = 2; } message Inner { int32 n = 1; string more = 2; } message Resp { string id = 1; }`)
-	sa := methodSignature(a.Services().Get(0).Methods().ByName("M"))
-	sb := methodSignature(b.Services().Get(0).Methods().ByName("M"))
-	sc := methodSignature(c.Services().Get(0).Methods().ByName("M"))
-	if sa != sb {
-		t.Fatal("same messages, other signature")
+func TestWireCompatible(t *testing.T) {
+	method := func(src string) protoreflect.MethodDescriptor {
+		return meshtest.CompileProto(t, `syntax = "proto3"; package p; service S { rpc M(Req) returns (Resp); }
+enum E { E_UNSPECIFIED = 0; E_ONE = 1; }
+message Resp { string id = 1; }
+`+src).Services().Get(0).Methods().ByName("M")
 	}
-	if sa == sc {
-		t.Fatal("a field added to a nested request message left the signature unchanged")
+	base := method(`message Req { string id = 1; Inner in = 2; } message Inner { int32 n = 1; E e = 2; }`)
+	for _, tc := range []struct {
+		src  string
+		want bool
+	}{
+		{`message Req { string id = 1; Inner in = 2; } message Inner { int32 n = 1; E e = 2; string more = 3; }`, true},
+		{`message Req { string ident = 1; Inner in = 2; } message Inner { int32 count = 1; }`, true}, // renamed, dropped
+		{`message Req { string id = 1; Inner in = 2; } message Inner { int64 n = 1; E e = 2; }`, false},
+		{`message Req { string id = 1; repeated Inner in = 2; } message Inner { int32 n = 1; E e = 2; }`, false},
+		{`message Req { string id = 1; string in = 2; }`, false},
+	} {
+		if got := wireCompatible(base, method(tc.src)); got != tc.want {
+			t.Errorf("%s: compatible %v, want %v", tc.src, got, tc.want)
+		}
 	}
 }
 
@@ -452,7 +456,7 @@ func testGroup(t *testing.T, hash string, seq, bit uint64, src string) *descGrou
 		sd := fd.Services().Get(i)
 		refl.Services = append(refl.Services, &Service{Name: sd.FullName(), Desc: sd, Types: dynamicpb.NewTypes(reg)})
 	}
-	return &descGroup{hash: hash, seq: seq, bit: bit, refl: refl, sigs: signatures(refl)}
+	return &descGroup{hash: hash, seq: seq, bit: bit, refl: refl, mds: methodsOf(refl)}
 }
 
 const mergeProto = `syntax = "proto3"; package p;
