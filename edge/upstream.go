@@ -407,6 +407,7 @@ var internalMarkers = []string{
 	"grpc:", "subconn", "name resolver", "resolver error", "produced zero addresses", "connection refused",
 	"connection reset", "broken pipe", "i/o timeout", "eof", "rst_stream", "goaway", "tls:", "x509:",
 	"handshake", "no such host", "read tcp", "write tcp", "desc =",
+	"no ready instance of", "no passing instance of", // mesh's picker: names services and subsets
 }
 
 func looksInternal(msg string) bool {

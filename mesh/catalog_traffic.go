@@ -27,12 +27,19 @@ type chainAnswer struct {
 }
 
 // chain delivers service name's compiled discovery chain, with its
-// service-resolver entry, until ctx ends.
-func (w *catalogWatch) chain(ctx context.Context, name string, deliver func(chainAnswer)) {
+// service-resolver entry, until ctx ends; failed runs after each failed
+// read.
+func (w *catalogWatch) chain(ctx context.Context, name string, deliver func(chainAnswer), failed func()) {
 	watch(ctx, "discovery-chain/"+name, w.limiter(), w.health, w.log, w.cfg.WaitTime,
 		func(q *api.QueryOptions) (chainAnswer, *api.QueryMeta, error) {
 			resp, meta, err := w.client.DiscoveryChain().Get(name, nil, q)
-			if err != nil || resp == nil {
+			if err == nil && resp == nil {
+				err = errors.New("empty discovery chain answer")
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					failed()
+				}
 				return chainAnswer{}, meta, err
 			}
 			a := chainAnswer{chain: resp.Chain}
@@ -47,6 +54,7 @@ func (w *catalogWatch) chain(ctx context.Context, name string, deliver func(chai
 				case errors.As(err, &se) && se.Code == http.StatusNotFound:
 				case strings.Contains(err.Error(), "404"):
 				default:
+					failed()
 					return chainAnswer{}, meta, err
 				}
 			}
@@ -73,6 +81,19 @@ func (c *Catalog) setPlan(svc *catalogService, a chainAnswer) {
 	}
 }
 
+// planUnread gives svc the default plan (every passing instance) while its
+// chain cannot be read, so that a chain Consul refuses (an ACL, say)
+// delays neither the first route table nor calls; a plan already in use
+// stays.
+func (c *Catalog) planUnread(svc *catalogService) {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.plan == nil {
+		svc.plan = defaultPlan(svc.name)
+		svc.rebuildRoutingLocked()
+	}
+}
+
 // rebuildRoutingLocked makes svc's routing from its plan, the instances
 // it serves and their reflected descriptors; svc.mu is held.
 func (svc *catalogService) rebuildRoutingLocked() {
@@ -83,7 +104,7 @@ func (svc *catalogService) rebuildRoutingLocked() {
 	r := &routing{plan: p, inst: make(map[string]instRoute, len(svc.serving)), members: make([]int, len(p.targets)),
 		methods: svc.methods, sel: make([]*pickSel, len(p.targets)), gen: routingGen.Add(1)}
 	for t := range p.targets {
-		r.sel[t] = &pickSel{target: t}
+		r.sel[t] = &pickSel{plan: p, target: t, id: p.targets[t].id}
 	}
 	for _, e := range svc.serving {
 		ir := instRoute{hash: e.Service.Meta[MetaDescriptors]}

@@ -146,6 +146,7 @@ func (c *Catalog) removeLocked(svc *catalogService) {
 	svc.cancel()
 	svc.outliers.stop()
 	c.watch.forget(svc.name)
+	c.traffic.forget(svc.name)
 	c.conns.drain(svc.conn)
 }
 
@@ -167,7 +168,7 @@ func (c *Catalog) startService(name string) (*catalogService, error) {
 	})
 	if c.cfg.Traffic.ChainsEnabled() {
 		c.wg.Go(func() {
-			c.watch.chain(ctx, name, func(a chainAnswer) { c.setPlan(svc, a) })
+			c.watch.chain(ctx, name, func(a chainAnswer) { c.setPlan(svc, a) }, func() { c.planUnread(svc) })
 		})
 	}
 	return svc, nil

@@ -117,9 +117,12 @@ func (c *Catalog) reflectService(ctx context.Context, svc *catalogService, force
 		return Result{Target: target, Err: err}
 	}
 	union, methods, notes := unionOf(groups, svc.router)
-	for m := range svc.methods {
-		if _, ok := methods[m]; !ok {
-			methods[m] = 0 // served before, by no one now: fail fast, never to any instance
+	for m, g := range svc.methods {
+		if _, ok := methods[m]; !ok && g != 0 {
+			// Served until now, by no one from now: refused at once (never
+			// sent to any instance) until the table without its route is
+			// in, and forgotten at the next pass.
+			methods[m] = 0
 		}
 	}
 	if len(notes) > 0 && !slices.Equal(notes, svc.unionNotes) {

@@ -123,6 +123,9 @@ type planTarget struct {
 	// instances instead (another service, datacenter...); "" when honoured.
 	unsupported string
 	requests    prometheus.Counter
+	// fallbacks: where a call its instances refused goes, in turn (its
+	// resolver's failover targets, then the stable target).
+	fallbacks []int
 }
 
 // splitKey says what keeps a caller on one side of a split.
@@ -200,14 +203,10 @@ func (r *planRoute) matches(method string, c Caller) bool {
 	if r.never {
 		return false
 	}
-	m := method
-	if r.ignoreCase {
-		m = strings.ToLower(m)
-	}
 	switch {
-	case r.exact != "" && m != r.exact:
+	case r.exact != "" && !r.equal(method, r.exact):
 		return false
-	case r.prefix != "" && !strings.HasPrefix(m, r.prefix):
+	case r.prefix != "" && (len(method) < len(r.prefix) || !r.equal(method[:len(r.prefix)], r.prefix)):
 		return false
 	case r.regex != nil && !r.regex.MatchString(method):
 		return false
@@ -218,6 +217,13 @@ func (r *planRoute) matches(method string, c Caller) bool {
 		}
 	}
 	return true
+}
+
+func (r *planRoute) equal(a, b string) bool {
+	if r.ignoreCase {
+		return strings.EqualFold(a, b)
+	}
+	return a == b
 }
 
 func (h *headerMatch) matches(c Caller) bool {

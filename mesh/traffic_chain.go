@@ -152,6 +152,25 @@ func compilePlan(service string, chain *api.CompiledDiscoveryChain, resolver *ap
 		p.bySubset[""] = p.stableTarget()
 	}
 	p.stable = p.stableTarget()
+	// Where a call its target's instances refuse goes: the resolver's
+	// failover targets in order, then the stable target.
+	for _, n := range p.nodes {
+		if n.kind != nodeResolver {
+			continue
+		}
+		var fb []int
+		for _, x := range append(slices.Clone(n.failover), p.stable) {
+			if x != n.target && !slices.Contains(fb, x) {
+				fb = append(fb, x)
+			}
+		}
+		p.targets[n.target].fallbacks = fb
+	}
+	for i := range p.targets {
+		if p.targets[i].fallbacks == nil && i != p.stable {
+			p.targets[i].fallbacks = []int{p.stable}
+		}
+	}
 	return p
 }
 
@@ -216,18 +235,12 @@ func compileRoute(i int, r *api.DiscoveryRoute, next int, note func(string, ...a
 	if m != nil {
 		var desc []string
 		pr.ignoreCase = m.CaseInsensitive
-		fold := func(s string) string {
-			if m.CaseInsensitive {
-				return strings.ToLower(s)
-			}
-			return s
-		}
 		switch {
 		case m.PathExact != "":
-			pr.exact = fold(m.PathExact)
+			pr.exact = m.PathExact
 			desc = append(desc, "path = "+m.PathExact)
 		case m.PathPrefix != "" && m.PathPrefix != "/":
-			pr.prefix = fold(m.PathPrefix)
+			pr.prefix = m.PathPrefix
 			desc = append(desc, "path prefix "+m.PathPrefix)
 		case m.PathRegex != "":
 			expr := "^(?:" + m.PathRegex + ")$"

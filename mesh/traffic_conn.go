@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -44,26 +43,33 @@ func (t *trafficConn) Invoke(ctx context.Context, method string, args, reply any
 		defer cancel()
 	}
 	err := t.svc.conn.Invoke(withPick(ctx, st.sel[d.target]), method, args, reply, opts...)
-	stable := st.plan.stable
-	if err == nil || d.target == stable || status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+	if err == nil || d.override || ctx.Err() != nil || status.Code(err) != codes.Unavailable {
 		return err
 	}
-	// A call the picker refused was never sent: any call may go to the
-	// stable subset then. One an instance failed goes again only if it
-	// is idempotent and its retry budget allows.
-	if !unsent(err) && !fallbackAllowed(opts) {
+	if unsent(err) {
+		// Never sent: the resolver's failover targets, then the stable
+		// subset, whatever the call.
+		for _, to := range st.plan.fallbacks(d.target) {
+			t.fellBack(st.plan, d.target, to)
+			if err = t.svc.conn.Invoke(withPick(ctx, st.sel[to]), method, args, reply, opts...); !unsent(err) {
+				return err
+			}
+		}
 		return err
 	}
-	if t.fallbacks != nil {
-		t.fallbacks.WithLabelValues(t.svc.name, st.plan.subsetLabel(d.target), st.plan.subsetLabel(stable)).Inc()
+	// An instance of a canary failed it: once more on the stable subset,
+	// if the call may be repeated and its budget allows.
+	if stable := st.plan.stable; d.target != stable && fallbackAllowed(opts) {
+		t.fellBack(st.plan, d.target, stable)
+		return t.svc.conn.Invoke(withPick(ctx, st.sel[stable]), method, args, reply, opts...)
 	}
-	return t.svc.conn.Invoke(withPick(ctx, st.sel[stable]), method, args, reply, opts...)
+	return err
 }
 
-// unsent reports whether err is the picker's: no ready instance of the
-// target serves the method, so the call never left the edge.
-func unsent(err error) bool {
-	return strings.HasPrefix(status.Convert(err).Message(), noReadyInstance)
+func (t *trafficConn) fellBack(p *trafficPlan, from, to int) {
+	if t.fallbacks != nil {
+		t.fallbacks.WithLabelValues(t.svc.name, p.subsetLabel(from), p.subsetLabel(to)).Inc()
+	}
 }
 
 // fallbackAllowed reports whether opts mark an idempotent call whose
@@ -78,8 +84,9 @@ func fallbackAllowed(opts []grpc.CallOption) bool {
 }
 
 // NewStream implements grpc.ClientConnInterface. A stream is routed as a
-// unary call is, without the fallback: its first message may already
-// have reached the client.
+// unary call is; it goes elsewhere only when the picker refused it (it
+// was never sent), since its first message may already have reached the
+// client otherwise.
 func (t *trafficConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	st := t.svc.traffic.routing.Load()
 	if st == nil || !st.plan.configured {
@@ -89,7 +96,23 @@ func (t *trafficConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, meth
 	if c := st.plan.targets[d.target].requests; c != nil {
 		c.Inc()
 	}
-	return t.svc.conn.NewStream(withPick(ctx, st.sel[d.target]), desc, method, opts...)
+	cs, err := t.svc.conn.NewStream(withPick(ctx, st.sel[d.target]), desc, method, opts...)
+	if err == nil || d.override || !unsent(err) {
+		return cs, err
+	}
+	for _, to := range st.plan.fallbacks(d.target) {
+		t.fellBack(st.plan, d.target, to)
+		if cs, err = t.svc.conn.NewStream(withPick(ctx, st.sel[to]), desc, method, opts...); !unsent(err) {
+			return cs, err
+		}
+	}
+	return cs, err
+}
+
+// fallbacks are the targets a call refused by target's instances goes to
+// in turn: the failover targets of its resolver, then the stable target.
+func (p *trafficPlan) fallbacks(target int) []int {
+	return p.targets[target].fallbacks
 }
 
 // subsetLabel names target t in metrics: its subset, or "default".
@@ -117,4 +140,10 @@ func newTrafficMetrics() *trafficMetrics {
 			Help: "Idempotent calls a canary subset failed with UNAVAILABLE, tried again on the stable subset.",
 		}, []string{"service", "from", "to"}),
 	}
+}
+
+// forget drops the series of a service that left.
+func (m *trafficMetrics) forget(service string) {
+	m.requests.DeletePartialMatch(prometheus.Labels{"service": service})
+	m.fallbacks.DeletePartialMatch(prometheus.Labels{"service": service})
 }

@@ -2,10 +2,12 @@ package mesh
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/codes"
@@ -75,7 +77,9 @@ type instRoute struct {
 // pickSel travels in a call's context to the picker: the target chosen
 // for it, or the descriptor hash reflection must reach.
 type pickSel struct {
-	target int // -1: any
+	plan   *trafficPlan // the plan target indexes; a newer one remaps by id
+	target int          // -1: any
+	id     string
 	hash   string
 	pinned bool // hash applies
 }
@@ -110,6 +114,7 @@ func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 				c = new(atomic.Int32)
 			}
 			counts[p.ready[i].sc], p.ready[i].inflight = c, c
+			p.ready[i].done = func(balancer.DoneInfo) { c.Add(-1) }
 		}
 		h.inflight = counts // gone instances' counters go with the old map
 		h.mu.Unlock()
@@ -121,6 +126,7 @@ type readySC struct {
 	sc       balancer.SubConn
 	addr     string
 	inflight *atomic.Int32
+	done     func(balancer.DoneInfo) // ends a call counted in inflight
 }
 
 type trafficPicker struct {
@@ -142,12 +148,15 @@ func (p *trafficPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error
 	st := p.h.routing.Load()
 	sel, _ := info.Ctx.Value(pickKey{}).(*pickSel)
 	var c *candidates
+	target := -1
 	if sel != nil && sel.pinned {
 		c = p.byHash(st, sel.hash)
 	} else {
-		target := -1
 		if sel != nil {
 			target = sel.target
+			if sel.plan != st.plan { // decided before the chain changed
+				target = st.plan.remap(sel.id)
+			}
 		}
 		groups := ^uint64(0)
 		if g, ok := st.methods[info.FullMethodName]; ok {
@@ -156,7 +165,7 @@ func (p *trafficPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error
 		c = p.candidates(st, target, groups)
 	}
 	if len(c.list) == 0 {
-		return balancer.PickResult{}, p.none(st, sel, info.FullMethodName)
+		return balancer.PickResult{}, p.none(st, sel, target, info.FullMethodName)
 	}
 	var r *readySC
 	switch {
@@ -179,7 +188,7 @@ func (p *trafficPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error
 		return balancer.PickResult{SubConn: r.sc}, nil
 	}
 	r.inflight.Add(1)
-	return balancer.PickResult{SubConn: r.sc, Done: func(balancer.DoneInfo) { r.inflight.Add(-1) }}, nil
+	return balancer.PickResult{SubConn: r.sc, Done: r.done}, nil
 }
 
 // candidates returns the ready instances in target (-1: any) whose group
@@ -236,7 +245,7 @@ func (p *trafficPicker) byHash(st *routing, hash string) *candidates {
 // instances that would fit are connecting, failing or ejected (or there
 // are none): an idempotent call then falls back to the stable subset, and
 // any other is refused now rather than held until its deadline.
-func (p *trafficPicker) none(st *routing, sel *pickSel, method string) error {
+func (p *trafficPicker) none(st *routing, sel *pickSel, target int, method string) error {
 	if sel != nil && sel.pinned {
 		for _, ir := range st.inst {
 			if ir.hash == sel.hash {
@@ -246,14 +255,50 @@ func (p *trafficPicker) none(st *routing, sel *pickSel, method string) error {
 		return status.Errorf(codes.Unavailable, "no passing instance of %s serves descriptors %s", p.h.service, shortHash(sel.hash))
 	}
 	where := ""
-	if sel != nil && sel.target >= 0 && st.plan != nil && st.plan.configured {
-		where = " in " + st.plan.targetName(sel.target)
+	if target >= 0 && target < len(st.plan.targets) && st.plan.configured {
+		where = " in " + st.plan.targetName(target)
 	}
-	return status.Errorf(codes.Unavailable, noReadyInstance+"%s%s serves %s", p.h.service, where, method)
+	return errNoReady(fmt.Sprintf(noReadyInstance+"%s%s serves %s", p.h.service, where, method))
 }
 
 // noReadyInstance starts the picker's refusal of a call it cannot place.
 const noReadyInstance = "no ready instance of "
+
+// unsentReason marks the picker's refusal (an ErrorInfo detail): the call
+// never left the edge, so any call may go elsewhere.
+const unsentReason = "PORTICO_NO_READY_INSTANCE"
+
+func errNoReady(msg string) error {
+	st, err := status.New(codes.Unavailable, msg).WithDetails(&errdetails.ErrorInfo{Reason: unsentReason, Domain: "portico.mesh"})
+	if err != nil {
+		return status.Error(codes.Unavailable, msg)
+	}
+	return st.Err()
+}
+
+// unsent reports whether err is the picker's refusal.
+func unsent(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == unsentReason && ei.GetDomain() == "portico.mesh" {
+			return true
+		}
+	}
+	return false
+}
+
+// remap returns the target of p with id, or p's stable target.
+func (p *trafficPlan) remap(id string) int {
+	for i := range p.targets {
+		if p.targets[i].id == id {
+			return i
+		}
+	}
+	return p.stable
+}
 
 // targetName names target t for people: its subset, or the service.
 func (p *trafficPlan) targetName(t int) string {

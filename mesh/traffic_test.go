@@ -491,3 +491,38 @@ func TestUnionMergesOlderMethods(t *testing.T) {
 		t.Fatalf("clash: methods %v, notes %v", m, notes)
 	}
 }
+
+func TestFallbackOrderAndStaleDecisions(t *testing.T) {
+	p := compilePlan("products", testChain(90, 10), nil, TrafficConfig{})
+	v1, v2 := p.bySubset["v1"], p.bySubset["v2"]
+	if fb := p.fallbacks(v2); !slices.Equal(fb, []int{v1}) {
+		t.Fatalf("v2 falls back to %v, want [v1]", fb)
+	}
+	if fb := p.fallbacks(v1); len(fb) != 0 {
+		t.Fatalf("stable v1 falls back to %v, want nowhere (no failover declared)", fb)
+	}
+	// A call decided under one plan and picked under the next, whose
+	// targets are numbered otherwise, still goes to its subset.
+	h := &trafficHolder{service: "products"}
+	svc := &catalogService{name: "products", plan: p, traffic: h, serving: []*api.ServiceEntry{
+		{Node: &api.Node{Address: "10.0.0.1"}, Service: &api.AgentService{Port: 1, Meta: map[string]string{"version": "1"}}},
+		{Node: &api.Node{Address: "10.0.0.2"}, Service: &api.AgentService{Port: 1, Meta: map[string]string{"version": "2"}}},
+	}}
+	svc.rebuildRoutingLocked()
+	old := h.routing.Load().sel[v2]
+	chain := testChain(90, 10)
+	chain.Targets["a.products.default.default.dc1"] = &api.DiscoveryTarget{ID: "a.products.default.default.dc1", Service: "products", ServiceSubset: "a",
+		Subset: api.ServiceResolverSubset{Filter: `Service.Meta.version == "9"`}}
+	svc.plan = compilePlan("products", chain, nil, TrafficConfig{})
+	svc.rebuildRoutingLocked()
+	if svc.plan.bySubset["v2"] == v2 {
+		t.Fatal("the new plan numbers v2 as the old one did; the test proves nothing")
+	}
+	pk := pickerFor(h, "10.0.0.1:1", "10.0.0.2:1")
+	for range 10 {
+		r, err := pk.Pick(balancer.PickInfo{FullMethodName: "/pkg.S/M", Ctx: withPick(t.Context(), old)})
+		if err != nil || r.SubConn.(*fakeSC).name != "10.0.0.2:1" {
+			t.Fatalf("stale v2 decision picked %v, %v", r.SubConn, err)
+		}
+	}
+}
