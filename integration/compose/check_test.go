@@ -15,6 +15,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/template"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/hashicorp/consul/api"
 	"gopkg.in/yaml.v3"
 
 	"github.com/portico-dev/portico/cmd/examples/topology"
@@ -78,6 +79,7 @@ func check(ctx context.Context, path string, env map[string]string) []error {
 		}
 	}
 	c.topology(ctx, path)
+	c.consulEntries(p)
 	return c.errs
 }
 
@@ -371,6 +373,76 @@ func (c *checker) topology(ctx context.Context, path string) {
 	if !maps.Equal(got, wantTopology) {
 		c.errs = append(c.errs, fmt.Errorf("topology (services labelled %s, default profiles): %v, want %v", topology.Label, got, wantTopology))
 	}
+}
+
+// wantSplit is the products split the entries declare, by subset.
+var wantSplit = map[string]float32{"v1": 90, "v2": 10}
+
+// consulEntries: the config entries the Consul service loads (and the
+// demo writes) read, and agree with the example instances: every
+// resolver subset that filters on Service.Meta selects an instance, a
+// service with a router or splitter speaks grpc, and products is split
+// 90/10 between its versions.
+func (c *checker) consulEntries(p *types.Project) {
+	entries, err := topology.ConsulEntries(p)
+	if err != nil {
+		c.errs = append(c.errs, err)
+		return
+	}
+	examples, err := topology.Examples(p)
+	if err != nil {
+		return // c.topology reports it
+	}
+	meta := map[string][]map[string]string{}
+	for _, e := range examples {
+		meta[e.Service] = e.Meta
+	}
+	field := "config entries"
+	protocol := map[string]string{}
+	split := map[string]float32{}
+	for _, e := range entries {
+		switch e := e.(type) {
+		case *api.ServiceConfigEntry:
+			protocol[e.Name] = e.Protocol
+		case *api.ServiceResolverConfigEntry:
+			for _, name := range slices.Sorted(maps.Keys(e.Subsets)) {
+				k, v, ok := metaFilter(e.Subsets[name].Filter)
+				if !ok {
+					continue
+				}
+				if !slices.ContainsFunc(meta[e.Name], func(m map[string]string) bool { return m[k] == v && m[k] != "" }) {
+					c.fail(consulService, field, "service-resolver %s: subset %s (%s) selects no instance: no example instance of %s runs with -meta %s=%s", e.Name, name, e.Subsets[name].Filter, e.Name, k, v)
+				}
+			}
+		case *api.ServiceSplitterConfigEntry:
+			if protocol[e.Name] != "grpc" {
+				c.fail(consulService, field, "service-splitter %s: no service-defaults with Protocol grpc before it (Consul refuses a splitter of a tcp service)", e.Name)
+			}
+			if e.Name == "products" {
+				for _, sp := range e.Splits {
+					split[sp.ServiceSubset] += sp.Weight
+				}
+			}
+		case *api.ServiceRouterConfigEntry:
+			if protocol[e.Name] != "grpc" {
+				c.fail(consulService, field, "service-router %s: no service-defaults with Protocol grpc before it", e.Name)
+			}
+		}
+	}
+	if !maps.Equal(split, wantSplit) {
+		c.fail(consulService, field, "products split %v, want %v (the tour and the environment test count on it)", split, wantSplit)
+	}
+}
+
+// metaFilter reads a subset filter of the form Service.Meta.KEY == "VALUE".
+func metaFilter(filter string) (key, value string, ok bool) {
+	lhs, rhs, ok := strings.Cut(filter, "==")
+	if !ok {
+		return "", "", false
+	}
+	key, ok = strings.CutPrefix(strings.TrimSpace(lhs), "Service.Meta.")
+	value, err := strconv.Unquote(strings.TrimSpace(rhs))
+	return key, value, ok && err == nil
 }
 
 func (c *checker) dependsHealthy(s types.ServiceConfig, on string) {

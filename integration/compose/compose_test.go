@@ -13,6 +13,7 @@ package compose
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -23,6 +24,10 @@ const composeFile = "../../docker-compose.yml"
 
 // configFile is the edges' config, bind-mounted from the repository.
 const configFile = "cmd/examples/compose/portico.yaml"
+
+// entriesFile is the config entries Consul loads (and the demo writes),
+// bind-mounted from the repository too.
+const entriesFile = "cmd/examples/compose/consul-entries.json"
 
 func TestComposeFile(t *testing.T) {
 	for _, err := range check(t.Context(), composeFile, nil) {
@@ -67,16 +72,28 @@ func TestComposeTopology(t *testing.T) {
 	want := []topology.Example{
 		{Service: "accounts", Instances: 1},
 		{Service: "orders", Instances: 1},
-		{Service: "products", Instances: 2},
+		{Service: "products", Instances: 2, Meta: []map[string]string{{"version": "1"}, {"version": "2"}}},
 		{Service: "users", Instances: 1},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("topology %v, want %v", got, want)
 	}
 	for i := range want {
-		if got[i] != want[i] {
+		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Errorf("topology[%d] = %v, want %v", i, got[i], want[i])
 		}
+	}
+	// The entries the demo writes are the ones the file's Consul loads.
+	entries, err := topology.EntriesFromFile(t.Context(), composeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, e := range entries {
+		kinds = append(kinds, e.GetKind()+" "+e.GetName())
+	}
+	if k := strings.Join(kinds, ", "); k != "service-defaults products, service-resolver products, service-splitter products" {
+		t.Errorf("config entries: %s", k)
 	}
 }
 
@@ -96,9 +113,13 @@ func TestBrokenVariantsAreReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	entries, err := os.ReadFile("../../" + entriesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name       string
-		file       string // "compose", "Dockerfile" or "config"
+		file       string // "compose", "Dockerfile", "config" or "entries"
 		old, new   string
 		n          int    // occurrences to replace
 		wantInErrs string // every one of these ;-separated parts in one error
@@ -152,8 +173,26 @@ func TestBrokenVariantsAreReported(t *testing.T) {
 			"${PORTICO_REDIS_IMAGE:-redis:7-alpine}", "${PORTICO_REDIS_IMAGE}", 1,
 			"${PORTICO_REDIS_IMAGE}"},
 		{"one products instance for the demo", "compose",
-			`"-advertise", "products-2:9003", "-consul", "consul:8500"]`, `"-advertise", "products-2:9003", "-consul", "consul:8500"]` + "\n    profiles: [extra]", 1,
+			`"-consul", "consul:8500", "-meta", "version=2"]`, `"-consul", "consul:8500", "-meta", "version=2"]` + "\n    profiles: [extra]", 1,
 			"topology;products:1"},
+		{"products-2 not in its subset", "compose",
+			`"-meta", "version=2"`, `"-meta", "version=3"`, 1,
+			"service consul;service-resolver products: subset v2;no example instance of products runs with -meta version=2"},
+		{"malformed meta", "compose",
+			`"-meta", "version=2"`, `"-meta", "version"`, 1,
+			"service products-2;-meta \"version\": want key=value"},
+		{"entries not mounted", "compose",
+			"    volumes:\n      - ./cmd/examples/compose/consul-entries.json:/etc/consul.d/consul-entries.json:ro\n", "", 1,
+			"service consul;-config-file /etc/consul.d/consul-entries.json: no bind mount"},
+		{"entry with a misspelt key", "entries",
+			`"DefaultSubset"`, `"DefaultSubnet"`, 1,
+			"consul-entries.json;service-resolver products;unknown key .DefaultSubnet"},
+		{"splitter before the protocol", "entries",
+			`"Protocol": "grpc"`, `"Protocol": "tcp"`, 1,
+			"service consul;service-splitter products: no service-defaults with Protocol grpc"},
+		{"another split", "entries",
+			`{"Weight": 90, "ServiceSubset": "v1"}`, `{"Weight": 50, "ServiceSubset": "v1"}`, 1,
+			"service consul;products split map[v1:50 v2:10]"},
 		{"image runs as root", "Dockerfile",
 			"USER 65532:65532", "USER root", 1,
 			"service portico-1;USER"},
@@ -163,13 +202,15 @@ func TestBrokenVariantsAreReported(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			c, d, cf := string(compose), string(dockerfile), string(config)
+			c, d, cf, ce := string(compose), string(dockerfile), string(config), string(entries)
 			target := &c
 			switch tc.file {
 			case "Dockerfile":
 				target = &d
 			case "config":
 				target = &cf
+			case "entries":
+				target = &ce
 			}
 			if !strings.Contains(*target, tc.old) {
 				t.Fatalf("the %s no longer contains %q: update this variant", tc.file, tc.old)
@@ -181,6 +222,7 @@ func TestBrokenVariantsAreReported(t *testing.T) {
 				t.Fatal(err)
 			}
 			write(t, filepath.Join(dir, configFile), cf)
+			write(t, filepath.Join(dir, entriesFile), ce)
 
 			errs := check(t.Context(), filepath.Join(dir, "docker-compose.yml"), nil)
 			for _, err := range errs {

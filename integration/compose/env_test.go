@@ -101,19 +101,107 @@ func TestEnvironment(t *testing.T) {
 		}
 	})
 
-	t.Run("products killed under load", func(t *testing.T) {
-		l := startLoad(t, "/v1/products/p-1")
-		time.Sleep(time.Second)
-		if out, err := dc.docker(30*time.Second, "kill", dc.container(t, "products-1")); err != nil {
-			t.Fatalf("kill: %v %s", err, out)
+	t.Run("products split by Consul's config entries", func(t *testing.T) {
+		// products-1 runs as version 1, products-2 as 2; the splitter the
+		// consul service bootstraps sends 90 % to v1, 10 % to v2, anonymous
+		// callers per request.
+		eventually(t, 60*time.Second, "both products versions passing in Consul", func() bool {
+			var entries []struct {
+				Service struct{ Meta map[string]string }
+			}
+			if getJSON(consulURL+"/v1/health/service/products?passing=1", &entries) != nil {
+				return false
+			}
+			versions := map[string]bool{}
+			for _, e := range entries {
+				versions[e.Service.Meta["version"]] = true
+			}
+			return versions["1"] && versions["2"]
+		})
+		const explain = "/traffic?service=products&method=/portico.examples.products.v1.ProductService/GetProduct&subject=alice"
+		var ex struct {
+			Chain string
+			Split *struct {
+				Weights map[string]float64
+				Key     string
+			}
+			Subset    string
+			Instances []struct{ ID string }
 		}
-		time.Sleep(5 * time.Second)
-		l.stop(t, "products-1 killed")
-		if out, err := dc.compose(60*time.Second, "up", "-d", "--no-build", "products-1"); err != nil {
-			t.Fatalf("restarting products-1: %v %s", err, out)
+		eventually(t, 60*time.Second, "portico-1 routes products by its discovery chain", func() bool {
+			return getJSON(adminURLs[0]+explain, &ex) == nil && ex.Chain == "configured" && len(ex.Instances) > 0
+		})
+		if ex.Split == nil || len(ex.Split.Weights) != 2 || ex.Split.Key != "subject" {
+			t.Errorf("%s: split %+v, want two weighted subsets placed by subject", explain, ex.Split)
 		}
-		dc.waitHealthy(t, 90*time.Second)
+		t.Logf("explained: alice's calls go to subset %s (instances %v), split %+v", ex.Subset, ex.Instances, ex.Split)
+
+		const n = 300
+		counts := map[string]int{}
+		for range n {
+			resp, err := client.Get(edgeURLs[0] + "/v1/products/p-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("GET /v1/products/p-1: %d", resp.StatusCode)
+			}
+			counts[resp.Header.Get("Grpc-Metadata-X-Served-Version")]++
+		}
+		share := float64(counts["2"]) / n
+		t.Logf("FIGURE products split over %d GETs through portico-1: version 1 %d, version 2 %d (%.1f %%), other %d; portico_traffic_requests_total v1 %v, v2 %v",
+			n, counts["1"], counts["2"], 100*share, n-counts["1"]-counts["2"],
+			metric(t, adminURLs[0], `portico_traffic_requests_total{service="products",subset="v1"}`),
+			metric(t, adminURLs[0], `portico_traffic_requests_total{service="products",subset="v2"}`))
+		if counts["1"]+counts["2"] != n {
+			t.Errorf("%d answers without Grpc-Metadata-X-Served-Version 1 or 2: %v", n-counts["1"]-counts["2"], counts)
+		}
+		// 10 % of 300 is 30, its standard deviation 5.2: 9..60 is far
+		// outside chance.
+		if counts["1"] == 0 || counts["2"] == 0 || share < 0.03 || share > 0.20 {
+			t.Errorf("version 2 answered %.1f %% (%v), want both versions and 3 %%..20 %%", 100*share, counts)
+		}
 	})
+
+	// Each products instance is killed under load in turn: products-2, the
+	// canary (version 2, 10 % of the calls), then products-1, all of the
+	// stable v1. A call the splitter sends to a killed instance's subset
+	// is refused by the edge before it is sent and goes elsewhere: from v2
+	// to the stable subset, from v1 to v2, the failover the resolver
+	// declares. A call in flight on the instance when it dies is retried
+	// (GET). None fails.
+	for _, kill := range []struct{ instance, from, to string }{
+		{"products-2", "v2", "v1"},
+		{"products-1", "v1", "v2"},
+	} {
+		t.Run(kill.instance+" killed under load", func(t *testing.T) {
+			fallbacks := func() (n float64) {
+				for _, u := range adminURLs {
+					n += metric(t, u, `portico_traffic_fallbacks_total{from="`+kill.from+`",service="products",to="`+kill.to+`"}`)
+				}
+				return n
+			}
+			before := fallbacks()
+			l := startLoad(t, "/v1/products/p-1")
+			time.Sleep(time.Second)
+			if out, err := dc.docker(30*time.Second, "kill", dc.container(t, kill.instance)); err != nil {
+				t.Fatalf("kill: %v %s", err, out)
+			}
+			time.Sleep(5 * time.Second)
+			l.stop(t, kill.instance+" ("+kill.from+") killed")
+			moved := fallbacks() - before
+			t.Logf("FIGURE %s killed: %v calls for %s went to %s instead (portico_traffic_fallbacks_total, both edges)", kill.instance, moved, kill.from, kill.to)
+			if moved == 0 {
+				t.Errorf("no call went from %s to %s", kill.from, kill.to)
+			}
+			if out, err := dc.compose(60*time.Second, "up", "-d", "--no-build", kill.instance); err != nil {
+				t.Fatalf("restarting %s: %v %s", kill.instance, err, out)
+			}
+			dc.waitHealthy(t, 90*time.Second)
+		})
+	}
 
 	t.Run("products cut off the network", func(t *testing.T) {
 		ctr := dc.container(t, "products-2")

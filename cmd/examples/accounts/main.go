@@ -8,7 +8,7 @@
 //
 // Usage:
 //
-//	accounts [-listen 127.0.0.1:9004] [-grace 5s] [-consul 127.0.0.1:8500 [-health-listen ADDR] [-advertise HOST:PORT] [-id ID]]
+//	accounts [-listen 127.0.0.1:9004] [-grace 5s] [-meta KEY=VALUE]... [-consul 127.0.0.1:8500 [-health-listen ADDR] [-advertise HOST:PORT] [-id ID]]
 package main
 
 import "github.com/portico-dev/portico/cmd/examples/internal/serve"

@@ -13,7 +13,12 @@
 //
 // Which example services run, and how many instances of each, comes from
 // docker-compose.yml (-compose), so the demo and `docker compose up` have
-// the same topology: users, orders, accounts and two products instances.
+// the same topology: users, orders, accounts and two products instances,
+// products-1 as version 1 and products-2 as version 2 (Consul service meta,
+// -meta in the file). The config entries the file's Consul loads at start
+// (cmd/examples/compose/consul-entries.json: a service-resolver subset per
+// version, a 90/10 service-splitter) the demo writes through Consul's API
+// before Portico starts, so both split products calls alike.
 package main
 
 import (
@@ -28,6 +33,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -80,6 +86,10 @@ func run(ctx context.Context, stop func()) error {
 	if err != nil {
 		return err
 	}
+	entries, err := topology.EntriesFromFile(ctx, *compose)
+	if err != nil {
+		return err
+	}
 	fmt.Println("starting a Consul agent on loopback…")
 	agent, err := consulagent.Start(ctx, consulagent.Options{HTTPPort: consulHTTPPort})
 	if err != nil {
@@ -109,8 +119,8 @@ func run(ctx context.Context, stop func()) error {
 		}
 		cc := api.DefaultNonPooledConfig()
 		cc.Address = agent.HTTPAddr
-		srv, err := native.New(native.Config{Service: in.Service, ID: in.ID(), Listen: addr, Consul: cc},
-			log.Named(in.Service).WithOptions(zap.IncreaseLevel(zap.WarnLevel)), append(servedBy(in.ID()), services.Slow(in.Service))...)
+		srv, err := native.New(native.Config{Service: in.Service, ID: in.ID(), Listen: addr, Consul: cc, Meta: in.Meta},
+			log.Named(in.Service).WithOptions(zap.IncreaseLevel(zap.WarnLevel)), append(servedBy(in), services.Slow(in.Service))...)
 		if err != nil {
 			return err
 		}
@@ -125,9 +135,16 @@ func run(ctx context.Context, stop func()) error {
 		if srv.Addr() == "" {
 			return fmt.Errorf("%s could not listen on %s", in.ID(), addr)
 		}
-		fmt.Printf("example service %-15s mTLS gRPC on %s\n", in.ID()+":", srv.Addr())
+		version := ""
+		if v := in.Meta["version"]; v != "" {
+			version = " (version " + v + ")"
+		}
+		fmt.Printf("example service %-15s mTLS gRPC on %s%s\n", in.ID()+":", srv.Addr(), version)
 	}
 	if err := waitPassing(ctx, agent, topo); err != nil {
+		return err
+	}
+	if err := writeEntries(ctx, agent, entries); err != nil {
 		return err
 	}
 
@@ -245,21 +262,35 @@ func writeFrontends(dir string) (string, error) {
 }
 
 // servedBy makes every answer of an instance name it in the response
-// header metadata x-served-by, which Portico forwards as the HTTP header
-// Grpc-Metadata-X-Served-By: round-robin across the products instances
-// shows in `curl -si`.
-func servedBy(id string) []grpc.ServerOption {
-	md := metadata.Pairs("x-served-by", id)
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			_ = grpc.SetHeader(ctx, md) // fails only once headers are sent, which they are not yet
-			return h(ctx, req)
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			_ = ss.SetHeader(md)
-			return h(srv, ss)
-		}),
+// header metadata x-served-by, and its version (meta "version"), if it has
+// one, in x-served-version, as the example commands do. Portico forwards
+// them as the HTTP headers Grpc-Metadata-X-Served-By and
+// Grpc-Metadata-X-Served-Version: the products split shows in `curl -si`.
+func servedBy(in instance) []grpc.ServerOption {
+	md := metadata.Pairs("x-served-by", in.ID())
+	if v := in.Meta["version"]; v != "" {
+		md.Set(services.VersionHeader, v)
 	}
+	return services.Header(md)
+}
+
+// writeEntries writes the config entries of the compose file's Consul, in
+// their order (a splitter needs its resolver's subsets and the grpc
+// protocol first), before Portico starts: it routes by them from its first
+// call.
+func writeEntries(ctx context.Context, agent *consulagent.Agent, entries []api.ConfigEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if _, _, err := agent.Client().ConfigEntries().Set(e, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+			return fmt.Errorf("consul config entry %s %s: %w", e.GetKind(), e.GetName(), err)
+		}
+		names = append(names, e.GetKind()+" "+e.GetName())
+	}
+	fmt.Printf("consul config entries:          %s\n", strings.Join(names, ", "))
+	return nil
 }
 
 // waitPassing waits until every instance of the topology passes its check.

@@ -32,14 +32,15 @@ type instance struct {
 	Service string
 	N       int // 1-based
 	Port    int
+	Meta    map[string]string // Consul service meta, from the compose command's -meta flags
 }
 
 // ID is the instance's Consul id, also what it answers in x-served-by.
 func (i instance) ID() string { return fmt.Sprintf("%s-%d", i.Service, i.N) }
 
-// planPorts gives every instance of topo its port from examplePorts; the
-// instances the table does not list get firstSparePort and up, in topology
-// order. The result is sorted by port.
+// planPorts gives every instance of topo its port from examplePorts, and
+// its meta; the instances the table does not list get firstSparePort and
+// up, in topology order. The result is sorted by port.
 func planPorts(topo []topology.Example) []instance {
 	var out []instance
 	spare := firstSparePort
@@ -51,7 +52,11 @@ func planPorts(topo []topology.Example) []instance {
 			} else {
 				port, spare = spare, spare+1
 			}
-			out = append(out, instance{Service: t.Service, N: n, Port: port})
+			var meta map[string]string
+			if n <= len(t.Meta) {
+				meta = t.Meta[n-1]
+			}
+			out = append(out, instance{Service: t.Service, N: n, Port: port, Meta: meta})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Port < out[j].Port })

@@ -12,9 +12,11 @@ import (
 func TestPlanPortsIsTheDocumentedTable(t *testing.T) {
 	// The topology as topology.FromFile reads docker-compose.yml: sorted
 	// by name, which is not the order of the ports.
-	topo := []topology.Example{{Service: "accounts", Instances: 1}, {Service: "orders", Instances: 1}, {Service: "products", Instances: 2}, {Service: "users", Instances: 1}}
+	topo := []topology.Example{{Service: "accounts", Instances: 1}, {Service: "orders", Instances: 1},
+		{Service: "products", Instances: 2, Meta: []map[string]string{{"version": "1"}, {"version": "2"}}}, {Service: "users", Instances: 1}}
 	want := []instance{
-		{"users", 1, 9001}, {"orders", 1, 9002}, {"products", 1, 9003}, {"accounts", 1, 9004}, {"products", 2, 9005},
+		{"users", 1, 9001, nil}, {"orders", 1, 9002, nil}, {"products", 1, 9003, map[string]string{"version": "1"}}, {"accounts", 1, 9004, nil},
+		{"products", 2, 9005, map[string]string{"version": "2"}},
 	}
 	if got := planPorts(topo); !reflect.DeepEqual(got, want) {
 		t.Fatalf("planPorts = %v, want %v (the README's table)", got, want)
@@ -23,7 +25,7 @@ func TestPlanPortsIsTheDocumentedTable(t *testing.T) {
 
 func TestPlanPortsGivesSparePortsInTopologyOrder(t *testing.T) {
 	topo := []topology.Example{{Service: "extra", Instances: 1}, {Service: "users", Instances: 2}}
-	want := []instance{{"users", 1, 9001}, {"extra", 1, 9006}, {"users", 2, 9007}}
+	want := []instance{{"users", 1, 9001, nil}, {"extra", 1, 9006, nil}, {"users", 2, 9007, nil}}
 	if got := planPorts(topo); !reflect.DeepEqual(got, want) {
 		t.Fatalf("planPorts = %v, want %v", got, want)
 	}

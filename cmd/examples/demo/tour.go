@@ -39,7 +39,8 @@ Portico is serving on {{.Base}}. Try (each comment says what you should see):
   curl -s {{.Base}}/v1/orders/o-1001/status                         # 200, "ORDER_STATUS_CANCELLED" (response_body: one field)
   curl -sN '{{.Base}}/v1/orders:stream?count=5&intervalMs=300'      # 200, 5 lines {"result":{"orderId":"s-1",…}}, 300 ms apart
   curl -sN -H 'Accept: text/event-stream' '{{.Base}}/v1/users:watch?count=3&intervalMs=500'   # server-sent events: data: {"kind":"existing",…} per user, then 3 ticks
-  for i in 1 2 3 4; do curl -s -o /dev/null -D - {{.Base}}/v1/products/p-1 | grep Served-By; done   # Grpc-Metadata-X-Served-By: products-1, products-2, products-1, products-2 (round-robin)
+  for i in $(seq 20); do curl -s -o /dev/null -D - {{.Base}}/v1/products/p-1 | grep -i served-version; done | sort | uniq -c   # about 18 × 1, 2 × 2 (a 90/10 split from Consul's service-splitter; anonymous callers are split per request)
+  curl -s '{{.Admin}}/traffic?service=products&method=/portico.examples.products.v1.ProductService/GetProduct&subject=alice'   # where alice's calls go, and why: "chain": "configured", the 90/10 weights, her bucket (a caller with a subject always gets the same), the chosen subset, its instance
   curl -s '{{.Base}}/v1/assets/img/logo%2Fv2.png'                   # 200, {"path":"img/logo%2Fv2.png","size":"17"} (an encoded / stays in the {path=**} value)
   curl -s -o /dev/null -D - {{.Base}}/v1/users/alice/avatar         # 200 with Content-Type: image/png (google.api.HttpBody)
   curl -si {{.Base}}/v1/debug/fail/5?message=gone                   # 404, {"code":5,"message":"gone","details":[]} (NOT_FOUND)
@@ -59,6 +60,7 @@ The API, described:  curl -s {{.Base}}/openapi.json | head -c 300   # the OpenAP
 
 Readiness:         curl -s {{.Admin}}/readyz                                   # {"status":"ready","checks":[routes, identity, consul]}
 Metrics:           curl -s {{.Admin}}/metrics | grep '^portico_upstream_instances'   # healthy instances per service: products 2, the others 1
+                   curl -s {{.Admin}}/metrics | grep '^portico_traffic_requests_total{service="products"'   # products calls by subset: v1 about 9 in 10, v2 the rest
 Consul (HTTP API): curl -s 'http://{{.Consul}}/v1/health/service/products?passing' | grep -o '"ID":"products-[0-9]*"'   # "ID":"products-1", "ID":"products-2"
 Deny Portico → orders, then allow again (Consul answers true to each change):
   curl -s -X PUT 'http://{{.Consul}}/v1/connect/intentions/exact?source=portico&destination=orders' -d '{"Action":"deny"}'

@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	orders [-listen 127.0.0.1:9002] [-grace 5s] [-consul 127.0.0.1:8500 [-health-listen ADDR] [-advertise HOST:PORT] [-id ID]]
+//	orders [-listen 127.0.0.1:9002] [-grace 5s] [-meta KEY=VALUE]... [-consul 127.0.0.1:8500 [-health-listen ADDR] [-advertise HOST:PORT] [-id ID]]
 package main
 
 import "github.com/portico-dev/portico/cmd/examples/internal/serve"

@@ -9,12 +9,15 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/portico-dev/portico/cmd/examples/services"
 	"github.com/portico-dev/portico/mesh/native"
@@ -45,6 +48,22 @@ type Options struct {
 	// health check uses its host too when HealthListen's host is
 	// unspecified, so in a container give the name other containers resolve.
 	Advertise string
+	// Meta is registered as the instance's Consul service meta in mesh
+	// mode (service-resolver subsets filter on it, e.g.
+	// Service.Meta.version == "2"). With a "version", every answer also
+	// carries it in the response header metadata x-served-version, in
+	// either mode.
+	Meta map[string]string
+}
+
+// serverOptions are what every example server runs with: slow calls on
+// request, and the version header when Meta has one.
+func (o Options) serverOptions() []grpc.ServerOption {
+	opts := []grpc.ServerOption{services.Slow(o.Name)}
+	if v := o.Meta["version"]; v != "" {
+		opts = append(opts, services.Header(metadata.Pairs(services.VersionHeader, v))...)
+	}
+	return opts
 }
 
 // Run serves until ctx ends, then stops gracefully within Grace. It returns
@@ -53,7 +72,7 @@ func Run(ctx context.Context, log *zap.Logger, o Options) error {
 	if o.Consul != "" {
 		return runNative(ctx, log, o)
 	}
-	s := grpc.NewServer(services.Slow(o.Name))
+	s := grpc.NewServer(o.serverOptions()...)
 	if err := services.Register(s, o.Name); err != nil {
 		return err
 	}
@@ -95,7 +114,8 @@ func runNative(ctx context.Context, log *zap.Logger, o Options) error {
 	cc.Address = o.Consul
 	srv, err := native.New(native.Config{
 		Service: o.Name, ID: o.ID, Listen: o.Listen, HealthListen: o.HealthListen, Advertise: o.Advertise, Consul: cc, Grace: o.Grace,
-	}, log, services.Slow(o.Name))
+		Meta: o.Meta,
+	}, log, o.serverOptions()...)
 	if err != nil {
 		return err
 	}
@@ -103,6 +123,33 @@ func runNative(ctx context.Context, log *zap.Logger, o Options) error {
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+// MetaFlag is a repeatable key=value flag that fills the map: an empty key
+// or a key given twice is an error.
+type MetaFlag map[string]string
+
+// Set implements flag.Value.
+func (m MetaFlag) Set(kv string) error {
+	k, v, ok := strings.Cut(kv, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("%q: want key=value", kv)
+	}
+	if _, dup := m[k]; dup {
+		return fmt.Errorf("%q: %s is given twice", kv, k)
+	}
+	m[k] = v
+	return nil
+}
+
+// String implements flag.Value: the pairs, sorted by key.
+func (m MetaFlag) String() string {
+	pairs := make([]string, 0, len(m))
+	for k, v := range m {
+		pairs = append(pairs, k+"="+v)
+	}
+	sort.Strings(pairs)
+	return strings.Join(pairs, ",")
 }
 
 // Main is the whole of an example command: flags, signals, Run. listen is
@@ -115,6 +162,8 @@ func Main(name, listen string) {
 	flag.StringVar(&o.HealthListen, "health-listen", "", "plaintext gRPC health address for Consul's check (mesh mode; default: listen host, any port)")
 	flag.StringVar(&o.ID, "id", "", "Consul instance id (mesh mode; default <name>-host:port)")
 	flag.StringVar(&o.Advertise, "advertise", "", "host:port registered in Consul, also the health check's host (mesh mode; default the bound listen address)")
+	o.Meta = map[string]string{}
+	flag.Var(MetaFlag(o.Meta), "meta", "key=value registered as Consul service meta (mesh mode; repeatable); version=V also answers x-served-version: V")
 	flag.Parse()
 
 	log, err := zap.NewProduction()
