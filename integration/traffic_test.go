@@ -102,7 +102,7 @@ func (env *trafficEnv) waitWeight(w2 float32) time.Time {
 			return false, fmt.Sprintf("%+v", ex)
 		}
 		for name, w := range ex.Split.Weights {
-			if strings.Contains(name, "v2.") && w == w2 {
+			if name == "v2" && w == w2 {
 				return true, ""
 			}
 		}

@@ -66,7 +66,9 @@ func (w *catalogWatch) chain(ctx context.Context, name string, deliver func(chai
 func (c *Catalog) setPlan(svc *catalogService, a chainAnswer) {
 	p := compilePlan(svc.name, a.chain, a.resolver, c.cfg.Traffic)
 	for i := range p.targets {
-		p.targets[i].requests = c.traffic.requests.WithLabelValues(svc.name, p.subsetLabel(i))
+		if p.configured { // only calls through config entries are counted
+			p.targets[i].requests = c.traffic.requests.WithLabelValues(svc.name, p.subsetLabel(i))
+		}
 	}
 	svc.mu.Lock()
 	prev := svc.plan
@@ -186,6 +188,7 @@ type ExplainedRoute struct {
 
 // ExplainedSplit is the service-splitter's choice.
 type ExplainedSplit struct {
+	// Weights are by subset ("default": the service's default one).
 	Weights map[string]float32 `json:"weights"`
 	// Key is what placed the caller: subject, api_key or header:<Name>;
 	// "per request" when the caller has none.
@@ -252,6 +255,9 @@ func (c *Catalog) Explain(service, method string, caller Caller) (*Explanation, 
 		if node != nil {
 			for i, s := range node.splits {
 				name := p.nodes[s.next].name
+				if r := p.nodes[s.next]; r.kind == nodeResolver {
+					name = p.subsetLabel(r.target)
+				}
 				sp.Weights[name] += s.weight
 				if i == d.split {
 					sp.Chosen = name
