@@ -333,19 +333,27 @@ func TestTrafficRouterAndOverride(t *testing.T) {
 		}
 		return ""
 	}
+	type ask struct {
+		auth string
+		hdr  []string
+		want string
+		what string
+	}
+	check := func(asks []ask) {
+		t.Helper()
+		for _, a := range asks {
+			if v := all(a.auth, a.hdr...); v != a.want {
+				t.Fatalf("%s: answered by %s, want %s", a.what, v, a.want)
+			}
+		}
+	}
 	// v2 at 0 %: only a trusted caller that asks reaches it.
-	if v := all(trusted, "Portico-Subset", "v2"); v != "v2" {
-		t.Fatalf("trusted caller asking for v2 at 0%%: got %s", v)
-	}
-	if v := all(plain, "Portico-Subset", "v2"); v != "v1" {
-		t.Fatalf("untrusted caller asking for v2: got %s, want v1 (not honoured)", v)
-	}
-	if v := all(trusted); v != "v1" {
-		t.Fatalf("trusted caller not asking: got %s", v)
-	}
-	if v := all(trusted, "Portico-Subset", "nope"); v != "v1" {
-		t.Fatalf("trusted caller asking for an unknown subset: got %s", v)
-	}
+	check([]ask{
+		{trusted, []string{"Portico-Subset", "v2"}, "v2", "trusted caller asking for v2 at 0 %"},
+		{plain, []string{"Portico-Subset", "v2"}, "v1", "untrusted caller asking for v2 (not honoured)"},
+		{trusted, nil, "v1", "trusted caller not asking"},
+		{trusted, []string{"Portico-Subset", "nope"}, "v1", "trusted caller asking for an unknown subset"},
+	})
 
 	// A router rule on a header sends matching calls to v2.
 	env.write(&api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "accounts", Routes: []api.ServiceRoute{{
@@ -356,15 +364,11 @@ func TestTrafficRouterAndOverride(t *testing.T) {
 		ex, err := env.edge.Mesh.Catalog.Explain("accounts", whoAmI, &mesh.StaticCaller{Headers: map[string]string{"X-Beta": "1"}})
 		return err == nil && ex.Route != nil && ex.Subset == "v2", fmt.Sprintf("%+v %v", ex, err)
 	})
-	if v := all(plain, "X-Beta", "1"); v != "v2" {
-		t.Fatalf("X-Beta: 1 should route to v2, got %s", v)
-	}
-	if v := all(plain, "X-Beta", "2"); v != "v1" {
-		t.Fatalf("X-Beta: 2 should not match, got %s", v)
-	}
-	if v := all(plain); v != "v1" {
-		t.Fatalf("no header: got %s", v)
-	}
+	check([]ask{
+		{plain, []string{"X-Beta", "1"}, "v2", "X-Beta: 1"},
+		{plain, []string{"X-Beta", "2"}, "v1", "X-Beta: 2 (no match)"},
+		{plain, nil, "v1", "no header"},
+	})
 
 	// The admin endpoint explains a decision.
 	r := do(t, env.c, "GET", env.edge.AdminURL+"/traffic?service=accounts&method="+whoAmI+"&subject=paul&header=X-Beta:1", "")
