@@ -612,6 +612,11 @@ func TestFrontendsReload(t *testing.T) {
 	if !p.WaitOutput(`hello.proto:12:108: method portico.frontend.hello.v1.Hello.Hello: option (portico.v1.compose).calls[0].request[0].expr: <input>:1:19: undefined field 'usr'`, 10*time.Second) {
 		t.Fatalf("the broken expression was not rejected with its position:\n%s", p.Output())
 	}
+	// The rejection is logged while the table is built; it serves once
+	// swapped in, which the next line says.
+	if !p.WaitOutput(`"msg":"route table built","routes":8,"rejected":1`, 10*time.Second) {
+		t.Fatalf("no table without the broken composition:\n%s", p.Output())
+	}
 	if r := do(t, c, "GET", "http://"+pub+"/api/hello/alice", ""); r.code != 404 {
 		t.Fatalf("the broken composition answered %d", r.code)
 	}
