@@ -104,7 +104,9 @@ func (cs *Calls) unary(ctx context.Context, route *Route, c *chain.Call) error {
 		out.opts[4] = route.fallback
 	}
 	start := time.Now()
-	ctx = mesh.WithCaller(ctx, (*trafficCaller)(c))
+	if mesh.RoutesByCaller(route.Conn) {
+		ctx = mesh.WithCaller(ctx, (*trafficCaller)(c))
+	}
 	err := route.Conn.Invoke(metadata.NewOutgoingContext(ctx, c.MD), route.FullMethod, c.Req, resp, out.opts[:]...)
 	cs.observe(route.FullMethod, status.Code(err), time.Since(start))
 	if out.peer.Addr != nil {
@@ -272,7 +274,10 @@ func (e *cutShort) GRPCStatus() *status.Status { return e.st }
 // edge.max_stream_duration, ending it when the upstream is quiet for
 // transcode.stream_idle_timeout or Portico drains.
 func (cs *Calls) stream(ctx context.Context, route *Route, c *chain.Call) (err error) {
-	ctx = metadata.NewOutgoingContext(mesh.WithCaller(ctx, (*trafficCaller)(c)), c.MD)
+	if mesh.RoutesByCaller(route.Conn) {
+		ctx = mesh.WithCaller(ctx, (*trafficCaller)(c))
+	}
+	ctx = metadata.NewOutgoingContext(ctx, c.MD)
 	ctx, cancelMax := context.WithTimeoutCause(ctx, cs.maxStreamDuration, errStreamTooLong)
 	defer cancelMax()
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-bexpr"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 )
 
 // Traffic management: each exposed Consul service's discovery chain
@@ -42,6 +43,18 @@ type callerKey struct{}
 // WithCaller returns ctx carrying c for the traffic router.
 func WithCaller(ctx context.Context, c Caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// RoutesByCaller reports whether calls on conn are routed by who makes
+// them now (a Consul service whose discovery chain has config entries):
+// only then does the caller need to travel in the context.
+func RoutesByCaller(conn grpc.ClientConnInterface) bool {
+	t, ok := conn.(*trafficConn)
+	if !ok {
+		return false
+	}
+	st := t.svc.traffic.routing.Load()
+	return st != nil && st.plan.configured
 }
 
 func callerFrom(ctx context.Context) Caller {
