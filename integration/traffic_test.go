@@ -452,7 +452,7 @@ type rolloutInstance struct {
 	calls   sync.Map // method name → *atomic.Int64
 }
 
-func startRollout(t *testing.T, agent *consulagent.Agent, id, src, hash string) *rolloutInstance {
+func startRollout(t *testing.T, agent *consulagent.Agent, id, src, hash string, meta ...string) *rolloutInstance {
 	t.Helper()
 	in := &rolloutInstance{id: id}
 	in.backend = harness.Dynamic(t, "", src, func(md protoreflect.MethodDescriptor, req *dynamicpb.Message) (proto.Message, error) {
@@ -465,9 +465,12 @@ func startRollout(t *testing.T, agent *consulagent.Agent, id, src, hash string) 
 	})
 	host, port, _ := net.SplitHostPort(in.backend.Addr)
 	p, _ := strconv.Atoi(port)
+	m := map[string]string{mesh.MetaDescriptors: hash}
+	for i := 0; i+1 < len(meta); i += 2 {
+		m[meta[i]] = meta[i+1]
+	}
 	if err := agent.Client().Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: id, Name: "rollout", Address: host, Port: p, Tags: []string{"portico"},
-		Meta: map[string]string{mesh.MetaDescriptors: hash},
+		ID: id, Name: "rollout", Address: host, Port: p, Tags: []string{"portico"}, Meta: m,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -623,5 +626,44 @@ func TestTrafficRollingDeploy(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// A canary that adds a method, behind a 90/10 split: the method only the
+// canary's instances serve is answered for every caller (by them), not
+// refused for the 90 % the split sends to the stable subset.
+func TestTrafficMethodOnlyInCanary(t *testing.T) {
+	t.Parallel()
+	agent := harness.Consul(t)
+	env := &trafficEnv{t: t, agent: agent}
+	env.write(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "rollout", Protocol: "grpc"})
+	env.write(&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "rollout", DefaultSubset: "v1",
+		Subsets: map[string]api.ServiceResolverSubset{"v1": {Filter: `Service.Meta.version == "1"`}, "v2": {Filter: `Service.Meta.version == "2"`}}})
+	env.write(&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: "rollout", Splits: []api.ServiceSplit{
+		{Weight: 90, ServiceSubset: "v1"}, {Weight: 10, ServiceSubset: "v2"}}})
+	old := startRollout(t, agent, "rollout-v1", rolloutProto("GetItem"), "old", "version", "1")
+	canary := startRollout(t, agent, "rollout-v2", rolloutProto("GetItem", "GetReview"), "new", "version", "2")
+	e := harness.Portico(t, func(cfg *app.Config) {
+		harness.ConsulConfig(agent)(cfg)
+		cfg.Mesh.TLS.Mode = mesh.TLSModePlaintext
+	})
+	c := harness.Client(t)
+	eventually(t, 10*time.Second, "GetReview's route", func() bool { return do(t, c, "GET", e.URL+"/v1/items/a/review", "").code == 200 })
+	for i := range 200 {
+		if r := do(t, c, "GET", fmt.Sprintf("%s/v1/items/%d/review", e.URL, i), ""); r.code != 200 {
+			t.Fatalf("GetReview %d: %d %s", i, r.code, r.body)
+		}
+		if r := do(t, c, "GET", fmt.Sprintf("%s/v1/items/%d", e.URL, i), ""); r.code != 200 {
+			t.Fatalf("GetItem %d: %d %s", i, r.code, r.body)
+		}
+	}
+	moved := metricValue(do(t, c, "GET", e.AdminURL+"/metrics", "").body, `portico_traffic_fallbacks_total{from="v1",service="rollout",to="any"}`)
+	t.Logf("200 GetReview: v2 served %d (the stable v1 lacks it; %g moved from v1); 200 GetItem: v1 served %d, v2 %d",
+		canary.served("GetReview"), moved, old.served("GetItem"), canary.served("GetItem"))
+	if old.served("GetReview") > 0 || moved < 100 {
+		t.Fatalf("GetReview: %d sent to v1, %g moved from v1", old.served("GetReview"), moved)
+	}
+	if old.served("GetItem") < 140 || canary.served("GetItem") == 0 {
+		t.Fatalf("GetItem split v1 %d / v2 %d, want about 90/10", old.served("GetItem"), canary.served("GetItem"))
 	}
 }

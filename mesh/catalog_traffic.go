@@ -65,13 +65,27 @@ func (w *catalogWatch) chain(ctx context.Context, name string, deliver func(chai
 // setPlan installs the plan compiled from a chain answer for svc.
 func (c *Catalog) setPlan(svc *catalogService, a chainAnswer) {
 	p := compilePlan(svc.name, a.chain, a.resolver, c.cfg.Traffic)
+	svc.mu.Lock()
+	if svc.removed { // its series are gone; none come back
+		svc.mu.Unlock()
+		return
+	}
+	prev := svc.plan
+	labels := map[string]bool{}
 	for i := range p.targets {
 		if p.configured { // only calls through config entries are counted
 			p.targets[i].requests = c.traffic.requests.WithLabelValues(svc.name, p.subsetLabel(i))
+			labels[p.subsetLabel(i)] = true
 		}
 	}
-	svc.mu.Lock()
-	prev := svc.plan
+	if prev != nil {
+		// Subsets named per release would pile up series otherwise.
+		for i := range prev.targets {
+			if l := prev.subsetLabel(i); !labels[l] {
+				c.traffic.forgetSubset(svc.name, l)
+			}
+		}
+	}
 	svc.plan = p
 	svc.rebuildRoutingLocked()
 	svc.mu.Unlock()
@@ -108,6 +122,7 @@ func (svc *catalogService) rebuildRoutingLocked() {
 	for t := range p.targets {
 		r.sel[t] = &pickSel{plan: p, target: t, id: p.targets[t].id}
 	}
+	r.any = &pickSel{plan: p, target: -1}
 	for _, e := range svc.serving {
 		ir := instRoute{hash: e.Service.Meta[MetaDescriptors]}
 		if g := svc.groups[ir.hash]; g != nil {

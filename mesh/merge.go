@@ -24,7 +24,7 @@ import (
 // mergeable says why md cannot join base's descriptors; "" when it can:
 // its service is there, its request and response messages are there with
 // the same shape, and none of its HTTP routes may clash with the base's.
-func mergeable(base *Reflection, md protoreflect.MethodDescriptor) string {
+func mergeable(base *Reflection, md protoreflect.MethodDescriptor, taken []protoreflect.MethodDescriptor) string {
 	svc := baseService(base, md.Parent().FullName())
 	if svc == nil {
 		return "its service is not in the newest descriptors"
@@ -39,14 +39,18 @@ func mergeable(base *Reflection, md protoreflect.MethodDescriptor) string {
 		}
 	}
 	mine := routeShapes(md)
+	others := slices.Clone(taken) // the methods merged before it, then the base's
 	for _, b := range base.Services {
 		mds := b.Desc.Methods()
 		for i := range mds.Len() {
-			for _, r := range routeShapes(mds.Get(i)) {
-				for _, m := range mine {
-					if r == m || strings.Contains(r, "**") || strings.Contains(m, "**") {
-						return "its route may clash with " + string(mds.Get(i).Name()) + "'s"
-					}
+			others = append(others, mds.Get(i))
+		}
+	}
+	for _, o := range others {
+		for _, r := range routeShapes(o) {
+			for _, m := range mine {
+				if r == m || strings.Contains(r, "**") || strings.Contains(m, "**") {
+					return "its route may clash with " + string(o.Name()) + "'s"
 				}
 			}
 		}

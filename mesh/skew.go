@@ -95,7 +95,11 @@ func (c *Catalog) reflectService(ctx context.Context, svc *catalogService, force
 		g.refl, g.mds = res[i].refl, methodsOf(res[i].refl)
 	}
 	for h, g := range svc.groups {
-		g.seq = since[h]
+		// When the version first registered: an old instance registering
+		// again later does not make its version newer.
+		if s, ok := since[h]; ok && (g.seq == 0 || s < g.seq) {
+			g.seq = s
+		}
 	}
 	for h := range svc.groups {
 		if !present[h] {
@@ -191,7 +195,7 @@ func unionOf(groups []*descGroup, conn *trafficConn) (*Reflection, map[string]ui
 			md := g.mds[m]
 			switch {
 			case union[m] == nil:
-				if why := mergeable(base.refl, md); why != "" {
+				if why := mergeable(base.refl, md, adds); why != "" {
 					notes = append(notes, m+" (only instances with descriptors "+shortHash(g.hash)+" serve it; "+why+")")
 					continue
 				}

@@ -48,14 +48,16 @@ func (t *trafficConn) Invoke(ctx context.Context, method string, args, reply any
 	}
 	if unsent(err) {
 		// Never sent: the resolver's failover targets, then the stable
-		// subset, whatever the call.
+		// subset, then any instance that serves the method (one only a
+		// newer version has, during a rollout), whatever the call.
 		for _, to := range st.plan.fallbacks(d.target) {
 			t.fellBack(st.plan, d.target, to)
 			if err = t.svc.conn.Invoke(withPick(ctx, st.sel[to]), method, args, reply, opts...); !unsent(err) {
 				return err
 			}
 		}
-		return err
+		t.fellBack(st.plan, d.target, -1)
+		return t.svc.conn.Invoke(withPick(ctx, st.any), method, args, reply, opts...)
 	}
 	// An instance of a canary failed it: once more on the stable subset,
 	// if the call may be repeated and its budget allows.
@@ -106,7 +108,8 @@ func (t *trafficConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, meth
 			return cs, err
 		}
 	}
-	return cs, err
+	t.fellBack(st.plan, d.target, -1)
+	return t.svc.conn.NewStream(withPick(ctx, st.any), desc, method, opts...)
 }
 
 // fallbacks are the targets a call refused by target's instances goes to
@@ -115,8 +118,12 @@ func (p *trafficPlan) fallbacks(target int) []int {
 	return p.targets[target].fallbacks
 }
 
-// subsetLabel names target t in metrics: its subset, or "default".
+// subsetLabel names target t in metrics: its subset, "default", or "any"
+// (t -1: any instance serving the method).
 func (p *trafficPlan) subsetLabel(t int) string {
+	if t < 0 {
+		return "any"
+	}
 	if s := p.targets[t].subset; s != "" {
 		return s
 	}
@@ -140,6 +147,13 @@ func newTrafficMetrics() *trafficMetrics {
 			Help: "Idempotent calls a canary subset failed with UNAVAILABLE, tried again on the stable subset.",
 		}, []string{"service", "from", "to"}),
 	}
+}
+
+// forgetSubset drops the series of a subset a service's chain no longer has.
+func (m *trafficMetrics) forgetSubset(service, subset string) {
+	m.requests.DeleteLabelValues(service, subset)
+	m.fallbacks.DeletePartialMatch(prometheus.Labels{"service": service, "from": subset})
+	m.fallbacks.DeletePartialMatch(prometheus.Labels{"service": service, "to": subset})
 }
 
 // forget drops the series of a service that left.

@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -64,6 +66,7 @@ type routing struct {
 	// method it lacks (reflection, health) may go to any instance.
 	methods map[string]uint64
 	sel     []*pickSel // per target
+	any     *pickSel   // any instance serving the method (the last fallback)
 	gen     uint64
 }
 
@@ -268,8 +271,17 @@ const noReadyInstance = "no ready instance of "
 // never left the edge, so any call may go elsewhere.
 const unsentReason = "PORTICO_NO_READY_INSTANCE"
 
+// refusalToken is this process's own, in every refusal: an upstream
+// relaying someone's refusal cannot make a sent call look unsent.
+var refusalToken = func() string {
+	b := make([]byte, 16)
+	_, _ = cryptorand.Read(b)
+	return hex.EncodeToString(b)
+}()
+
 func errNoReady(msg string) error {
-	st, err := status.New(codes.Unavailable, msg).WithDetails(&errdetails.ErrorInfo{Reason: unsentReason, Domain: "portico.mesh"})
+	st, err := status.New(codes.Unavailable, msg).WithDetails(&errdetails.ErrorInfo{Reason: unsentReason, Domain: "portico.mesh",
+		Metadata: map[string]string{"token": refusalToken}})
 	if err != nil {
 		return status.Error(codes.Unavailable, msg)
 	}
@@ -283,7 +295,7 @@ func unsent(err error) bool {
 		return false
 	}
 	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == unsentReason && ei.GetDomain() == "portico.mesh" {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == unsentReason && ei.GetMetadata()["token"] == refusalToken {
 			return true
 		}
 	}
